@@ -1,0 +1,1 @@
+"""Running compiled pipelines: model clients, retrieval, the executor, the run store."""

@@ -1,0 +1,62 @@
+"""Source files and spans: where a piece of a spec came from, and how to show it with a caret.
+
+Stdlib only: every layer above may import this.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True, slots=True)
+class Span:
+    """A region of a source file, 1-based lines and columns, end exclusive."""
+
+    path: str
+    line: int
+    column: int
+    end_line: int | None = None
+    end_column: int | None = None
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.line}:{self.column}"
+
+
+@dataclass(frozen=True, slots=True)
+class SourceFile:
+    """The text of a spec file, kept so diagnostics can quote the offending line."""
+
+    path: str
+    text: str
+
+    @classmethod
+    def read(cls, path: str | Path) -> SourceFile:
+        p = Path(path)
+        return cls(str(path), p.read_text(encoding="utf-8"))
+
+    def line_text(self, line: int) -> str:
+        lines = self.text.splitlines()
+        return lines[line - 1] if 1 <= line <= len(lines) else ""
+
+    def span_at(self, offset: int, length: int = 1) -> Span:
+        """The span of `length` characters starting at character `offset`."""
+        line = self.text.count("\n", 0, offset) + 1
+        start = self.text.rfind("\n", 0, offset) + 1
+        col = offset - start + 1
+        return Span(self.path, line, col, line, col + max(length, 1))
+
+
+def render_excerpt(source: SourceFile | None, span: Span) -> str:
+    """The source line of `span` with a gutter and a caret line under the span."""
+    if source is None:
+        return ""
+    text = source.line_text(span.line)
+    if not text and span.line > len(source.text.splitlines()):
+        return ""
+    width = len(str(span.line))
+    gutter = " " * width
+    end = span.end_column if (span.end_line in (None, span.line) and span.end_column) else len(text) + 1
+    n = max(1, min(end, len(text) + 1) - span.column)
+    caret = " " * (span.column - 1) + "^" * n
+    return f"{span.line:>{width}} | {text.rstrip()}\n{gutter} | {caret}"

@@ -1,0 +1,1 @@
+"""The canonical spec models and the YAML/JSON front end."""

@@ -1,0 +1,135 @@
+"""YAML and JSON front end: text → (data, span table) → Pipeline, and Pipeline → YAML text.
+
+PyYAML's composer gives every node its position; we construct plain values ourselves so that each
+value's path gets a Span, duplicate keys are caught (PyYAML silently keeps the last) and
+pathological documents (deep nesting, alias bombs, huge files) fail fast with a clear error.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import yaml
+
+from flowc.errors import Diagnostic, SpecErrors
+from flowc.source import SourceFile, Span
+from flowc.spec.build import SpanTable, build_pipeline
+from flowc.spec.models import Pipeline
+
+MAX_BYTES = 4_000_000
+MAX_DEPTH = 64
+MAX_NODES = 200_000
+
+
+class _Limits(Exception):
+    def __init__(self, code: str, message: str, node: yaml.Node) -> None:
+        super().__init__(message)
+        self.code, self.message, self.node = code, message, node
+
+
+def _span(path: str, node: yaml.Node) -> Span:
+    start, end = node.start_mark, node.end_mark
+    shift = 1 if isinstance(node, yaml.ScalarNode) and node.style in ('"', "'") else 0
+    return Span(path, start.line + 1, start.column + 1 + shift, end.line + 1, end.column + 1 - shift)
+
+
+def load_yaml_data(source: SourceFile) -> tuple[Any, SpanTable, list[Diagnostic]]:
+    """Parse YAML/JSON text into plain data and a span table; problems come back as diagnostics."""
+    path = source.path
+    if len(source.text) > MAX_BYTES:
+        return None, {}, [Diagnostic("input-too-large", f"the spec is {len(source.text):,} characters; the limit is {MAX_BYTES:,}",
+                                     Span(path, 1, 1), hint="split it into subflows with 'import'")]
+    try:
+        root = yaml.compose(source.text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        span = Span(path, mark.line + 1, mark.column + 1) if mark else Span(path, 1, 1)
+        return None, {}, [Diagnostic("yaml-syntax", f"YAML: {e.problem or e.context}", span,
+                                     hint="check indentation, colons and quotes on this line")]
+    except yaml.YAMLError as e:
+        return None, {}, [Diagnostic("yaml-syntax", f"YAML: {e}", Span(path, 1, 1))]
+    except RecursionError:
+        return None, {}, [Diagnostic("nesting-too-deep", "the YAML document nests too deeply", Span(path, 1, 1),
+                                     hint=f"keep nesting under {MAX_DEPTH} levels")]
+    if root is None:
+        return None, {}, [Diagnostic("yaml-not-mapping", "the file is empty", Span(path, 1, 1),
+                                     hint="start the file with 'pipeline: <name>'")]
+    spans: SpanTable = {}
+    diags: list[Diagnostic] = []
+    constructor = yaml.SafeLoader("")
+    count = [0]
+
+    def build(node: yaml.Node, p: tuple[str | int, ...], depth: int) -> Any:
+        count[0] += 1
+        if count[0] > MAX_NODES:
+            raise _Limits("input-too-large", f"the document expands to more than {MAX_NODES:,} values (aliases?)", node)
+        if depth > MAX_DEPTH:
+            raise _Limits("nesting-too-deep", f"the document nests deeper than {MAX_DEPTH} levels", node)
+        spans[p] = _span(path, node)
+        if isinstance(node, yaml.MappingNode):
+            out: dict[Any, Any] = {}
+            for knode, vnode in node.value:
+                if not isinstance(knode, yaml.ScalarNode):
+                    diags.append(Diagnostic("invalid-value", "a key must be a plain name", _span(path, knode)))
+                    continue
+                key = constructor.construct_object(knode)
+                key = key if isinstance(key, str | int) else str(key)
+                if key in out:
+                    diags.append(Diagnostic("duplicate-name", f"'{key}' is defined twice here", _span(path, knode),
+                                            hint="YAML would silently keep the last one: rename or remove one"))
+                    continue
+                spans[(*p, key, "@key")] = _span(path, knode)
+                out[key] = build(vnode, (*p, key), depth + 1)
+            return out
+        if isinstance(node, yaml.SequenceNode):
+            return [build(v, (*p, i), depth + 1) for i, v in enumerate(node.value)]
+        value = constructor.construct_object(node)
+        # Dates and the like are not spec values: keep their text.
+        return value if isinstance(value, str | int | float | bool) or value is None else str(node.value)
+
+    try:
+        data = build(root, (), 0)
+    except _Limits as e:
+        return None, {}, [Diagnostic(e.code, e.message, _span(path, e.node),  # type: ignore[arg-type]
+                                     hint="simplify the document; anchors and aliases that expand are not supported")]
+    except RecursionError:
+        return None, {}, [Diagnostic("nesting-too-deep", "the document nests too deeply", Span(path, 1, 1))]
+    return data, spans, diags
+
+
+def parse_yaml(text: str, path: str = "<yaml>") -> Pipeline:
+    """Read a YAML or JSON spec; raises SpecErrors with every problem found."""
+    source = SourceFile(path, text)
+    data, spans, diags = load_yaml_data(source)
+    if diags and data is None:
+        raise SpecErrors(diags, {path: source})
+    try:
+        spec = build_pipeline(data, spans, source)
+    except SpecErrors as e:
+        raise SpecErrors(diags + e.diagnostics, {path: source}) from None
+    if diags:
+        raise SpecErrors(diags, {path: source})
+    return spec
+
+
+class _Dumper(yaml.SafeDumper):
+    pass
+
+
+def _str_presenter(dumper: yaml.SafeDumper, data: str) -> yaml.ScalarNode:
+    if "\n" in data:
+        return dumper.represent_scalar("tag:yaml.org,2002:str", data, style="|")
+    return dumper.represent_scalar("tag:yaml.org,2002:str", data)
+
+
+_Dumper.add_representer(str, _str_presenter)
+
+
+def dump_yaml(spec: Pipeline) -> str:
+    """Canonical YAML of a spec: keys in model order, defaults left out, prompts as block text."""
+    return yaml.dump(spec.dump(), Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=100)
+
+
+def dump_json(spec: Pipeline) -> str:
+    return json.dumps(spec.dump(), indent=2, ensure_ascii=False) + "\n"

@@ -1,0 +1,305 @@
+"""The canonical spec: pydantic v2 models that the DSL, YAML/JSON and Python all build.
+
+Nothing downstream ever sees a lark tree or a raw dict. Source positions are not part of the
+models' data (they never appear in dumps); each Pipeline carries a table from the path of a
+value (`("nodes", "search", "inputs", "query")`) to its Span, filled in by the front end.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    PrivateAttr,
+    SerializerFunctionWrapHandler,
+    WithJsonSchema,
+    field_validator,
+    model_serializer,
+)
+from pydantic_core import PydanticCustomError
+
+from flowc.source import Span
+from flowc.spec.exprs import Expr, ExprSyntaxError, Lit, parse_binding, parse_condition
+from flowc.spec.types import TypeExpr, TypeSyntaxError, parse_type
+
+NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+Name = Annotated[str, Field(pattern=NAME_PATTERN)]
+RESERVED = frozenset({"all", "and", "or", "not", "contains", "true", "false", "null", "item", "input", "output"})
+
+
+def _type(v: Any) -> TypeExpr:
+    if isinstance(v, TypeExpr):
+        return v
+    if not isinstance(v, str):
+        raise PydanticCustomError("invalid-type-expr", "a type is written as text, like 'list[str]'")
+    try:
+        return parse_type(v)
+    except TypeSyntaxError as e:
+        raise PydanticCustomError("invalid-type-expr", "{msg}", {"msg": str(e), "offset": e.offset}) from None
+
+
+def _binding(v: Any) -> Expr:
+    if isinstance(v, Expr):
+        return v
+    if isinstance(v, bool | int | float) or v is None:
+        return Lit(0, v)
+    if not isinstance(v, str):
+        raise PydanticCustomError("invalid-binding", "a binding is written as text, like 'plan.query'")
+    try:
+        return parse_binding(v)
+    except ExprSyntaxError as e:
+        raise PydanticCustomError("invalid-binding", "{msg}", {"msg": str(e), "offset": e.offset}) from None
+
+
+def _condition(v: Any) -> Expr:
+    if isinstance(v, Expr):
+        return v
+    if not isinstance(v, str):
+        raise PydanticCustomError("invalid-binding", "a condition is written as text")
+    try:
+        return parse_condition(v)
+    except ExprSyntaxError as e:
+        raise PydanticCustomError("invalid-binding", "{msg}", {"msg": str(e), "offset": e.offset}) from None
+
+
+TypeRef = Annotated[
+    TypeExpr,
+    BeforeValidator(_type),
+    PlainSerializer(str, return_type=str),
+    WithJsonSchema({"type": "string", "description": "a type, e.g. str, list[Doc], enum[a, b], {x: int}"}),
+]
+Binding = Annotated[
+    Expr,
+    BeforeValidator(_binding),
+    PlainSerializer(str, return_type=str),
+    WithJsonSchema({"type": "string", "description": "a binding: name, node.port, literal, 'all n.p', 'a ?? b'"}),
+]
+Condition = Annotated[
+    Expr,
+    BeforeValidator(_condition),
+    PlainSerializer(str, return_type=str),
+    WithJsonSchema({"type": "string", "description": "a condition, e.g. plan.next == \"search\""}),
+]
+JSONValue = Annotated[Any, WithJsonSchema({})]
+
+
+class SpecModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+
+
+# -- declarations ------------------------------------------------------------------------------
+
+
+class InputDecl(SpecModel):
+    type: TypeRef
+    default: JSONValue = None
+    description: str = ""
+
+
+class OutputDecl(SpecModel):
+    source: Binding
+    type: TypeRef | None = None
+    description: str = ""
+
+
+class ModelDecl(SpecModel):
+    """A model reachable through litellm (`openai/gpt-4o-mini`, `local/smollm2`, ...)."""
+
+    id: str = Field(min_length=1)
+    temperature: float = Field(0.0, ge=0.0, le=2.0)
+    max_tokens: int | None = Field(None, ge=1)
+    seed: int | None = None
+    retries: int = Field(2, ge=0, le=20)
+    timeout: float | None = Field(60.0, gt=0)
+    rpm: int | None = Field(None, ge=1)
+    tpm: int | None = Field(None, ge=1)
+    fallbacks: list[str] = Field(default_factory=list)
+    api_base: str | None = None
+    # Weights: a LoRA adapter (safetensors) trained by flowc, and whether optimizers may train it.
+    adapter: str | None = None
+    trainable: bool = False
+
+
+class CorpusDecl(SpecModel):
+    path: str = Field(min_length=1)
+    description: str = ""
+
+
+class LoopDecl(SpecModel):
+    """A bounded back edge: values from `from` may re-run `to` at most `max` times."""
+
+    model_config = ConfigDict(populate_by_name=True, extra="forbid", frozen=True)
+    from_: Name = Field(alias="from")
+    to: Name
+    max: int = Field(ge=1, le=1000)
+    while_: Condition | None = Field(default=None, alias="while")
+
+
+class MetricDecl(SpecModel):
+    fn: Name
+    output: Name
+    target: str = Field(min_length=1)
+
+
+class Expectation(SpecModel):
+    output: Name
+    op: Literal["==", "!=", "contains", "matches"] = "=="
+    value: JSONValue = None
+
+
+class TestCase(SpecModel):
+    inputs: dict[Name, JSONValue] = Field(default_factory=dict)
+    expect: list[Expectation] = Field(default_factory=list)
+
+
+# -- nodes ---------------------------------------------------------------------------------------
+
+
+class NodeBase(SpecModel):
+    description: str = ""
+    inputs: dict[Name, Binding] = Field(default_factory=dict)
+
+    @model_serializer(mode="wrap")
+    def _keep_kind(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # `kind` is the discriminator: keep it even when dumping without defaults.
+        data: dict[str, Any] = handler(self)
+        return {"kind": getattr(self, "kind"), **data}  # noqa: B009
+
+
+class LLMNode(NodeBase):
+    """Renders `prompt` from its inputs, calls `model`, parses typed `outputs`.
+
+    An output of type `route[a, b]` makes the node a router: its value picks the next node,
+    and `fallback` is taken when the model answers outside the choices or a loop is exhausted.
+    """
+
+    kind: Literal["llm"] = "llm"
+    role: str = ""
+    model: Name | None = None
+    system: str | None = None
+    prompt: str
+    outputs: dict[Name, TypeRef] = Field(default_factory=dict)
+    format: Literal["auto", "json", "tagged", "text"] = "auto"
+    demos: list[dict[Name, JSONValue]] = Field(default_factory=list)
+    trainable: bool = True
+    fallback: Name | None = None
+
+
+class RetrieveNode(NodeBase):
+    """Top-k passages from a declared corpus. Input `query: str` (or `queries: list[str]` for maxsim)."""
+
+    kind: Literal["retrieve"] = "retrieve"
+    corpus: Name
+    method: Literal["bm25", "dense", "maxsim"] = "bm25"
+    k: int = Field(5, ge=1, le=1000)
+
+
+class ToolNode(NodeBase):
+    """Calls a Python function registered under `function` (entry points or the Python API)."""
+
+    kind: Literal["tool"] = "tool"
+    function: Name
+    outputs: dict[Name, TypeRef] = Field(default_factory=dict)
+
+
+class SubflowNode(NodeBase):
+    """Another pipeline used as a node; `flow` names an `import`."""
+
+    kind: Literal["subflow"] = "subflow"
+    flow: Name
+
+
+class MapNode(NodeBase):
+    """Runs `body` once per element of `over` (bound to the name `item`), concurrently; gathers lists."""
+
+    kind: Literal["map"] = "map"
+    over: Binding
+    item: Name = "item"
+    max_items: int | None = Field(None, ge=1)
+    body: Annotated[LLMNode | RetrieveNode | ToolNode | SubflowNode, Field(discriminator="kind")]
+
+
+Node = Annotated[LLMNode | RetrieveNode | ToolNode | SubflowNode | MapNode, Field(discriminator="kind")]
+NODE_KINDS = ("llm", "retrieve", "tool", "subflow", "map")
+
+
+# -- the pipeline -------------------------------------------------------------------------------
+
+
+class Pipeline(SpecModel):
+    """One pipeline: its interface, what it uses, its nodes and how they connect."""
+
+    pipeline: Name
+    description: str = ""
+    imports: dict[Name, str] = Field(default_factory=dict)
+    types: dict[Name, TypeRef] = Field(default_factory=dict)
+    inputs: dict[Name, InputDecl] = Field(default_factory=dict)
+    outputs: dict[Name, OutputDecl] = Field(default_factory=dict)
+    models: dict[Name, ModelDecl] = Field(default_factory=dict)
+    corpora: dict[Name, CorpusDecl] = Field(default_factory=dict)
+    nodes: dict[Name, Node] = Field(default_factory=dict)
+    loops: dict[Name, LoopDecl] = Field(default_factory=dict)
+    metrics: dict[Name, MetricDecl] = Field(default_factory=dict)
+    tests: dict[Name, TestCase] = Field(default_factory=dict)
+
+    _spans: dict[tuple[str | int, ...], Span] = PrivateAttr(default_factory=dict)
+    _path: str | None = PrivateAttr(default=None)
+
+    @field_validator("inputs", "nodes", "models", "corpora", "types", "outputs", "loops")
+    @classmethod
+    def _no_reserved(cls, v: dict[str, Any]) -> dict[str, Any]:
+        for k in v:
+            if k in RESERVED:
+                raise PydanticCustomError(
+                    "reserved-name", "'{name}' is a reserved word and cannot name a declaration", {"name": k}
+                )
+        return v
+
+    # -- source positions -------------------------------------------------------------------
+
+    @property
+    def source_path(self) -> str | None:
+        return self._path
+
+    @property
+    def base_dir(self) -> Path:
+        return Path(self._path).parent if self._path else Path.cwd()
+
+    def with_source(self, path: str | None, spans: dict[tuple[str | int, ...], Span]) -> Pipeline:
+        self._path = path
+        self._spans = spans
+        return self
+
+    def span(self, *path: str | int, offset: int = 0, length: int | None = None) -> Span | None:
+        """The span of the value at `path` (or its closest recorded ancestor), shifted by `offset`
+        characters when the value is one line of text (to point inside an expression)."""
+        p: tuple[str | int, ...] = tuple(path)
+        while p and p not in self._spans:
+            p = p[:-1]
+        s = self._spans.get(p)
+        if s is None:
+            return Span(self._path, 1, 1) if self._path else None
+        if p != tuple(path):
+            offset = 0
+        col = s.column + offset
+        end = col + length if length else (s.end_column if not offset else None)
+        return Span(s.path, s.line, col, s.line if end else s.end_line, end)
+
+    def key_span(self, *path: str | int) -> Span | None:
+        """The span of the name that declares the entry at `path`."""
+        k = (*path, "@key")
+        return self._spans.get(k) or self.span(*path)
+
+    @property
+    def spans(self) -> dict[tuple[str | int, ...], Span]:
+        return self._spans
+
+    def dump(self) -> dict[str, Any]:
+        """The canonical plain-data form (YAML/JSON), without defaults."""
+        return self.model_dump(mode="json", by_alias=True, exclude_defaults=True)

@@ -1,0 +1,392 @@
+"""Parse `.flow` text into the canonical spec.
+
+The grammar (flowc/grammars/flow.lark, LALR, positions propagated) is built once and cached.
+The walk below only *constructs* plain data and a span table — validation happens in the spec
+layer, exactly as for YAML — so syntax and shape errors come out the same way from both fronts.
+"""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from functools import cache
+from typing import Any
+
+from lark import Lark, Token, Tree
+from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
+
+from flowc.errors import Diagnostic, SpecErrors
+from flowc.source import SourceFile, Span
+from flowc.spec.build import SpanTable, build_pipeline
+from flowc.spec.models import Pipeline
+from flowc.syntax.diagnostics import describe_expected, match_common_mistake
+
+MAX_BYTES = 4_000_000
+MAX_DEPTH = 48
+
+
+@cache
+def grammar() -> Lark:
+    return Lark.open_from_package(
+        "flowc", "flow.lark", ("grammars",), parser="lalr", propagate_positions=True, maybe_placeholders=False
+    )
+
+
+def parse_flow(text: str, path: str = "<flow>") -> Pipeline:
+    """Read a `.flow` spec; raises SpecErrors with every problem found, each located."""
+    source = SourceFile(path, text)
+    data, spans, diags = parse_flow_data(source)
+    if data is None:
+        raise SpecErrors(diags, {path: source})
+    try:
+        spec = build_pipeline(data, spans, source)
+    except SpecErrors as e:
+        raise SpecErrors(diags + e.diagnostics, {path: source}) from None
+    if any(d.severity == "error" for d in diags):
+        raise SpecErrors(diags, {path: source})
+    return spec
+
+
+def parse_flow_data(source: SourceFile) -> tuple[dict[str, Any] | None, SpanTable, list[Diagnostic]]:
+    """Text → (plain data shaped like Pipeline.dump(), span table, diagnostics)."""
+    path, text = source.path, source.text
+    if len(text) > MAX_BYTES:
+        return None, {}, [Diagnostic("input-too-large", f"the spec is {len(text):,} characters; the limit is {MAX_BYTES:,}",
+                                     Span(path, 1, 1), hint="split it into subflows with 'import'")]
+    deep = _too_deep(text)
+    if deep is not None:
+        return None, {}, [Diagnostic("nesting-too-deep", f"brackets nest deeper than {MAX_DEPTH} levels",
+                                     source.span_at(deep), hint="flatten the structure; no spec needs this depth")]
+    try:
+        tree = grammar().parse(text)
+    except UnexpectedInput as e:
+        return None, {}, [_syntax_diagnostic(e, source)]
+    walker = _Walker(source)
+    data = walker.start(tree)
+    return data, walker.spans, walker.diags
+
+
+def _too_deep(text: str) -> int | None:
+    """Offset where bracket nesting first exceeds MAX_DEPTH, ignoring strings and comments."""
+    depth, i, n = 0, 0, len(text)
+    while i < n:
+        c = text[i]
+        if c == '"':
+            j = text.find('"""', i + 3) + 3 if text.startswith('"""', i) else i + 1
+            if not text.startswith('"""', i):
+                while j < n and text[j] not in '"\n':
+                    j += 2 if text[j] == "\\" else 1
+                j += 1
+            i = j if j > i else n
+            continue
+        if c == "#":
+            nl = text.find("\n", i)
+            i = n if nl < 0 else nl
+            continue
+        if c in "[{(":
+            depth += 1
+            if depth > MAX_DEPTH:
+                return i
+        elif c in "]})":
+            depth -= 1
+        i += 1
+    return None
+
+
+def _syntax_diagnostic(e: UnexpectedInput, source: SourceFile) -> Diagnostic:
+    path = source.path
+    line, col = max(e.line, 1), max(e.column, 1)
+    if isinstance(e, UnexpectedCharacters):
+        ch = source.text[e.pos_in_stream] if e.pos_in_stream < len(source.text) else ""
+        if ch == '"':
+            return Diagnostic("unterminated-string", "this string is not closed on its line",
+                              Span(path, line, col, line, col + 1),
+                              hint='close it with ", or use """...""" for text over several lines')
+        mistake = match_common_mistake(e, source)
+        if mistake:
+            return mistake
+        return Diagnostic("unexpected-character", f"unexpected character {ch!r}", Span(path, line, col, line, col + 1),
+                          hint=describe_expected(e.allowed) if e.allowed else None)
+    if isinstance(e, UnexpectedEOF) or (isinstance(e, UnexpectedToken) and e.token.type == "$END"):
+        last = len(source.text.splitlines()) or 1
+        return Diagnostic("unexpected-eof", "the file ends in the middle of a declaration",
+                          Span(path, last, len(source.line_text(last)) + 1),
+                          hint="a '}' is probably missing; every '{' needs its '}'")
+    assert isinstance(e, UnexpectedToken)
+    mistake = match_common_mistake(e, source)
+    if mistake:
+        return mistake
+    tok = e.token
+    shown = "a line break" if tok.type == "_NL" else repr(str(tok))
+    width = 1 if tok.type == "_NL" else max(len(str(tok)), 1)
+    return Diagnostic("syntax-error", f"unexpected {shown}", Span(path, line, col, line, col + width),
+                      hint=describe_expected(e.expected))
+
+
+def _span(path: str, node: Tree | Token) -> Span:
+    if isinstance(node, Token):
+        return Span(path, node.line or 1, node.column or 1, node.end_line, node.end_column)
+    meta = node.meta
+    if getattr(meta, "empty", True):
+        return Span(path, 1, 1)
+    return Span(path, meta.line, meta.column, meta.end_line, meta.end_column)
+
+
+def _string(tok: Token) -> str:
+    if tok.type == "LONG_STRING":
+        return long_string_value(str(tok))
+    return str(json.loads(str(tok)))
+
+
+def long_string_value(raw: str) -> str:
+    """The text of a triple-quoted string: first newline and last indented line dropped, dedented."""
+    body = raw[3:-3]
+    if body.startswith("\n"):
+        body = body[1:]
+    head, sep, tail = body.rpartition("\n")
+    if sep and tail.strip() == "":
+        body = head
+    body = body.replace('\\"', '"').replace("\\\\", "\\")
+    return textwrap.dedent(body)
+
+
+class _Walker:
+    """Walks the lark tree, building plain data and recording each value's span by path."""
+
+    def __init__(self, source: SourceFile) -> None:
+        self.source = source
+        self.path = source.path
+        self.spans: SpanTable = {}
+        self.diags: list[Diagnostic] = []
+
+    # -- helpers ---------------------------------------------------------------------------------
+
+    def text(self, node: Tree | Token) -> str:
+        if isinstance(node, Token):
+            return str(node)
+        return self.source.text[node.meta.start_pos:node.meta.end_pos]
+
+    def put(self, container: dict[str, Any], key: str, value: Any, p: tuple[str | int, ...],
+            key_node: Tree | Token, value_node: Tree | Token | None = None, what: str = "") -> bool:
+        """Set container[key] unless it is there already (then report a duplicate)."""
+        full = (*p, key)
+        if key in container:
+            first = self.spans.get((*full, "@key"))
+            self.diags.append(Diagnostic(
+                "duplicate-name", f"{what or 'name'} '{key}' is declared twice",
+                _span(self.path, key_node), hint="rename one of them",
+                notes=(f"first declared at {first}",) if first else ()))
+            return False
+        container[key] = value
+        self.spans[(*full, "@key")] = _span(self.path, key_node)
+        self.spans[full] = _span(self.path, value_node if value_node is not None else key_node)
+        return True
+
+    def value(self, node: Tree | Token, p: tuple[str | int, ...]) -> Any:
+        self.spans[p] = _span(self.path, node)
+        if isinstance(node, Token):
+            if node.type in ("STRING", "LONG_STRING"):
+                return _string(node)
+            if node.type == "SIGNED_NUMBER":
+                s = str(node)
+                return float(s) if any(c in s for c in ".eE") else int(s)
+            if node.type == "CONST":
+                return {"true": True, "false": False, "null": None}[str(node)]
+            return str(node)  # a bare NAME is a string
+        if node.data == "list":
+            return [self.value(c, (*p, i)) for i, c in enumerate(node.children)]
+        if node.data == "record":
+            out: dict[str, Any] = {}
+            for f in node.children:
+                k, v = f.children
+                key = _string(k) if k.type == "STRING" else str(k)
+                if self.put(out, key, None, p, k, v, "field"):
+                    out[key] = self.value(v, (*p, key))
+            return out
+        raise AssertionError(node.data)
+
+    # -- the file ----------------------------------------------------------------------------------
+
+    def start(self, tree: Tree) -> dict[str, Any]:
+        imports: dict[str, Any] = {}
+        pipe: Tree | None = None
+        for child in tree.children:
+            if isinstance(child, Tree) and child.data == "import_decl":
+                path_tok, alias = child.children
+                self.put(imports, str(alias), _string(path_tok), ("imports",), alias, path_tok, "import")
+            elif isinstance(child, Tree) and child.data == "pipeline":
+                pipe = child
+        assert pipe is not None
+        data = self.pipeline(pipe)
+        if imports:
+            data = {"pipeline": data.pop("pipeline"), **({"description": data.pop("description")} if "description" in data else {}),
+                    "imports": imports, **data}
+        return data
+
+    def pipeline(self, tree: Tree) -> dict[str, Any]:
+        name, *stmts = tree.children
+        data: dict[str, Any] = {"pipeline": str(name)}
+        self.spans[("pipeline",)] = _span(self.path, name)
+        self.spans[()] = _span(self.path, name)
+        sections: dict[str, dict[str, Any]] = {}
+
+        def section(key: str) -> dict[str, Any]:
+            if key not in sections:
+                sections[key] = {}
+            return sections[key]
+
+        for st in stmts:
+            kind = st.data
+            if kind == "prop":
+                k, v = st.children
+                self.put(data, str(k), self.value(v, (str(k),)), (), k, v, "property")
+            elif kind == "input_decl":
+                self.input_decl(st, section("inputs"))
+            elif kind == "output_decl":
+                self.output_decl(st, section("outputs"))
+            elif kind == "type_decl":
+                n, t = st.children
+                self.put(section("types"), str(n), self.text(t), ("types",), n, t, "type")
+            elif kind in ("model_decl", "corpus_decl"):
+                n, ident, *blk = st.children
+                sec, field = ("models", "id") if kind == "model_decl" else ("corpora", "path")
+                entry: dict[str, Any] = {field: _string(ident)}
+                if self.put(section(sec), str(n), entry, (sec,), n, n, sec[:-1] if sec == "models" else "corpus"):
+                    self.spans[(sec, str(n), field)] = _span(self.path, ident)
+                    if blk:
+                        self.props(blk[0], entry, (sec, str(n)))
+            elif kind == "node_decl":
+                n, k, blk = st.children
+                node: dict[str, Any] = {"kind": str(k)}
+                if self.put(section("nodes"), str(n), node, ("nodes",), n, n, "node"):
+                    self.spans[("nodes", str(n), "kind")] = _span(self.path, k)
+                    self.node_block(blk, node, ("nodes", str(n)))
+            elif kind == "loop_decl":
+                n, src, dst, mx, *cond = st.children
+                loop: dict[str, Any] = {"from": str(src), "to": str(dst), "max": int(str(mx))}
+                p = ("loops", str(n))
+                if self.put(section("loops"), str(n), loop, ("loops",), n, n, "loop"):
+                    for key, tok in (("from", src), ("to", dst), ("max", mx)):
+                        self.spans[(*p, key)] = _span(self.path, tok)
+                    if cond:
+                        loop["while"] = self.text(cond[0])
+                        self.spans[(*p, "while")] = _span(self.path, cond[0])
+            elif kind == "metric_decl":
+                n, fn, *kwargs = st.children
+                metric: dict[str, Any] = {"fn": str(fn)}
+                p = ("metrics", str(n))
+                if self.put(section("metrics"), str(n), metric, ("metrics",), n, n, "metric"):
+                    self.spans[(*p, "fn")] = _span(self.path, fn)
+                    for kw in kwargs:
+                        k, v = kw.children
+                        self.put(metric, str(k), str(v), p, k, v, "argument")
+            elif kind == "test_decl":
+                n, blk = st.children
+                test: dict[str, Any] = {}
+                if self.put(section("tests"), str(n), test, ("tests",), n, n, "test"):
+                    self.test_block(blk, test, ("tests", str(n)))
+        order = ("types", "inputs", "outputs", "models", "corpora", "nodes", "loops", "metrics", "tests")
+        for key in order:
+            if key in sections:
+                data[key] = sections[key]
+        return data
+
+    def input_decl(self, st: Tree, inputs: dict[str, Any]) -> None:
+        n, t, *rest = st.children
+        entry: dict[str, Any] = {"type": self.text(t)}
+        p = ("inputs", str(n))
+        if not self.put(inputs, str(n), entry, ("inputs",), n, n, "input"):
+            return
+        self.spans[(*p, "type")] = _span(self.path, t)
+        for r in rest:
+            if isinstance(r, Tree) and r.data == "block":
+                self.props(r, entry, p)
+            else:
+                entry["default"] = self.value(r, (*p, "default"))
+
+    def output_decl(self, st: Tree, outputs: dict[str, Any]) -> None:
+        n, *rest = st.children
+        entry: dict[str, Any] = {}
+        p = ("outputs", str(n))
+        if not self.put(outputs, str(n), entry, ("outputs",), n, n, "output"):
+            return
+        for r in rest:
+            if r.data == "type":
+                entry["type"] = self.text(r)
+                self.spans[(*p, "type")] = _span(self.path, r)
+            elif r.data == "binding":
+                entry["source"] = self.text(r)
+                self.spans[(*p, "source")] = _span(self.path, r)
+            else:
+                self.props(r, entry, p)
+        # canonical key order: source, type, description
+        ordered = {k: entry[k] for k in ("source", "type", "description") if k in entry}
+        ordered.update({k: v for k, v in entry.items() if k not in ordered})
+        entry.clear()
+        entry.update(ordered)
+
+    def props(self, blk: Tree, entry: dict[str, Any], p: tuple[str | int, ...]) -> None:
+        for st in blk.children:
+            if st.data != "prop":
+                what = {"bind": "an input binding", "node_output": "an output", "demo": "a demo",
+                        "body": "a 'do:' body", "expect": "an expectation", "given": "a test input"}[st.data]
+                self.diags.append(Diagnostic("syntax-error", f"{what} is not allowed here", _span(self.path, st),
+                                             hint="only 'key: value' properties go in this block"))
+                continue
+            k, v = st.children
+            if str(k) in entry:
+                self.put(entry, str(k), None, p, k, v, "property")
+                continue
+            self.put(entry, str(k), self.value(v, (*p, str(k))), p, k, v, "property")
+
+    def node_block(self, blk: Tree, node: dict[str, Any], p: tuple[str | int, ...]) -> None:
+        for st in blk.children:
+            kind = st.data
+            if kind == "prop":
+                k, v = st.children
+                self.put(node, str(k), self.value(v, (*p, str(k))), p, k, v, "property")
+            elif kind == "bind":
+                k, b = st.children
+                if str(k) == "over" and node.get("kind") == "map":
+                    self.put(node, "over", self.text(b), p, k, b, "property")
+                else:
+                    node.setdefault("inputs", {})
+                    self.put(node["inputs"], str(k), self.text(b), (*p, "inputs"), k, b, "input binding")
+            elif kind == "node_output":
+                k, t = st.children
+                node.setdefault("outputs", {})
+                self.put(node["outputs"], str(k), self.text(t), (*p, "outputs"), k, t, "output")
+            elif kind == "demo":
+                demos = node.setdefault("demos", [])
+                i = len(demos)
+                demos.append(self.value(st.children[0], (*p, "demos", i)))
+            elif kind == "body":
+                k, b = st.children
+                inner: dict[str, Any] = {"kind": str(k)}
+                if self.put(node, "body", inner, p, st, k, "body"):
+                    self.spans[(*p, "body", "kind")] = _span(self.path, k)
+                    self.node_block(b, inner, (*p, "body"))
+            else:
+                self.diags.append(Diagnostic("syntax-error", f"'{self.text(st).split()[0]}' is not allowed in a node",
+                                             _span(self.path, st), hint="a node holds 'key: value', 'port <- binding', "
+                                             "'output name: type', 'demo {...}' and, in a map, 'do: kind {...}'"))
+
+    def test_block(self, blk: Tree, test: dict[str, Any], p: tuple[str | int, ...]) -> None:
+        for st in blk.children:
+            if st.data == "given":
+                k, v = st.children
+                test.setdefault("inputs", {})
+                self.put(test["inputs"], str(k), self.value(v, (*p, "inputs", str(k))), (*p, "inputs"), k, v, "test input")
+            elif st.data == "expect":
+                out, op, v = st.children
+                exp = test.setdefault("expect", [])
+                i = len(exp)
+                exp.append({"output": str(out), "op": str(op), "value": self.value(v, (*p, "expect", i, "value"))})
+                self.spans[(*p, "expect", i)] = _span(self.path, st)
+                self.spans[(*p, "expect", i, "output")] = _span(self.path, out)
+            elif st.data == "prop":
+                k, v = st.children
+                self.put(test, str(k), self.value(v, (*p, str(k))), p, k, v, "property")
+            else:
+                self.diags.append(Diagnostic("syntax-error", "a test holds 'input = value' and 'expect output op value'",
+                                             _span(self.path, st)))
