@@ -72,7 +72,7 @@ def build_pipeline(data: Any, spans: SpanTable, source: SourceFile | None) -> m.
     except ValidationError as exc:
         diags = [_diagnostic(err, data, spans, path) for err in exc.errors()]
         raise SpecErrors(_dedupe(diags), sources) from None
-    return spec.with_source(path, spans)
+    return spec.with_source(path, spans, source.text if source else "")
 
 
 def _dedupe(diags: list[Diagnostic]) -> list[Diagnostic]:

@@ -144,7 +144,7 @@ class LoopDecl(SpecModel):
 class MetricDecl(SpecModel):
     fn: Name
     output: Name
-    target: str = Field(min_length=1)
+    target: Name
 
 
 class Expectation(SpecModel):
@@ -169,7 +169,16 @@ class NodeBase(SpecModel):
     def _keep_kind(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
         # `kind` is the discriminator: keep it even when dumping without defaults.
         data: dict[str, Any] = handler(self)
-        return {"kind": getattr(self, "kind"), **data}  # noqa: B009
+        out = {"kind": getattr(self, "kind")}  # noqa: B009
+        inputs = data.pop("inputs", None)
+        for k, v in data.items():
+            if k == "outputs" and inputs is not None:
+                out["inputs"] = inputs
+                inputs = None
+            out[k] = v
+        if inputs is not None:
+            out["inputs"] = inputs
+        return out
 
 
 class LLMNode(NodeBase):
@@ -228,6 +237,10 @@ class MapNode(NodeBase):
 Node = Annotated[LLMNode | RetrieveNode | ToolNode | SubflowNode | MapNode, Field(discriminator="kind")]
 NODE_KINDS = ("llm", "retrieve", "tool", "subflow", "map")
 
+#: The metrics a spec may name (implemented in flowc.runtime.metrics; a test keeps the two equal).
+METRIC_NAMES = ("exact_match", "token_f1", "accuracy", "contains", "last_integer", "label_accuracy",
+                "hit_at_k", "recall_at_k", "mrr", "llm_judge")
+
 
 # -- the pipeline -------------------------------------------------------------------------------
 
@@ -250,6 +263,7 @@ class Pipeline(SpecModel):
 
     _spans: dict[tuple[str | int, ...], Span] = PrivateAttr(default_factory=dict)
     _path: str | None = PrivateAttr(default=None)
+    _lines: list[str] = PrivateAttr(default_factory=list)
 
     @field_validator("inputs", "nodes", "models", "corpora", "types", "outputs", "loops")
     @classmethod
@@ -271,10 +285,30 @@ class Pipeline(SpecModel):
     def base_dir(self) -> Path:
         return Path(self._path).parent if self._path else Path.cwd()
 
-    def with_source(self, path: str | None, spans: dict[tuple[str | int, ...], Span]) -> Pipeline:
+    def with_source(self, path: str | None, spans: dict[tuple[str | int, ...], Span], text: str = "") -> Pipeline:
         self._path = path
         self._spans = spans
+        self._lines = text.splitlines()
         return self
+
+    def span_in(self, *path: str | int, offset: int, length: int, value: str) -> Span | None:
+        """The span of `value[offset:offset+length]`, where `value` is the text at `path` —
+        also inside a multi-line block, by finding the piece on its source line."""
+        if "\n" not in value:
+            return self.span(*path, offset=offset, length=length)
+        block = self.span(*path)
+        if block is None or not self._lines:
+            return block
+        nth = value.count("\n", 0, offset)
+        start_line = self._lines[block.line - 1] if block.line - 1 < len(self._lines) else ""
+        # Content starts on the line after the opener when nothing follows the opener (""" or |).
+        opener_rest = start_line[block.column - 1:].strip()
+        first = block.line + (1 if opener_rest in ('"""', "|", "|-", "|+", ">", ">-") else 0)
+        line_no = first + nth
+        needle = value[offset:offset + length]
+        line = self._lines[line_no - 1] if 0 < line_no <= len(self._lines) else ""
+        col = line.find(needle) + 1 if needle in line else 1
+        return Span(block.path, line_no, col, line_no, col + length if needle in line else None)
 
     def span(self, *path: str | int, offset: int = 0, length: int | None = None) -> Span | None:
         """The span of the value at `path` (or its closest recorded ancestor), shifted by `offset`

@@ -77,6 +77,8 @@ class RecordT(TypeExpr):
     fields: tuple[tuple[str, TypeExpr], ...]
 
     def __str__(self) -> str:
+        if self == DOC_RECORD:
+            return "Doc"
         return "{" + ", ".join(f"{k}: {v}" for k, v in self.fields) + "}"
 
     def field(self, name: str) -> TypeExpr | None:

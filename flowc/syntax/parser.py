@@ -125,6 +125,8 @@ def _syntax_diagnostic(e: UnexpectedInput, source: SourceFile) -> Diagnostic:
 
 def _span(path: str, node: Tree | Token) -> Span:
     if isinstance(node, Token):
+        if node.type == "STRING":  # point at the text, past the opening quote
+            return Span(path, node.line or 1, (node.column or 1) + 1, node.end_line, (node.end_column or 2) - 1)
         return Span(path, node.line or 1, node.column or 1, node.end_line, node.end_column)
     meta = node.meta
     if getattr(meta, "empty", True):

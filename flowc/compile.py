@@ -1,0 +1,293 @@
+"""The façade: spec text/file/model → checked FlowGraph → an immutable CompiledPipeline.
+
+`compile()` is the only way to get something that runs. It loads imports (subflows) relative to
+the spec, lowers, runs the passes (verifying the IR after each) and reports every error of the
+spec at once as a SpecErrors. The compiled pipeline serialises to a content-hashed JSON artifact
+and a lockfile; applying a ParamPatch gives a new compiled pipeline (`with_params`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from flowc.version import __version__
+from flowc.errors import Diagnostic, FlowcError, SpecErrors
+from flowc.ir.graph import FlowGraph, Param
+from flowc.ir.lower import lower
+from flowc.passes.base import Pass, PassContext
+from flowc.passes.estimate_cost import CostEstimate
+from flowc.passes.pipeline import PassPipeline, default_passes
+from flowc.source import SourceFile, Span
+from flowc.spec.io import parse_yaml
+from flowc.spec.models import LLMNode, MapNode, Pipeline
+from flowc.syntax.parser import parse_flow
+
+ARTIFACT_FORMAT = 1
+SPEC_SUFFIXES = (".flow", ".yaml", ".yml", ".json")
+
+
+def canonical_json(data: Any) -> str:
+    return json.dumps(data, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+
+
+def sha256(data: Any) -> str:
+    text = data if isinstance(data, str) else canonical_json(data)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def load_spec(path: str | Path) -> Pipeline:
+    """Read a spec file (`.flow`, `.yaml`/`.yml` or `.json`); raises SpecErrors on any problem."""
+    p = Path(path)
+    if not p.is_file():
+        near = sorted(str(x) for x in p.parent.glob(f"*{p.suffix}"))[:5] if p.parent.is_dir() else []
+        raise FlowcError("file-not-found", f"no spec file at '{path}'",
+                         hint=f"files there: {', '.join(near)}" if near else "check the path")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise SpecErrors([Diagnostic("unexpected-character", f"the file is not UTF-8 text ({e.reason})",
+                                     Span(str(path), 1, 1), hint="save it as UTF-8")]) from None
+    return parse_spec_text(text, str(path))
+
+
+def parse_spec_text(text: str, path: str) -> Pipeline:
+    if path.endswith((".yaml", ".yml", ".json")):
+        return parse_yaml(text, path)
+    return parse_flow(text, path)
+
+
+@dataclass(frozen=True)
+class CompiledPipeline:
+    """A checked pipeline, ready to run. Immutable: optimizers return new ones."""
+
+    spec: Pipeline
+    graph: FlowGraph
+    subflows: Mapping[str, CompiledPipeline]
+    pass_log: tuple[str, ...]
+    diagnostics: tuple[Diagnostic, ...]
+    cost: CostEstimate | None
+    spec_hash: str
+    hash: str = field(default="")
+
+    @property
+    def name(self) -> str:
+        return self.spec.pipeline
+
+    @property
+    def params(self) -> Mapping[str, Param]:
+        return self.graph.params
+
+    @property
+    def warnings(self) -> list[Diagnostic]:
+        return [d for d in self.diagnostics if d.severity == "warning"]
+
+    # -- artifact ----------------------------------------------------------------------------------
+
+    def to_artifact(self) -> dict[str, Any]:
+        """The JSON artifact: everything needed to rebuild and run this pipeline, content-hashed."""
+        body = self._artifact_body()
+        return {**body, "hash": sha256(body)}
+
+    def _artifact_body(self) -> dict[str, Any]:
+        g = self.graph
+        return {
+            "format": ARTIFACT_FORMAT,
+            "flowc": __version__,
+            "pipeline": self.name,
+            "spec_hash": self.spec_hash,
+            "spec": self.spec.dump(),
+            "source_path": self.spec.source_path,
+            "subflows": {k: v.to_artifact() for k, v in self.subflows.items()},
+            "passes": list(self.pass_log),
+            "params": {n: {"kind": p.kind, "node": p.node, "trainable": p.trainable, "role": p.role, "value": p.value}
+                       for n, p in g.params.items()},
+            "graph": {
+                "nodes": [{"name": n.name, "kind": n.kind, "model": n.model,
+                           "inputs": {k: str(p.type) for k, p in n.inputs.items()},
+                           "outputs": {k: str(p.type) for k, p in n.outputs.items()}} for n in g.nodes(pseudo=True)],
+                "edges": [{"src": e.src, "src_port": e.src_port, "dst": e.dst, "dst_port": e.dst_port, "kind": e.kind,
+                           "option": e.option, "loop": e.loop} for e in g.edges()],
+            },
+            "cost": self.cost.to_json() if self.cost else None,
+        }
+
+    def lockfile(self) -> dict[str, Any]:
+        """What this artifact pins: models and their settings, each prompt's hash, corpora, weights."""
+        spec = self.spec
+        corpora = {}
+        for name, c in spec.corpora.items():
+            path = (spec.base_dir / c.path)
+            corpora[name] = {"path": c.path, "sha256": _file_hash(path)}
+        weights = {}
+        for name, md in spec.models.items():
+            if md.adapter:
+                weights[name] = {"adapter": md.adapter, "sha256": _file_hash(spec.base_dir / md.adapter)}
+        return {
+            "flowc": __version__,
+            "pipeline": self.name,
+            "spec_hash": self.spec_hash,
+            "artifact_hash": self.to_artifact()["hash"],
+            "models": {n: m.model_dump(mode="json", exclude_defaults=False) for n, m in spec.models.items()},
+            "params": {n: {"kind": p.kind, "trainable": p.trainable, "sha256": sha256(p.value)}
+                       for n, p in self.graph.params.items()},
+            "corpora": corpora,
+            "weights": weights,
+            "subflows": {k: v.spec_hash for k, v in self.subflows.items()},
+        }
+
+    def write(self, out_dir: str | Path) -> tuple[Path, Path]:
+        """Write `<name>.artifact.json` and `<name>.lock.json` into `out_dir`; returns both paths."""
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        art = out / f"{self.name}.artifact.json"
+        lock = out / f"{self.name}.lock.json"
+        _atomic_write(art, json.dumps(self.to_artifact(), indent=2, ensure_ascii=False) + "\n")
+        _atomic_write(lock, json.dumps(self.lockfile(), indent=2, ensure_ascii=False) + "\n")
+        return art, lock
+
+    @classmethod
+    def from_artifact(cls, path: str | Path) -> CompiledPipeline:
+        """Rebuild a compiled pipeline from its artifact, checking the content hash."""
+        p = Path(path)
+        try:
+            data = json.loads(p.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as e:
+            raise FlowcError("artifact-invalid", f"cannot read artifact '{path}': {e}",
+                             hint="recreate it with 'flowc compile'") from None
+        return cls.from_artifact_data(data, str(path))
+
+    @classmethod
+    def from_artifact_data(cls, data: dict[str, Any], where: str = "<artifact>") -> CompiledPipeline:
+        if not isinstance(data, dict) or data.get("format") != ARTIFACT_FORMAT:
+            raise FlowcError("artifact-invalid", f"'{where}' is not a flowc artifact of format {ARTIFACT_FORMAT}",
+                             hint="recreate it with 'flowc compile'")
+        body = {k: v for k, v in data.items() if k != "hash"}
+        if sha256(body) != data.get("hash"):
+            raise FlowcError("artifact-invalid", f"the content of '{where}' does not match its hash (edited by hand?)",
+                             hint="edit the spec and recompile instead of editing the artifact")
+        spec = Pipeline.model_validate(data["spec"])
+        spec.with_source(data.get("source_path"), {})
+        subs = {k: cls.from_artifact_data(v, f"{where}:{k}") for k, v in data.get("subflows", {}).items()}
+        return _compile_spec(spec, subs, passes=None, verify_each=True, on_pass=None)
+
+    # -- params ------------------------------------------------------------------------------------
+
+    def with_params(self, values: Mapping[str, Any]) -> CompiledPipeline:
+        """A new compiled pipeline with some params replaced (prompts, system prompts, demos, weights).
+
+        The result is checked like any spec: a prompt that loses a placeholder's binding fails here.
+        """
+        nodes = dict(self.spec.nodes)
+        models = dict(self.spec.models)
+        for name, value in values.items():
+            if name not in self.graph.params:
+                raise FlowcError("unknown-name", f"no param '{name}' in pipeline '{self.name}'",
+                                 hint=f"params: {', '.join(self.graph.params)}")
+            p = self.graph.params[name]
+            if p.kind == "weights":
+                key = name.rsplit(".", 1)[0]
+                models[key] = models[key].model_copy(update={"adapter": value})
+                continue
+            assert p.node is not None
+            node = nodes[p.node]
+            field_name = {"prompt": "prompt", "system": "system", "demos": "demos"}[p.kind]
+            if isinstance(node, MapNode):
+                body = node.body.model_copy(update={field_name: value})
+                nodes[p.node] = node.model_copy(update={"body": body})
+            else:
+                assert isinstance(node, LLMNode)
+                nodes[p.node] = node.model_copy(update={field_name: value})
+        spec = Pipeline.model_validate({**self.spec.dump(), "nodes": {k: v.model_dump(mode="json", by_alias=True)
+                                                                        for k, v in nodes.items()},
+                                        "models": {k: v.model_dump(mode="json") for k, v in models.items()}})
+        spec.with_source(self.spec.source_path, dict(self.spec.spans))
+        return _compile_spec(spec, self.subflows, passes=None, verify_each=True, on_pass=None)
+
+
+def _file_hash(path: Path) -> str | None:
+    if not path.is_file():
+        return None
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+
+
+def compile(  # noqa: A001 - the natural name, as in LangGraph's compile()
+    source: str | Path | Pipeline,
+    *,
+    passes: Sequence[Pass] | None = None,
+    verify_each: bool = True,
+    on_pass: Callable[[str, FlowGraph], None] | None = None,
+) -> CompiledPipeline:
+    """Compile a spec (a path, `.flow` text, or a Pipeline) into a CompiledPipeline.
+
+    Raises:
+        SpecErrors: every error found (warnings ride along in `.diagnostics` of the result).
+        FlowcError: the file does not exist, or a pass broke the IR.
+    """
+    if isinstance(source, Pipeline):
+        spec = source
+    elif isinstance(source, Path) or (isinstance(source, str) and "\n" not in source and source.endswith(SPEC_SUFFIXES)):
+        spec = load_spec(source)
+    else:
+        spec = parse_flow(str(source), "<string>")
+    subflows = _load_imports(spec, stack=(str(Path(spec.source_path).resolve()) if spec.source_path else "<root>",))
+    return _compile_spec(spec, subflows, passes=passes, verify_each=verify_each, on_pass=on_pass)
+
+
+def _load_imports(spec: Pipeline, stack: tuple[str, ...]) -> dict[str, CompiledPipeline]:
+    out: dict[str, CompiledPipeline] = {}
+    errors: list[Diagnostic] = []
+    sources: dict[str, SourceFile] = {}
+    for alias, rel in spec.imports.items():
+        path = (spec.base_dir / rel).resolve()
+        span = spec.span("imports", alias)
+        if str(path) in stack:
+            errors.append(Diagnostic("import-cycle", f"importing '{rel}' closes a cycle: "
+                                     + " -> ".join(Path(s).name for s in (*stack, str(path))), span,
+                                     "a flow cannot use itself, directly or through others"))
+            continue
+        if not path.is_file():
+            errors.append(Diagnostic("import-not-found", f"cannot find '{rel}' (looked for {path})", span,
+                                     "import paths are relative to the importing spec"))
+            continue
+        sub = load_spec(path)
+        subs = _load_imports(sub, (*stack, str(path)))
+        out[alias] = _compile_spec(sub, subs, passes=None, verify_each=True, on_pass=None)
+    if errors:
+        if spec.source_path and Path(spec.source_path).is_file():
+            sources[spec.source_path] = SourceFile.read(spec.source_path)
+        raise SpecErrors(errors, sources)
+    return out
+
+
+def _compile_spec(spec: Pipeline, subflows: Mapping[str, CompiledPipeline], *, passes: Sequence[Pass] | None,
+                  verify_each: bool, on_pass: Callable[[str, FlowGraph], None] | None) -> CompiledPipeline:
+    graph, diags = lower(spec, {k: v.graph for k, v in subflows.items()})
+    ctx = PassContext(spec, list(diags))
+    pipeline = PassPipeline(list(passes) if passes is not None else default_passes(), verify_each, on_pass)
+    graph, log = pipeline.run(graph, ctx)
+    if ctx.has_errors:
+        sources = {}
+        if spec.source_path and spec.spans:
+            sources[spec.source_path] = SourceFile(spec.source_path, "\n".join(spec._lines))
+        raise SpecErrors(ctx.diagnostics, sources)
+    spec_hash = sha256({"spec": spec.dump(), "subflows": {k: v.spec_hash for k, v in subflows.items()}})
+    cost = ctx.results.get("estimate-cost")
+    compiled = CompiledPipeline(spec, graph, dict(subflows), tuple(log), tuple(ctx.diagnostics),
+                                cost if isinstance(cost, CostEstimate) else None, spec_hash)
+    object.__setattr__(compiled, "hash", compiled.to_artifact()["hash"])
+    return compiled

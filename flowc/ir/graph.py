@@ -1,0 +1,221 @@
+"""The FlowGraph IR: typed ports, data/route edges, and named params, over networkx.
+
+Every node payload is one frozen `IRNode`; every edge payload one frozen `Edge`. Code outside
+`flowc.ir` reads the graph only through `FlowGraph`'s methods, never networkx attributes.
+
+Two pseudo-nodes frame the graph: `$input` (its outputs are the pipeline's inputs) and `$output`
+(its inputs are the pipeline's outputs).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import networkx as nx
+
+from flowc.source import Span
+from flowc.spec.exprs import Expr
+from flowc.spec.models import LLMNode, MapNode, Node, Pipeline
+from flowc.spec.types import TypeExpr
+
+INPUT = "$input"
+OUTPUT = "$output"
+
+EdgeKind = Literal["data", "history", "route"]
+ParamKind = Literal["prompt", "system", "demos", "weights"]
+
+
+@dataclass(frozen=True)
+class Port:
+    name: str
+    type: TypeExpr
+    required: bool = True
+
+
+@dataclass(frozen=True)
+class Route:
+    """A router's choice: the output `port` names the next node among `choices`."""
+
+    port: str
+    choices: tuple[str, ...]
+    fallback: str | None
+
+
+@dataclass(frozen=True)
+class IRNode:
+    name: str
+    kind: str  # llm | retrieve | tool | subflow | map | $input | $output
+    inputs: Mapping[str, Port]
+    outputs: Mapping[str, Port]
+    bindings: Mapping[str, Expr] = field(default_factory=dict)
+    spec: Node | None = None
+    span: Span | None = None
+    route: Route | None = None
+    role: str = ""
+    model: str | None = None
+    subflow: FlowGraph | None = None  # for subflow nodes, and map bodies that are subflows
+
+    @property
+    def is_llm(self) -> bool:
+        return self.kind == "llm" or (isinstance(self.spec, MapNode) and isinstance(self.spec.body, LLMNode))
+
+
+@dataclass(frozen=True)
+class Edge:
+    """`src.src_port` feeds `dst.dst_port` (data/history), or `src` may pick `dst` (route)."""
+
+    src: str
+    src_port: str
+    dst: str
+    dst_port: str
+    kind: EdgeKind = "data"
+    option: int = 0  # position among the alternatives of a coalesce (`a ?? b`)
+    loop: str | None = None  # the loop this back edge belongs to
+    span: Span | None = None
+
+
+@dataclass(frozen=True)
+class Param:
+    """A named, addressable piece of the pipeline an optimizer may change."""
+
+    name: str  # e.g. "plan.prompt", "plan.demos", "plan.system", "small.weights"
+    kind: ParamKind
+    value: Any
+    trainable: bool
+    node: str | None = None
+    role: str = ""
+    span: Span | None = None
+
+
+@dataclass(frozen=True)
+class LoopInfo:
+    name: str
+    src: str
+    dst: str
+    max: int
+    condition: Expr | None
+    span: Span | None
+
+
+class FlowGraph:
+    """A typed dataflow graph. Built by `lower()`, treated as immutable afterwards."""
+
+    def __init__(self, spec: Pipeline) -> None:
+        self.spec = spec
+        self._g: nx.MultiDiGraph = nx.MultiDiGraph()
+        self.params: dict[str, Param] = {}
+        self.loops: dict[str, LoopInfo] = {}
+        self.types: dict[str, TypeExpr] = {}
+
+    # -- building (used by lower) ------------------------------------------------------------------
+
+    def add_node(self, node: IRNode) -> None:
+        self._g.add_node(node.name, payload=node)
+
+    def replace_node(self, node: IRNode) -> None:
+        self._g.nodes[node.name]["payload"] = node
+
+    def add_edge(self, edge: Edge) -> None:
+        self._g.add_edge(edge.src, edge.dst, payload=edge)
+
+    def mark_loop_edges(self, loop: str, src: str, dst: str) -> int:
+        """Tag every edge src→dst as the back edge of `loop`; returns how many were tagged."""
+        n = 0
+        if self._g.has_edge(src, dst):
+            for _key, attrs in self._g[src][dst].items():
+                e: Edge = attrs["payload"]
+                attrs["payload"] = Edge(e.src, e.src_port, e.dst, e.dst_port, e.kind, e.option, loop, e.span)
+                n += 1
+        return n
+
+    # -- reading -----------------------------------------------------------------------------------
+
+    def node(self, name: str) -> IRNode:
+        payload: IRNode = self._g.nodes[name]["payload"]
+        return payload
+
+    def has_node(self, name: str) -> bool:
+        return name in self._g
+
+    def nodes(self, *, pseudo: bool = False) -> Iterator[IRNode]:
+        for name in self._g.nodes:
+            if pseudo or not name.startswith("$"):
+                yield self.node(name)
+
+    def edges(self) -> Iterator[Edge]:
+        for _u, _v, attrs in self._g.edges(data=True):
+            yield attrs["payload"]
+
+    def in_edges(self, name: str) -> list[Edge]:
+        return [a["payload"] for _u, _v, a in self._g.in_edges(name, data=True)]
+
+    def out_edges(self, name: str) -> list[Edge]:
+        return [a["payload"] for _u, _v, a in self._g.out_edges(name, data=True)]
+
+    def successors(self, name: str) -> list[str]:
+        return list(self._g.successors(name))
+
+    def predecessors(self, name: str) -> list[str]:
+        return list(self._g.predecessors(name))
+
+    def forward_edges_graph(self) -> nx.DiGraph:
+        """The graph without loop back edges: acyclic when every cycle is bounded."""
+        g = nx.DiGraph()
+        g.add_nodes_from(self._g.nodes)
+        g.add_edges_from((e.src, e.dst) for e in self.edges() if e.loop is None)
+        return g
+
+    def find_unbounded_cycle(self) -> list[str] | None:
+        """A cycle that no loop declaration bounds, as a list of node names, or None."""
+        found = self.unbounded_cycles(1)
+        return found[0] if found else None
+
+    def unbounded_cycles(self, limit: int) -> list[list[str]]:
+        """Up to `limit` distinct cycles that no loop bounds, each as [a, b, ..., a]."""
+        g = self.forward_edges_graph()
+        out: list[list[str]] = []
+        while len(out) < limit:
+            try:
+                cyc = nx.find_cycle(g)
+            except nx.NetworkXNoCycle:
+                break
+            out.append([u for u, _v in cyc] + [cyc[0][0]])
+            g.remove_edge(*cyc[-1][:2])
+        return out
+
+    def topo_order(self) -> list[str]:
+        """Nodes in an order where forward edges point onward (ties broken by declaration order)."""
+        g = self.forward_edges_graph()
+        order = {n: i for i, n in enumerate(self._g.nodes)}
+        if not nx.is_directed_acyclic_graph(g):
+            return list(self._g.nodes)
+        return list(nx.lexicographical_topological_sort(g, key=lambda n: order[n]))
+
+    def loop_members(self, loop: str) -> set[str]:
+        """Nodes on a cycle through `loop`'s back edge: those that can re-run when it is taken."""
+        info = self.loops[loop]
+        g = self.forward_edges_graph()
+        if info.dst not in g or info.src not in g:
+            return set()
+        down = nx.descendants(g, info.dst) | {info.dst}
+        up = nx.ancestors(g, info.src) | {info.src}
+        return down & up
+
+    def reachable_from(self, sources: set[str], *, follow_loops: bool = True) -> set[str]:
+        seen = set(sources)
+        stack = list(sources)
+        while stack:
+            n = stack.pop()
+            for e in self.out_edges(n):
+                if (follow_loops or e.loop is None) and e.dst not in seen:
+                    seen.add(e.dst)
+                    stack.append(e.dst)
+        return seen
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self.nodes())
+
+    def stats(self) -> dict[str, int]:
+        return {"nodes": len(self), "edges": self._g.number_of_edges(), "params": len(self.params)}

@@ -1,0 +1,56 @@
+"""check-declarations: metrics, test cases and demos name things the pipeline has."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from flowc.ir.graph import FlowGraph
+from flowc.passes.base import Pass, PassContext
+from flowc.spec.build import did_you_mean
+from flowc.spec.models import METRIC_NAMES, LLMNode, MapNode
+
+
+@dataclass(frozen=True)
+class CheckDeclarationsPass(Pass):
+    name: ClassVar[str] = "check-declarations"
+
+    def run(self, graph: FlowGraph, ctx: PassContext) -> FlowGraph:
+        spec = ctx.spec
+        outputs, inputs = set(spec.outputs), set(spec.inputs)
+        for name, md in spec.metrics.items():
+            p = ("metrics", name)
+            if md.fn not in METRIC_NAMES:
+                ctx.report("unknown-metric", f"metric '{name}' uses '{md.fn}', which flowc does not know",
+                           spec.span(*p, "fn"), did_you_mean(md.fn, METRIC_NAMES) or f"known: {', '.join(METRIC_NAMES)}")
+            if md.output not in outputs:
+                ctx.report("unknown-name", f"metric '{name}' scores output '{md.output}', which the pipeline does not have",
+                           spec.span(*p, "output"), did_you_mean(md.output, outputs) or f"outputs: {', '.join(outputs)}")
+        for name, t in spec.tests.items():
+            p = ("tests", name)
+            for k in t.inputs:
+                if k not in inputs:
+                    ctx.report("test-unknown-name", f"test '{name}' sets '{k}', which is not a pipeline input",
+                               spec.key_span(*p, "inputs", k), did_you_mean(k, inputs) or f"inputs: {', '.join(inputs)}")
+            for i, ex in enumerate(t.expect):
+                if ex.output not in outputs:
+                    ctx.report("test-unknown-name", f"test '{name}' expects '{ex.output}', which is not a pipeline output",
+                               spec.span(*p, "expect", i, "output"), did_you_mean(ex.output, outputs) or
+                               f"outputs: {', '.join(outputs)}")
+            missing = [k for k, i in spec.inputs.items() if i.default is None and k not in t.inputs]
+            if missing:
+                ctx.report("missing-input", f"test '{name}' does not set required input{'s' if len(missing) > 1 else ''} "
+                           f"{', '.join(missing)}", spec.key_span(*p), f"add '{missing[0]} = ...' to the test")
+        for name, node in spec.nodes.items():
+            llm = node.body if isinstance(node, MapNode) else node
+            if not isinstance(llm, LLMNode):
+                continue
+            base = ("nodes", name) if llm is node else ("nodes", name, "body")
+            fields = set(llm.inputs) | set(graph.node(name).outputs if llm is node else llm.outputs or {"text"})
+            for i, demo in enumerate(llm.demos):
+                for k in demo:
+                    if k not in fields:
+                        ctx.report("demo-unknown-field", f"demo {i + 1} of '{name}' sets '{k}', which is neither an input "
+                                   "nor an output of the node", spec.key_span(*base, "demos", i, k),
+                                   did_you_mean(k, fields) or f"fields: {', '.join(sorted(fields))}")
+        return graph

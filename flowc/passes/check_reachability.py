@@ -1,0 +1,97 @@
+"""check-reachability: every node can run, every node's work is used, every input is read.
+
+A node runs when each of its inputs can get a value (some alternative of a coalesce suffices) and,
+if routers may choose it, when one of those routers can run. Nodes outside that fixpoint can never
+run: usually they wait on a cycle nothing enters, or on a node that itself never runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from flowc.ir.graph import INPUT, OUTPUT, FlowGraph, IRNode
+from flowc.passes.base import Pass, PassContext
+from flowc.spec.exprs import Coalesce, History, Lit, Ref
+from flowc.spec.models import MapNode
+
+
+def can_run(graph: FlowGraph) -> set[str]:
+    """The nodes that can run at least once (loop bounds and router answers aside)."""
+    able: set[str] = {INPUT}
+    route_sources: dict[str, set[str]] = {}
+    for e in graph.edges():
+        if e.kind == "route" and e.loop is None:  # a loop's route back edge re-triggers; it does not gate
+            route_sources.setdefault(e.dst, set()).add(e.src)
+    changed = True
+    while changed:
+        changed = False
+        for node in graph.nodes(pseudo=True):
+            if node.name in able or node.name == OUTPUT:
+                continue
+            if _ready(graph, node, able) and (node.name not in route_sources or route_sources[node.name] & able):
+                able.add(node.name)
+                changed = True
+    return able
+
+
+def _ready(graph: FlowGraph, node: IRNode, able: set[str]) -> bool:
+    scope = {node.spec.item} if isinstance(node.spec, MapNode) else set()
+    for expr in node.bindings.values():
+        opts = expr.options if isinstance(expr, Coalesce) else (expr,)
+        if not any(_available(graph, o, able, scope) for o in opts):
+            return False
+    return True
+
+
+def _available(graph: FlowGraph, e: object, able: set[str], scope: set[str]) -> bool:
+    if isinstance(e, Lit):
+        return True
+    ref = e.ref if isinstance(e, History) else e
+    if not isinstance(ref, Ref):
+        return True
+    if ref.node is None:
+        return True  # pipeline inputs and map items always exist (unknown names are reported elsewhere)
+    if not graph.has_node(ref.node):
+        return True
+    return ref.node in able
+
+
+@dataclass(frozen=True)
+class CheckReachabilityPass(Pass):
+    name: ClassVar[str] = "check-reachability"
+
+    def run(self, graph: FlowGraph, ctx: PassContext) -> FlowGraph:
+        spec = ctx.spec
+        able = can_run(graph)
+        for node in graph.nodes():
+            if node.name not in able:
+                waits = sorted({e.src for e in graph.in_edges(node.name) if e.src not in able and e.src != INPUT})
+                why = f"it waits on {', '.join(repr(w) for w in waits)}, which never run" if waits else "nothing starts it"
+                ctx.report("unreachable-node", f"node '{node.name}' can never run: {why}", node.span,
+                           "give each cycle an entry, e.g. 'query <- plan.query ?? question'")
+        if not spec.outputs:
+            ctx.report("no-outputs", f"pipeline '{spec.pipeline}' declares no outputs", spec.span("pipeline"),
+                       "add 'output answer: str <- <node>.<output>'")
+        for node in graph.nodes():
+            if not graph.out_edges(node.name):
+                ctx.report("dead-end-node", f"nothing uses the outputs of node '{node.name}'", node.span,
+                           f"bind one of them to a pipeline output or another node, or remove '{node.name}'",
+                           severity="warning")
+        for port in graph.node(INPUT).outputs:
+            used = any(e.src_port == port for e in graph.out_edges(INPUT))
+            if not used and not _used_in_map_or_condition(spec, port):
+                ctx.report("unused-pipeline-input", f"pipeline input '{port}' is never read", spec.key_span("inputs", port),
+                           f"bind it (e.g. 'question <- {port}') or remove it", severity="warning")
+        return graph
+
+
+def _used_in_map_or_condition(spec: object, port: str) -> bool:
+    from flowc.spec.exprs import refs
+    from flowc.spec.models import Pipeline
+
+    assert isinstance(spec, Pipeline)
+    for lp in spec.loops.values():
+        if lp.while_ is not None and any(r.node is None and r.port == port for r in refs(lp.while_)):
+            return True
+    return False

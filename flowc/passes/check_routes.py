@@ -1,0 +1,36 @@
+"""check-routes: a router's fallback is one of its choices, and every router has one."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from flowc.ir.graph import FlowGraph
+from flowc.passes.base import Pass, PassContext
+from flowc.spec.models import LLMNode
+
+
+@dataclass(frozen=True)
+class CheckRoutesPass(Pass):
+    name: ClassVar[str] = "check-routes"
+
+    def run(self, graph: FlowGraph, ctx: PassContext) -> FlowGraph:
+        spec = ctx.spec
+        for node in graph.nodes():
+            llm = node.spec if isinstance(node.spec, LLMNode) else None
+            if node.route is None:
+                if llm is not None and llm.fallback is not None:
+                    ctx.report("route-fallback-not-a-choice", f"node '{node.name}' has a fallback but no route output",
+                               spec.span("nodes", node.name, "fallback"),
+                               "declare 'output next: route[a, b]', or remove the fallback")
+                continue
+            r = node.route
+            if r.fallback is None:
+                ctx.report("route-without-fallback", f"router '{node.name}' has no fallback for answers outside "
+                           f"{', '.join(r.choices)}", spec.key_span("nodes", node.name, "outputs", r.port),
+                           f"add 'fallback: {r.choices[-1]}' so a bad answer has somewhere to go", severity="warning")
+            elif r.fallback not in r.choices:
+                ctx.report("route-fallback-not-a-choice", f"the fallback '{r.fallback}' of '{node.name}' is not one of "
+                           f"its choices ({', '.join(r.choices)})", spec.span("nodes", node.name, "fallback"),
+                           f"add '{r.fallback}' to route[...] or choose one of: {', '.join(r.choices)}")
+        return graph

@@ -1,0 +1,51 @@
+"""check-templates: every placeholder of a prompt is an input of its node, and every input is used."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from flowc.ir.graph import FlowGraph
+from flowc.passes.base import Pass, PassContext
+from flowc.spec.models import LLMNode, MapNode
+from flowc.spec.template import TemplateError, placeholders
+
+
+@dataclass(frozen=True)
+class CheckTemplatesPass(Pass):
+    name: ClassVar[str] = "check-templates"
+
+    def run(self, graph: FlowGraph, ctx: PassContext) -> FlowGraph:
+        spec = ctx.spec
+        for name, node in spec.nodes.items():
+            llm = node.body if isinstance(node, MapNode) else node
+            if not isinstance(llm, LLMNode):
+                continue
+            base = ("nodes", name) if llm is node else ("nodes", name, "body")
+            used: set[str] = set()
+            for field in ("system", "prompt"):
+                text = getattr(llm, field)
+                if text is None:
+                    continue
+                try:
+                    phs = placeholders(text)
+                except TemplateError as e:
+                    ctx.report("template-syntax", f"node '{name}': {e}",
+                               spec.span_in(*base, field, offset=e.offset, length=2, value=text),
+                               "placeholders look like {{name}}")
+                    continue
+                for ph in phs:
+                    used.add(ph.name)
+                    if ph.name not in llm.inputs:
+                        span = spec.span_in(*base, field, offset=ph.offset, length=ph.length, value=text)
+                        bound = ", ".join(llm.inputs) or "none"
+                        ctx.report("template-unbound-var", f"the prompt of '{name}' uses {{{{{ph.name}}}}}, "
+                                   f"which is not an input of the node", span,
+                                   f"bind it: '{ph.name} <- <source>'", notes=(f"inputs of '{name}': {bound}",))
+            for port in llm.inputs:
+                if port not in used:
+                    ctx.report("template-unused-input", f"input '{port}' of '{name}' is not used in its prompt",
+                               spec.key_span(*base, "inputs", port), f"add {{{{{port}}}}} to the prompt, or remove the binding",
+                               severity="warning")
+        return graph
+

@@ -1,0 +1,438 @@
+"""The litellm adapter: every real model call goes through `LiteLLMClient.complete`.
+
+This is the only module (with `local_provider.py`) that imports litellm. It maps every litellm /
+OpenAI SDK exception to flowc's typed `LMError`s, retries what is retryable with exponential
+backoff and jitter (a server's Retry-After wins when it is longer), bounds each attempt with a
+timeout, then tries the policy's fallbacks in order. Rate limits (RPM/TPM) are acquired per
+attempt from a `RateLimiters` registry that the caller may share between clients.
+
+The hot path is kept lean because litellm itself costs milliseconds per call: whatever depends
+only on the model id (provider, price per token, endpoint, keyword arguments, limiter) is
+resolved once into a `_Route` and reused; litellm's own retries are switched off (flowc's loop
+is the only one, so a server sees exactly the attempts flowc makes); cost is computed from the
+price resolved once instead of litellm's per-call cost lookup.
+
+API keys are read by litellm from the environment (OPENAI_API_KEY, ANTHROPIC_API_KEY, ...); flowc
+never takes one as an argument, and error messages are scrubbed of any secret-looking value
+from the environment before they are raised.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+from flowc.errors import (
+    LMConnectionError,
+    LMError,
+    LMRateLimited,
+    LMServerError,
+    LMTimeout,
+)
+from flowc.runtime.lm import LMRequest, LMResponse
+from flowc.runtime.policy import DEFAULT_POLICY, ModelPolicy
+from flowc.runtime.ratelimit import RateLimiters, estimate_tokens
+
+# litellm fetches its cost map over the network at import unless told otherwise; there is no
+# network here, and the bundled map is what flowc wants anyway. Must precede the import.
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+import litellm
+import openai
+
+# litellm prints "Give Feedback / Get Help" banners to stdout on every exception; flowc reports
+# its own typed errors instead.
+litellm.suppress_debug_info = True
+
+# Extra seconds given to litellm's own timeout before flowc's guard fires: the guard exists only
+# so that a provider that ignores its timeout (e.g. a blocking local call) cannot hang a run.
+_GUARD_MARGIN_S = 1.0
+_LOOPBACK = ("http://127.0.0.1", "http://localhost", "http://[::1]")
+# Placeholder credential for OpenAI-compatible servers on this machine (flowc serve-model, vLLM,
+# llama.cpp): they need no key, but the OpenAI SDK refuses to send a request without one.
+_LOOPBACK_KEY = "no-key-needed"
+
+Sleep = Callable[[float], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class _Route:
+    """Everything about calling one model id that does not depend on the request."""
+
+    model: str
+    policy: ModelPolicy
+    provider: str
+    kwargs: dict[str, Any]  # fixed keyword arguments for litellm.acompletion
+    price_in: float  # USD per prompt token (0.0 when unknown or local)
+    price_out: float
+    env_keys: tuple[str, ...]  # the env vars litellm reads for this provider (for hints)
+
+
+class LiteLLMClient:
+    """An `LMClient` that calls any litellm provider, plus the embedded `local/...` models.
+
+    Args:
+        policies: model id -> `ModelPolicy`; a model not named here gets `default_policy`.
+        limiters: the rate-limit registry; pass one shared instance to every client of a run
+            so RPM/TPM hold across all of them. Built from `policies` when omitted.
+        default_policy: the policy of models not named in `policies`.
+        rng: the jitter source (seed it for reproducible backoff in tests).
+        sleep: the backoff sleep (injectable for tests).
+    """
+
+    def __init__(
+        self,
+        policies: Mapping[str, ModelPolicy] | None = None,
+        *,
+        limiters: RateLimiters | None = None,
+        default_policy: ModelPolicy = DEFAULT_POLICY,
+        rng: random.Random | None = None,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        self._policies = dict(policies or {})
+        self._default = default_policy
+        self._limiters = limiters if limiters is not None else RateLimiters()
+        for model, pol in self._policies.items():
+            if pol.rpm is not None or pol.tpm is not None:
+                self._limiters.set_limits(model, pol.rpm, pol.tpm)
+        self._rng = rng or random.Random()
+        self._sleep = sleep
+        self._routes: dict[str, _Route] = {}
+
+    # -- public --------------------------------------------------------------------------
+
+    async def complete(self, request: LMRequest) -> LMResponse:
+        """Answer `request`, retrying and falling back as its model's policy says.
+
+        Raises:
+            LMError: a typed subclass (code lm-timeout, lm-rate-limited, lm-server-error,
+                lm-connection, lm-auth, lm-bad-request, lm-bad-response) naming the node and
+                the model; when fallbacks were tried, the notes list how each one failed.
+        """
+        route = self._routes.get(request.model) or self._resolve(request.model)
+        try:
+            return await self._call_with_retries(route, request)
+        except LMError as first:
+            if not route.policy.fallbacks:
+                raise
+            failures = []
+            for fallback in route.policy.fallbacks:
+                fb_route = self._routes.get(fallback) or self._resolve(fallback, inherit=route.policy)
+                try:
+                    return await self._call_with_retries(fb_route, request)
+                except LMError as e:
+                    failures.append(f"{fallback}: {e.code}: {e.diagnostic.message}")
+            # The primary model's error is the one reported; the fallbacks' ride along as notes.
+            first.diagnostic = replace(
+                first.diagnostic, notes=(*first.diagnostic.notes, *(f"fallback {f}" for f in failures))
+            )
+            raise
+
+    def policy(self, model: str) -> ModelPolicy:
+        """The policy that applies to `model`."""
+        return self._policies.get(model, self._default)
+
+    def prepare(self, *models: str) -> None:
+        """Resolve models ahead of the first call (the executor may call this at load time),
+        so a bad model id fails before any work is done."""
+        for m in models:
+            self._routes.get(m) or self._resolve(m)
+
+    # -- resolution, once per model ------------------------------------------------------
+
+    def _resolve(self, model: str, inherit: ModelPolicy | None = None) -> _Route:
+        policy = self._policies.get(model) or (
+            ModelPolicy(retries=inherit.retries, timeout_s=inherit.timeout_s,
+                        backoff_base_s=inherit.backoff_base_s, backoff_max_s=inherit.backoff_max_s)
+            if inherit is not None else self._default
+        )
+        if model.startswith("local/"):
+            from flowc.runtime import local_provider
+
+            local_provider.register()
+            local_provider.resolve_model_path(model)  # fail now, with the install hint
+            provider, price_in, price_out = "local", 0.0, 0.0
+            env_keys: tuple[str, ...] = ()
+        else:
+            try:
+                _, provider, _, _ = litellm.get_llm_provider(model, api_base=policy.api_base)
+            except Exception as e:
+                raise LMError(
+                    "lm-bad-request",
+                    "litellm does not know this model's provider",
+                    model=model,
+                    hint="name models as '<provider>/<model>', e.g. 'openai/gpt-4o-mini', "
+                    "'anthropic/claude-3-5-haiku-latest', 'ollama/llama3', or 'local/smollm2'",
+                ) from e
+            price_in, price_out = _prices(model)
+            env_keys = _env_keys(model)
+        kwargs: dict[str, Any] = {"model": model, "max_retries": 0, "num_retries": 0}
+        if policy.api_base:
+            kwargs["api_base"] = policy.api_base
+            if policy.api_base.startswith(_LOOPBACK) and not any(os.environ.get(k) for k in env_keys):
+                kwargs["api_key"] = _LOOPBACK_KEY
+        if policy.timeout_s is not None:
+            kwargs["timeout"] = policy.timeout_s
+        if policy.rpm is not None or policy.tpm is not None:
+            self._limiters.set_limits(model, policy.rpm, policy.tpm)
+        route = _Route(model, policy, provider, kwargs, price_in, price_out, env_keys)
+        self._routes[model] = route
+        return route
+
+    # -- one model: attempts, backoff ----------------------------------------------------
+
+    async def _call_with_retries(self, route: _Route, request: LMRequest) -> LMResponse:
+        attempt = 0
+        while True:
+            try:
+                return await self._attempt(route, request)
+            except LMError as e:
+                retry_after = getattr(e, "retry_after", None)
+                if not e.retryable or attempt >= route.policy.retries:
+                    raise
+                attempt += 1
+                wait = route.policy.backoff_s(attempt, self._rng.random())
+                if retry_after is not None:
+                    wait = max(wait, min(retry_after, route.policy.backoff_max_s))
+                await self._sleep(wait)
+
+    async def _attempt(self, route: _Route, request: LMRequest) -> LMResponse:
+        kwargs = dict(route.kwargs)
+        kwargs["messages"] = [{"role": m.role, "content": m.content} for m in request.messages]
+        kwargs["temperature"] = request.temperature
+        if request.max_tokens is not None:
+            kwargs["max_tokens"] = request.max_tokens
+        if request.seed is not None:
+            kwargs["seed"] = request.seed
+        if request.stop:
+            kwargs["stop"] = list(request.stop)
+        if request.api_base:
+            kwargs["api_base"] = request.api_base
+        if request.timeout_s is not None:
+            kwargs["timeout"] = request.timeout_s
+        if request.extra:
+            kwargs.update(request.extra)
+        timeout = kwargs.get("timeout")
+
+        limiter = self._limiters.get(route.model)
+        reservation = await limiter.acquire(estimate_tokens(request)) if limiter is not None else None
+        start = time.perf_counter()
+        try:
+            if timeout is None:
+                raw = await litellm.acompletion(**kwargs)
+            else:
+                raw = await asyncio.wait_for(litellm.acompletion(**kwargs), timeout + _GUARD_MARGIN_S)
+        except BaseException as e:
+            if reservation is not None:
+                reservation.settle(None)
+            if isinstance(e, asyncio.CancelledError | KeyboardInterrupt | SystemExit):
+                raise
+            raise _map_error(e, route, request) from e
+        latency = time.perf_counter() - start
+        try:
+            response = self._to_response(raw, route, request, latency)
+        except LMError:
+            if reservation is not None:
+                reservation.settle(None)
+            raise
+        if reservation is not None:
+            reservation.settle(response.total_tokens)
+        return response
+
+    @staticmethod
+    def _to_response(raw: Any, route: _Route, request: LMRequest, latency: float) -> LMResponse:
+        choices = getattr(raw, "choices", None)
+        if not choices:
+            raise LMError("lm-bad-response", "the response has no choices", node=request.node,
+                          model=route.model, hint=_BAD_RESPONSE_HINT)
+        choice = choices[0]
+        message = getattr(choice, "message", None)
+        text = getattr(message, "content", None)
+        finish = getattr(choice, "finish_reason", None)
+        if not text:
+            what = "empty" if text == "" else "null"
+            raise LMError("lm-bad-response", f"the response's message content is {what} "
+                          f"(finish_reason={finish})", node=request.node, model=route.model,
+                          hint=_BAD_RESPONSE_HINT)
+        usage = getattr(raw, "usage", None)
+        pt = int(getattr(usage, "prompt_tokens", 0) or 0)
+        ct = int(getattr(usage, "completion_tokens", 0) or 0)
+        hidden = getattr(raw, "_hidden_params", None) or {}
+        cost = hidden.get("response_cost")
+        if not isinstance(cost, int | float):
+            cost = pt * route.price_in + ct * route.price_out
+        return LMResponse(
+            text=text,
+            model=route.model,
+            prompt_tokens=pt,
+            completion_tokens=ct,
+            cost_usd=float(cost),
+            latency_s=latency,
+            finish_reason=finish,
+        )
+
+
+_BAD_RESPONSE_HINT = (
+    "the provider answered without text; check the model id and max_tokens, or add a fallback model"
+)
+
+
+# -- resolution helpers ---------------------------------------------------------------------
+
+
+def _prices(model: str) -> tuple[float, float]:
+    """USD per prompt and per completion token from litellm's bundled map; 0.0 when unknown."""
+    try:
+        info = litellm.get_model_info(model)
+    except Exception:
+        return 0.0, 0.0
+    return float(info.get("input_cost_per_token") or 0.0), float(info.get("output_cost_per_token") or 0.0)
+
+
+def _env_keys(model: str) -> tuple[str, ...]:
+    """The environment variables litellm reads for `model`'s credentials (names only)."""
+    try:
+        env = litellm.validate_environment(model)
+    except Exception:
+        return ()
+    return tuple(env.get("missing_keys") or ()) or _present_keys(model)
+
+
+def _present_keys(model: str) -> tuple[str, ...]:
+    # validate_environment lists only the missing keys; when all are present, name the usual one.
+    provider = model.split("/", 1)[0] if "/" in model else "openai"
+    guess = f"{provider.upper()}_API_KEY"
+    return (guess,) if guess in os.environ else ()
+
+
+# -- error mapping --------------------------------------------------------------------------
+
+_SECRET_MARKERS = ("KEY", "TOKEN", "SECRET", "PASSWORD")
+
+
+def _scrub(text: str) -> str:
+    """Replace any secret-looking environment value that leaked into `text` with ***."""
+    for name, value in os.environ.items():
+        if len(value) >= 8 and any(m in name.upper() for m in _SECRET_MARKERS) and value in text:
+            text = text.replace(value, "***")
+    return text
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    out: list[BaseException] = []
+    cur: BaseException | None = exc
+    while cur is not None and len(out) < 12:
+        out.append(cur)
+        cur = cur.__cause__ or cur.__context__
+    return out
+
+
+def _retry_after(exc: BaseException) -> float | None:
+    """Seconds from a Retry-After (or retry-after-ms) header, wherever litellm put it."""
+    for e in _chain(exc):
+        for attr in ("litellm_response_headers", "headers"):
+            headers = getattr(e, attr, None)
+            if headers is None:
+                continue
+            try:
+                ms = headers.get("retry-after-ms")
+                if ms is not None:
+                    return float(ms) / 1000.0
+                value = headers.get("retry-after")
+                if value is not None:
+                    return float(value)
+            except (TypeError, ValueError, AttributeError):
+                continue
+        response = getattr(e, "response", None)
+        headers = getattr(response, "headers", None)
+        if headers is not None and hasattr(headers, "get"):
+            try:
+                value = headers.get("retry-after")
+                if value is not None:
+                    return float(value)
+            except (TypeError, ValueError):
+                continue
+    return None
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    # litellm prefixes "litellm.RateLimitError: RateLimitError: OpenAIException - "; keep the tail.
+    if " - " in text:
+        text = text.split(" - ", 1)[1]
+    return _scrub(text[:300])
+
+
+def _map_error(exc: BaseException, route: _Route, request: LMRequest) -> LMError:
+    """Translate one litellm / OpenAI SDK / asyncio exception into a typed LMError."""
+    chain = _chain(exc)
+    node, model = request.node, route.model
+    msg = _short(exc)
+    timeout = request.timeout_s or route.kwargs.get("timeout")
+
+    def has(*types: type[BaseException]) -> bool:
+        return any(isinstance(e, types) for e in chain)
+
+    err: LMError
+    if has(TimeoutError, litellm.exceptions.Timeout, openai.APITimeoutError):
+        err = LMTimeout("lm-timeout", f"no answer within {timeout} s" if timeout else msg, node=node,
+                        model=model, hint="raise the model's timeout in the spec, lower max_tokens, "
+                        "or add a fallback model")
+    elif has(litellm.exceptions.RateLimitError, openai.RateLimitError):
+        err = LMRateLimited("lm-rate-limited", msg, node=node, model=model,
+                            hint="lower the model's rpm/tpm in the spec so flowc paces calls, "
+                            "raise retries, or add a fallback model")
+    elif has(litellm.exceptions.AuthenticationError, litellm.exceptions.PermissionDeniedError,
+             openai.AuthenticationError, openai.PermissionDeniedError) or _missing_credentials(chain):
+        keys = " or ".join(route.env_keys) or "the provider's API key variable"
+        err = LMError("lm-auth", msg, node=node, model=model,
+                      hint=f"set {keys} in the environment (flowc reads keys only from there)")
+    elif has(litellm.exceptions.ContextWindowExceededError):
+        err = LMError("lm-bad-request", msg, node=node, model=model,
+                      hint="the prompt is longer than the model's context: retrieve fewer passages, "
+                      "shorten the prompt, or use a model with a longer context")
+    elif has(ValueError) and _json_error(chain):
+        err = LMError("lm-bad-response", f"the server's answer is not valid JSON ({msg})", node=node,
+                      model=model, hint="check that api_base points at an OpenAI-compatible server")
+    elif has(litellm.exceptions.APIConnectionError, openai.APIConnectionError, ConnectionError):
+        base = request.api_base or route.kwargs.get("api_base")
+        err = LMConnectionError("lm-connection", msg, node=node, model=model,
+                                hint=f"check that the server at {base} is running" if base
+                                else "check the network and the provider's status")
+    elif has(litellm.exceptions.BadRequestError, litellm.exceptions.NotFoundError,
+             litellm.exceptions.UnprocessableEntityError, litellm.exceptions.UnsupportedParamsError,
+             openai.BadRequestError, openai.NotFoundError, openai.UnprocessableEntityError):
+        err = LMError("lm-bad-request", msg, node=node, model=model,
+                      hint="check the model id and the request settings (max_tokens, stop, extra)")
+    elif has(litellm.exceptions.InternalServerError, litellm.exceptions.ServiceUnavailableError,
+             litellm.exceptions.BadGatewayError, litellm.exceptions.APIError, openai.APIStatusError):
+        err = LMServerError("lm-server-error", msg, node=node, model=model,
+                            hint="the provider failed; raise retries or add a fallback model")
+    else:
+        err = LMServerError("lm-server-error", f"{type(exc).__name__}: {msg}", node=node, model=model,
+                            hint="an unexpected error from the provider; raise retries or add a fallback")
+    retry_after = _retry_after(exc) if err.retryable else None
+    if retry_after is not None:
+        # LMError has no field for it; the retry loop reads it back with getattr.
+        vars(err)["retry_after"] = retry_after
+    return err
+
+
+def _missing_credentials(chain: list[BaseException]) -> bool:
+    # The OpenAI SDK raises a bare OpenAIError (not an APIError: nothing was sent) when no key is set.
+    return any(
+        (isinstance(e, openai.OpenAIError) and not isinstance(e, openai.APIError)
+         and "credential" in str(e).lower())
+        or ("api_key" in str(e) and "Missing" in str(e))
+        for e in chain
+    )
+
+
+def _json_error(chain: list[BaseException]) -> bool:
+    return any(isinstance(e, json.JSONDecodeError) for e in chain)

@@ -1,0 +1,79 @@
+"""Prompt templates: `{{ name }}` and `{{ name.field }}` placeholders, nothing more.
+
+Deliberately tiny (no loops, no logic): a template names the inputs it reads, which the static
+checks verify, and values are rendered by type (passages numbered, lists as lines, records as JSON).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+_PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)(?:\.([A-Za-z_][A-Za-z0-9_]*))?\s*\}\}")
+
+
+@dataclass(frozen=True)
+class Placeholder:
+    name: str
+    field: str | None
+    offset: int  # in the template text
+    length: int
+
+
+class TemplateError(ValueError):
+    def __init__(self, message: str, offset: int) -> None:
+        super().__init__(message)
+        self.offset = offset
+
+
+def placeholders(template: str) -> list[Placeholder]:
+    """Every `{{ ... }}` in `template`; raises TemplateError on a malformed or unclosed one."""
+    out: list[Placeholder] = []
+    pos = 0
+    while True:
+        start = template.find("{{", pos)
+        if start < 0:
+            break
+        m = _PLACEHOLDER.match(template, start)
+        if not m:
+            end = template.find("}}", start)
+            if end < 0:
+                raise TemplateError("'{{' is never closed with '}}'", start)
+            inner = template[start + 2:end].strip()
+            raise TemplateError(f"'{{{{{inner}}}}}' is not a placeholder: write {{{{name}}}} or {{{{name.field}}}}", start)
+        out.append(Placeholder(m.group(1), m.group(2), start, m.end() - start))
+        pos = m.end()
+    return out
+
+
+def render_value(v: Any) -> str:
+    """How a value appears in a prompt."""
+    if isinstance(v, str):
+        return v
+    if isinstance(v, bool) or v is None:
+        return json.dumps(v)
+    if isinstance(v, int | float):
+        return str(v)
+    if isinstance(v, list):
+        if all(isinstance(x, dict) and "text" in x for x in v):
+            return "\n".join(
+                f"[{i}] {x.get('title', '')}: {x['text']}" if x.get("title") else f"[{i}] {x['text']}"
+                for i, x in enumerate(v, 1)
+            )
+        return "\n".join(f"- {render_value(x)}" for x in v)
+    if isinstance(v, dict):
+        return json.dumps(v, ensure_ascii=False)
+    return str(v)
+
+
+def render(template: str, values: dict[str, Any]) -> str:
+    """Fill `template` from `values` (every placeholder must have a value: checked statically)."""
+    def sub(m: re.Match[str]) -> str:
+        v = values[m.group(1)]
+        if m.group(2):
+            v = v.get(m.group(2), "") if isinstance(v, dict) else getattr(v, m.group(2), "")
+        return render_value(v)
+
+    return _PLACEHOLDER.sub(sub, template)
