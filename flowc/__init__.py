@@ -1,7 +1,7 @@
 """flowc: a declarative pipeline language and compiler for compound AI systems.
 
-    import flowc
-    compiled = flowc.compile("pipelines/agentic_rag.flow")
+import flowc
+compiled = flowc.compile("pipelines/agentic_rag.flow")
 """
 
 from flowc.compile import CompiledPipeline, compile, load_spec

@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from flowc.version import __version__
 from flowc.errors import Diagnostic, FlowcError, SpecErrors
 from flowc.ir.graph import FlowGraph, Param
 from flowc.ir.lower import lower
@@ -26,6 +25,7 @@ from flowc.source import SourceFile, Span
 from flowc.spec.io import parse_yaml
 from flowc.spec.models import LLMNode, MapNode, Pipeline
 from flowc.syntax.parser import parse_flow
+from flowc.version import __version__
 
 ARTIFACT_FORMAT = 1
 SPEC_SUFFIXES = (".flow", ".yaml", ".yml", ".json")
@@ -45,13 +45,24 @@ def load_spec(path: str | Path) -> Pipeline:
     p = Path(path)
     if not p.is_file():
         near = sorted(str(x) for x in p.parent.glob(f"*{p.suffix}"))[:5] if p.parent.is_dir() else []
-        raise FlowcError("file-not-found", f"no spec file at '{path}'",
-                         hint=f"files there: {', '.join(near)}" if near else "check the path")
+        raise FlowcError(
+            "file-not-found",
+            f"no spec file at '{path}'",
+            hint=f"files there: {', '.join(near)}" if near else "check the path",
+        )
     try:
         text = p.read_text(encoding="utf-8")
     except UnicodeDecodeError as e:
-        raise SpecErrors([Diagnostic("unexpected-character", f"the file is not UTF-8 text ({e.reason})",
-                                     Span(str(path), 1, 1), hint="save it as UTF-8")]) from None
+        raise SpecErrors(
+            [
+                Diagnostic(
+                    "unexpected-character",
+                    f"the file is not UTF-8 text ({e.reason})",
+                    Span(str(path), 1, 1),
+                    hint="save it as UTF-8",
+                )
+            ]
+        ) from None
     return parse_spec_text(text, str(path))
 
 
@@ -104,14 +115,33 @@ class CompiledPipeline:
             "source_path": self.spec.source_path,
             "subflows": {k: v.to_artifact() for k, v in self.subflows.items()},
             "passes": list(self.pass_log),
-            "params": {n: {"kind": p.kind, "node": p.node, "trainable": p.trainable, "role": p.role, "value": p.value}
-                       for n, p in g.params.items()},
+            "params": {
+                n: {"kind": p.kind, "node": p.node, "trainable": p.trainable, "role": p.role, "value": p.value}
+                for n, p in g.params.items()
+            },
             "graph": {
-                "nodes": [{"name": n.name, "kind": n.kind, "model": n.model,
-                           "inputs": {k: str(p.type) for k, p in n.inputs.items()},
-                           "outputs": {k: str(p.type) for k, p in n.outputs.items()}} for n in g.nodes(pseudo=True)],
-                "edges": [{"src": e.src, "src_port": e.src_port, "dst": e.dst, "dst_port": e.dst_port, "kind": e.kind,
-                           "option": e.option, "loop": e.loop} for e in g.edges()],
+                "nodes": [
+                    {
+                        "name": n.name,
+                        "kind": n.kind,
+                        "model": n.model,
+                        "inputs": {k: str(p.type) for k, p in n.inputs.items()},
+                        "outputs": {k: str(p.type) for k, p in n.outputs.items()},
+                    }
+                    for n in g.nodes(pseudo=True)
+                ],
+                "edges": [
+                    {
+                        "src": e.src,
+                        "src_port": e.src_port,
+                        "dst": e.dst,
+                        "dst_port": e.dst_port,
+                        "kind": e.kind,
+                        "option": e.option,
+                        "loop": e.loop,
+                    }
+                    for e in g.edges()
+                ],
             },
             "cost": self.cost.to_json() if self.cost else None,
         }
@@ -121,7 +151,7 @@ class CompiledPipeline:
         spec = self.spec
         corpora = {}
         for name, c in spec.corpora.items():
-            path = (spec.base_dir / c.path)
+            path = spec.base_dir / c.path
             corpora[name] = {"path": c.path, "sha256": _file_hash(path)}
         weights = {}
         for name, md in spec.models.items():
@@ -133,8 +163,10 @@ class CompiledPipeline:
             "spec_hash": self.spec_hash,
             "artifact_hash": self.to_artifact()["hash"],
             "models": {n: m.model_dump(mode="json", exclude_defaults=False) for n, m in spec.models.items()},
-            "params": {n: {"kind": p.kind, "trainable": p.trainable, "sha256": sha256(p.value)}
-                       for n, p in self.graph.params.items()},
+            "params": {
+                n: {"kind": p.kind, "trainable": p.trainable, "sha256": sha256(p.value)}
+                for n, p in self.graph.params.items()
+            },
             "corpora": corpora,
             "weights": weights,
             "subflows": {k: v.spec_hash for k, v in self.subflows.items()},
@@ -157,19 +189,26 @@ class CompiledPipeline:
         try:
             data = json.loads(p.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as e:
-            raise FlowcError("artifact-invalid", f"cannot read artifact '{path}': {e}",
-                             hint="recreate it with 'flowc compile'") from None
+            raise FlowcError(
+                "artifact-invalid", f"cannot read artifact '{path}': {e}", hint="recreate it with 'flowc compile'"
+            ) from None
         return cls.from_artifact_data(data, str(path))
 
     @classmethod
     def from_artifact_data(cls, data: dict[str, Any], where: str = "<artifact>") -> CompiledPipeline:
         if not isinstance(data, dict) or data.get("format") != ARTIFACT_FORMAT:
-            raise FlowcError("artifact-invalid", f"'{where}' is not a flowc artifact of format {ARTIFACT_FORMAT}",
-                             hint="recreate it with 'flowc compile'")
+            raise FlowcError(
+                "artifact-invalid",
+                f"'{where}' is not a flowc artifact of format {ARTIFACT_FORMAT}",
+                hint="recreate it with 'flowc compile'",
+            )
         body = {k: v for k, v in data.items() if k != "hash"}
         if sha256(body) != data.get("hash"):
-            raise FlowcError("artifact-invalid", f"the content of '{where}' does not match its hash (edited by hand?)",
-                             hint="edit the spec and recompile instead of editing the artifact")
+            raise FlowcError(
+                "artifact-invalid",
+                f"the content of '{where}' does not match its hash (edited by hand?)",
+                hint="edit the spec and recompile instead of editing the artifact",
+            )
         spec = Pipeline.model_validate(data["spec"])
         spec.with_source(data.get("source_path"), {})
         subs = {k: cls.from_artifact_data(v, f"{where}:{k}") for k, v in data.get("subflows", {}).items()}
@@ -186,8 +225,11 @@ class CompiledPipeline:
         models = dict(self.spec.models)
         for name, value in values.items():
             if name not in self.graph.params:
-                raise FlowcError("unknown-name", f"no param '{name}' in pipeline '{self.name}'",
-                                 hint=f"params: {', '.join(self.graph.params)}")
+                raise FlowcError(
+                    "unknown-name",
+                    f"no param '{name}' in pipeline '{self.name}'",
+                    hint=f"params: {', '.join(self.graph.params)}",
+                )
             p = self.graph.params[name]
             if p.kind == "weights":
                 key = name.rsplit(".", 1)[0]
@@ -202,9 +244,13 @@ class CompiledPipeline:
             else:
                 assert isinstance(node, LLMNode)
                 nodes[p.node] = node.model_copy(update={field_name: value})
-        spec = Pipeline.model_validate({**self.spec.dump(), "nodes": {k: v.model_dump(mode="json", by_alias=True)
-                                                                        for k, v in nodes.items()},
-                                        "models": {k: v.model_dump(mode="json") for k, v in models.items()}})
+        spec = Pipeline.model_validate(
+            {
+                **self.spec.dump(),
+                "nodes": {k: v.model_dump(mode="json", by_alias=True) for k, v in nodes.items()},
+                "models": {k: v.model_dump(mode="json") for k, v in models.items()},
+            }
+        )
         spec.with_source(self.spec.source_path, dict(self.spec.spans))
         return _compile_spec(spec, self.subflows, passes=None, verify_each=True, on_pass=None)
 
@@ -225,7 +271,7 @@ def _atomic_write(path: Path, text: str) -> None:
     tmp.replace(path)
 
 
-def compile(  # noqa: A001 - the natural name, as in LangGraph's compile()
+def compile(
     source: str | Path | Pipeline,
     *,
     passes: Sequence[Pass] | None = None,
@@ -240,7 +286,9 @@ def compile(  # noqa: A001 - the natural name, as in LangGraph's compile()
     """
     if isinstance(source, Pipeline):
         spec = source
-    elif isinstance(source, Path) or (isinstance(source, str) and "\n" not in source and source.endswith(SPEC_SUFFIXES)):
+    elif isinstance(source, Path) or (
+        isinstance(source, str) and "\n" not in source and source.endswith(SPEC_SUFFIXES)
+    ):
         spec = load_spec(source)
     else:
         spec = parse_flow(str(source), "<string>")
@@ -256,13 +304,24 @@ def _load_imports(spec: Pipeline, stack: tuple[str, ...]) -> dict[str, CompiledP
         path = (spec.base_dir / rel).resolve()
         span = spec.span("imports", alias)
         if str(path) in stack:
-            errors.append(Diagnostic("import-cycle", f"importing '{rel}' closes a cycle: "
-                                     + " -> ".join(Path(s).name for s in (*stack, str(path))), span,
-                                     "a flow cannot use itself, directly or through others"))
+            errors.append(
+                Diagnostic(
+                    "import-cycle",
+                    f"importing '{rel}' closes a cycle: " + " -> ".join(Path(s).name for s in (*stack, str(path))),
+                    span,
+                    "a flow cannot use itself, directly or through others",
+                )
+            )
             continue
         if not path.is_file():
-            errors.append(Diagnostic("import-not-found", f"cannot find '{rel}' (looked for {path})", span,
-                                     "import paths are relative to the importing spec"))
+            errors.append(
+                Diagnostic(
+                    "import-not-found",
+                    f"cannot find '{rel}' (looked for {path})",
+                    span,
+                    "import paths are relative to the importing spec",
+                )
+            )
             continue
         sub = load_spec(path)
         subs = _load_imports(sub, (*stack, str(path)))
@@ -274,8 +333,14 @@ def _load_imports(spec: Pipeline, stack: tuple[str, ...]) -> dict[str, CompiledP
     return out
 
 
-def _compile_spec(spec: Pipeline, subflows: Mapping[str, CompiledPipeline], *, passes: Sequence[Pass] | None,
-                  verify_each: bool, on_pass: Callable[[str, FlowGraph], None] | None) -> CompiledPipeline:
+def _compile_spec(
+    spec: Pipeline,
+    subflows: Mapping[str, CompiledPipeline],
+    *,
+    passes: Sequence[Pass] | None,
+    verify_each: bool,
+    on_pass: Callable[[str, FlowGraph], None] | None,
+) -> CompiledPipeline:
     graph, diags = lower(spec, {k: v.graph for k, v in subflows.items()})
     ctx = PassContext(spec, list(diags))
     pipeline = PassPipeline(list(passes) if passes is not None else default_passes(), verify_each, on_pass)
@@ -287,7 +352,14 @@ def _compile_spec(spec: Pipeline, subflows: Mapping[str, CompiledPipeline], *, p
         raise SpecErrors(ctx.diagnostics, sources)
     spec_hash = sha256({"spec": spec.dump(), "subflows": {k: v.spec_hash for k, v in subflows.items()}})
     cost = ctx.results.get("estimate-cost")
-    compiled = CompiledPipeline(spec, graph, dict(subflows), tuple(log), tuple(ctx.diagnostics),
-                                cost if isinstance(cost, CostEstimate) else None, spec_hash)
+    compiled = CompiledPipeline(
+        spec,
+        graph,
+        dict(subflows),
+        tuple(log),
+        tuple(ctx.diagnostics),
+        cost if isinstance(cost, CostEstimate) else None,
+        spec_hash,
+    )
     object.__setattr__(compiled, "hash", compiled.to_artifact()["hash"])
     return compiled

@@ -189,6 +189,7 @@ class SpecErrors(Exception):
 
 def render_all(diagnostics: Iterable[Diagnostic], sources: dict[str, SourceFile]) -> str:
     """Render diagnostics in source order, each with its excerpt."""
+
     def key(d: Diagnostic) -> tuple[str, int, int]:
         s = d.span
         return (s.path, s.line, s.column) if s else ("", 0, 0)

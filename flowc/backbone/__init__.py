@@ -44,7 +44,23 @@ _EXPORTS = {
     "PolicyBatch": "train",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "Backbone",
+    "Example",
+    "LoraConfig",
+    "LoraTrainer",
+    "ModelConfig",
+    "PolicyBatch",
+    "Sample",
+    "TokenBatch",
+    "Tokenizer",
+    "chat_example",
+    "export_lora_adapter",
+    "export_merged",
+    "load_adapter",
+    "make_batch",
+    "save_adapter",
+]
 
 
 def __getattr__(name: str) -> Any:

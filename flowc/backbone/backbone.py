@@ -38,7 +38,9 @@ class Backbone:
     def load(cls, model: str | Path = "smollm2") -> Backbone:
         """Load a GGUF file, or a local profile ("smollm2", "local/smollm2", "qwen-coder-0.5b")."""
         f = GGUFModelFile(resolve_model_path(model))
-        return cls(file=f, config=f.config, params=load_params(f), tokenizer=Tokenizer.from_metadata(f.metadata))
+        return cls(
+            file=f, config=f.config, params=load_params(f), tokenizer=Tokenizer.from_metadata(f.metadata)
+        )
 
     @property
     def sha256(self) -> str:
@@ -81,7 +83,12 @@ class Backbone:
         )
 
     def chat(
-        self, messages: Sequence[dict[str, str]], *, max_new_tokens: int = 64, lora: Any = None, lora_cfg: LoraConfig | None = None
+        self,
+        messages: Sequence[dict[str, str]],
+        *,
+        max_new_tokens: int = 64,
+        lora: Any = None,
+        lora_cfg: LoraConfig | None = None,
     ) -> str:
         """The greedy reply to chat messages, as text."""
         sample = self.generate(

@@ -59,7 +59,12 @@ def _round_up(n: int, multiple: int) -> int:
 
 
 def make_batch(
-    examples: Sequence[Example], *, pad_id: int, length: int | None = None, n_targets: int | None = None, multiple: int = 16
+    examples: Sequence[Example],
+    *,
+    pad_id: int,
+    length: int | None = None,
+    n_targets: int | None = None,
+    multiple: int = 16,
 ) -> TokenBatch:
     """Pad examples into one batch. Lengths are rounded up to `multiple` so jit sees few shapes.
 

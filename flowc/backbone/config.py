@@ -41,7 +41,9 @@ class ModelConfig:
                 hint="n_heads must be a multiple of n_kv_heads",
             )
         if self.head_dim % 2:
-            raise FlowcError("invalid-value", f"head_dim {self.head_dim} is odd", hint="rotary needs an even head_dim")
+            raise FlowcError(
+                "invalid-value", f"head_dim {self.head_dim} is odd", hint="rotary needs an even head_dim"
+            )
 
     @property
     def q_dim(self) -> int:
@@ -77,7 +79,9 @@ def config_from_metadata(meta: dict[str, Any], tensor_names: set[str]) -> ModelC
         value = meta.get(f"{arch}.{name}", default)
         if value is None:
             raise FlowcError(
-                "artifact-invalid", f"GGUF metadata lacks '{arch}.{name}'", hint="re-convert the model with llama.cpp"
+                "artifact-invalid",
+                f"GGUF metadata lacks '{arch}.{name}'",
+                hint="re-convert the model with llama.cpp",
             )
         return value
 
@@ -93,7 +97,9 @@ def config_from_metadata(meta: dict[str, Any], tensor_names: set[str]) -> ModelC
         )
     if meta.get(f"{arch}.rope.scaling.type") not in (None, "none"):
         raise FlowcError(
-            "artifact-invalid", "rope scaling is not supported by the jax backbone", hint="use a model without it"
+            "artifact-invalid",
+            "rope scaling is not supported by the jax backbone",
+            hint="use a model without it",
         )
     vocab = meta.get(f"{arch}.vocab_size")
     if vocab is None:

@@ -55,7 +55,9 @@ def write_gguf(
     replace = dict(replace or {})
     unknown = sorted(set(replace) - set(src.tensor_names))
     if unknown:
-        raise FlowcError("artifact-invalid", f"no tensors named {unknown[:3]} in {src.path.name}", hint="check names")
+        raise FlowcError(
+            "artifact-invalid", f"no tensors named {unknown[:3]} in {src.path.name}", hint="check names"
+        )
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     meta = src.metadata
@@ -119,11 +121,18 @@ def export_merged(
 ) -> Path:
     """Write a standalone GGUF with the adapter merged; serve it as `local/gguf:<path>`."""
     meta = {"flowc.base.sha256": src.sha256, "flowc.lora": _describe(lora_cfg), **(metadata or {})}
-    return write_gguf(src, out, replace=merged_tensors(src, lora, lora_cfg), replace_dtype=dtype, metadata=meta)
+    return write_gguf(
+        src, out, replace=merged_tensors(src, lora, lora_cfg), replace_dtype=dtype, metadata=meta
+    )
 
 
 def export_lora_adapter(
-    src: GGUFModelFile, lora: Any, lora_cfg: LoraConfig, out: str | Path, *, metadata: Mapping[str, str] | None = None
+    src: GGUFModelFile,
+    lora: Any,
+    lora_cfg: LoraConfig,
+    out: str | Path,
+    *,
+    metadata: Mapping[str, str] | None = None,
 ) -> Path:
     """Write the adapter alone in llama.cpp's LoRA GGUF format (for `--lora`/`lora_adapters`).
 

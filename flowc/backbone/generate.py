@@ -39,7 +39,14 @@ def _round_up(n: int, m: int) -> int:
 
 @partial(jax.jit, static_argnames=("cfg", "lora_scale"))
 def _prefill(
-    params: Params, lora: Params, tokens: jax.Array, cache: Any, last: jax.Array, *, cfg: ModelConfig, lora_scale: float
+    params: Params,
+    lora: Params,
+    tokens: jax.Array,
+    cache: Any,
+    last: jax.Array,
+    *,
+    cfg: ModelConfig,
+    lora_scale: float,
 ) -> tuple[jax.Array, Any]:
     logits, cache = forward_cached(params, cfg, tokens, cache, jnp.int32(0), lora=lora, lora_scale=lora_scale)
     return logits[:, last], cache
@@ -47,7 +54,14 @@ def _prefill(
 
 @partial(jax.jit, static_argnames=("cfg", "lora_scale"))
 def _decode(
-    params: Params, lora: Params, token: jax.Array, cache: Any, pos: jax.Array, *, cfg: ModelConfig, lora_scale: float
+    params: Params,
+    lora: Params,
+    token: jax.Array,
+    cache: Any,
+    pos: jax.Array,
+    *,
+    cfg: ModelConfig,
+    lora_scale: float,
 ) -> tuple[jax.Array, Any]:
     logits, cache = forward_cached(params, cfg, token[:, None], cache, pos, lora=lora, lora_scale=lora_scale)
     return logits[:, 0], cache
@@ -89,25 +103,30 @@ def generate(
         lora, lora_scale: an adapter to decode with (unmerged).
     """
     if not prompt_ids:
-        raise FlowcError("invalid-value", "cannot generate from an empty prompt", hint="pass at least one token")
+        raise FlowcError(
+            "invalid-value", "cannot generate from an empty prompt", hint="pass at least one token"
+        )
     length = len(prompt_ids)
     total = _round_up(length + max_new_tokens, 64)
     if total > cfg.context_length:
         raise FlowcError(
             "invalid-value",
-            f"prompt ({length}) + max_new_tokens ({max_new_tokens}) exceeds the context ({cfg.context_length})",
+            f"prompt ({length}) + max_new_tokens ({max_new_tokens}) exceeds the context "
+            f"({cfg.context_length})",
             hint="shorten the prompt or lower max_new_tokens",
         )
     padded = np.zeros((n, min(_round_up(length, 32), total)), np.int32)
     padded[:, :length] = np.asarray(prompt_ids, np.int32)
     cache = init_cache(cfg, n, total, params["embed"].dtype)
     ad = lora or {}
-    logits, cache = _prefill(params, ad, jnp.asarray(padded), cache, jnp.int32(length - 1), cfg=cfg, lora_scale=lora_scale)
+    logits, cache = _prefill(
+        params, ad, jnp.asarray(padded), cache, jnp.int32(length - 1), cfg=cfg, lora_scale=lora_scale
+    )
     key = jax.random.PRNGKey(seed)
     ids: list[list[int]] = [[] for _ in range(n)]
     lps: list[list[float]] = [[] for _ in range(n)]
     done = [False] * n
-    stops = set(int(s) for s in stop_ids)
+    stops = {int(s) for s in stop_ids}
     for step in range(max_new_tokens):
         key, sub = jax.random.split(key)
         tok, lp = _choose(logits, sub, temperature=float(temperature))
@@ -123,5 +142,7 @@ def generate(
             lps[i].append(float(lp_np[i]))
         if all(done) or step == max_new_tokens - 1:
             break
-        logits, cache = _decode(params, ad, tok, cache, jnp.int32(length + step), cfg=cfg, lora_scale=lora_scale)
+        logits, cache = _decode(
+            params, ad, tok, cache, jnp.int32(length + step), cfg=cfg, lora_scale=lora_scale
+        )
     return [Sample(tuple(i), tuple(lp), "stop" if d else "length") for i, lp, d in zip(ids, lps, done)]

@@ -44,13 +44,17 @@ class GGUFModelFile:
         self.path = Path(self.path)
         if not self.path.is_file():
             raise FlowcError(
-                "model-file-not-found", f"no GGUF file at {self.path}", hint="pass the path of an existing .gguf file"
+                "model-file-not-found",
+                f"no GGUF file at {self.path}",
+                hint="pass the path of an existing .gguf file",
             )
         try:
             self._reader = gguf.GGUFReader(str(self.path))
         except (ValueError, OSError) as e:
             raise FlowcError(
-                "artifact-invalid", f"{self.path} is not a readable GGUF file: {e}", hint="re-export or re-download it"
+                "artifact-invalid",
+                f"{self.path} is not a readable GGUF file: {e}",
+                hint="re-export or re-download it",
             ) from e
 
     @cached_property
@@ -81,7 +85,9 @@ class GGUFModelFile:
         for t in self._reader.tensors:
             if t.name == name:
                 return t
-        raise FlowcError("artifact-invalid", f"{self.path.name} has no tensor '{name}'", hint="check the model file")
+        raise FlowcError(
+            "artifact-invalid", f"{self.path.name} has no tensor '{name}'", hint="check the model file"
+        )
 
     def tensor(self, name: str) -> np.ndarray:
         """One tensor, dequantized to float32, shaped `(n_out, n_in)` for weights."""

@@ -60,7 +60,7 @@ def load_params(f: GGUFModelFile, dtype: Any = jnp.float32) -> Params:
 
 def init_params(key: jax.Array, cfg: ModelConfig, *, scale: float = 0.02) -> Params:
     """Random weights of the right shapes (for tests and tiny configs)."""
-    shapes = {
+    shapes: dict[str, tuple[int, ...]] = {
         "wq": (cfg.dim, cfg.q_dim),
         "wk": (cfg.dim, cfg.kv_dim),
         "wv": (cfg.dim, cfg.kv_dim),
@@ -152,7 +152,9 @@ def _block_qkv(
     return q, k, v.reshape(b, t, cfg.n_kv_heads, cfg.head_dim)
 
 
-def _block_out(x: jax.Array, attn: jax.Array, layer: Params, lora: Params, cfg: ModelConfig, scale: float) -> jax.Array:
+def _block_out(
+    x: jax.Array, attn: jax.Array, layer: Params, lora: Params, cfg: ModelConfig, scale: float
+) -> jax.Array:
     x = x + _proj(attn, layer, lora, "wo", scale)
     h = rms_norm(x, layer["ffn_norm"], cfg.rms_eps)
     gate = _proj(h, layer, lora, "w_gate", scale)
@@ -199,7 +201,12 @@ def lm_head(params: Params, h: jax.Array) -> jax.Array:
 
 
 def forward(
-    params: Params, cfg: ModelConfig, tokens: jax.Array, *, lora: Params | None = None, lora_scale: float = 1.0
+    params: Params,
+    cfg: ModelConfig,
+    tokens: jax.Array,
+    *,
+    lora: Params | None = None,
+    lora_scale: float = 1.0,
 ) -> jax.Array:
     """Next-token logits (B, T, V) at every position."""
     return lm_head(params, hidden_states(params, cfg, tokens, lora=lora, lora_scale=lora_scale))
@@ -238,7 +245,9 @@ def forward_cached(
     positions = jnp.broadcast_to(start + jnp.arange(t), (b, t))
     mask = jnp.broadcast_to(jnp.arange(s)[None, :] <= positions[0][:, None], (b, t, s))
 
-    def block(x: jax.Array, xs: tuple[Params, Params, jax.Array, jax.Array]) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
+    def block(
+        x: jax.Array, xs: tuple[Params, Params, jax.Array, jax.Array]
+    ) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
         layer, ad, ck, cv = xs
         q, k, v = _block_qkv(x, layer, ad, positions, cfg, lora_scale)
         ck = jax.lax.dynamic_update_slice(ck, k.astype(ck.dtype), (0, start, 0, 0))

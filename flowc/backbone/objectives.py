@@ -51,7 +51,14 @@ def sft_loss(
 ) -> jax.Array:
     """Mean negative log-likelihood of the completion tokens (padding weighted out)."""
     lp = token_logprobs(
-        lora, params, cfg, batch["tokens"], batch["positions"], batch["targets"], lora_scale=lora_scale, remat=remat
+        lora,
+        params,
+        cfg,
+        batch["tokens"],
+        batch["positions"],
+        batch["targets"],
+        lora_scale=lora_scale,
+        remat=remat,
     )
     w = batch["weights"]
     return -jnp.sum(lp * w) / jnp.maximum(jnp.sum(w), 1.0)
@@ -80,7 +87,14 @@ def policy_loss(
         (loss, metrics): metrics has the mean KL, the clipped fraction and the mean ratio.
     """
     lp = token_logprobs(
-        lora, params, cfg, batch["tokens"], batch["positions"], batch["targets"], lora_scale=lora_scale, remat=remat
+        lora,
+        params,
+        cfg,
+        batch["tokens"],
+        batch["positions"],
+        batch["targets"],
+        lora_scale=lora_scale,
+        remat=remat,
     )
     w = batch["weights"]
     n = jnp.maximum(jnp.sum(w), 1.0)

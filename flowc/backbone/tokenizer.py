@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
-import regex
+import regex  # type: ignore[import-untyped]  # no stubs; a dependency of litellm (tiktoken)
 
 from flowc.errors import FlowcError
 
@@ -45,7 +45,9 @@ _CONTROL, _USER_DEFINED = 3, 4
 @lru_cache(maxsize=1)
 def _byte_alphabet() -> tuple[dict[int, str], dict[str, int]]:
     """GPT-2's reversible map from the 256 bytes to printable unicode characters."""
-    printable = list(range(ord("!"), ord("~") + 1)) + list(range(0xA1, 0xAC + 1)) + list(range(0xAE, 0xFF + 1))
+    printable = (
+        list(range(ord("!"), ord("~") + 1)) + list(range(0xA1, 0xAC + 1)) + list(range(0xAE, 0xFF + 1))
+    )
     chars = printable[:]
     extra = 0
     for b in range(256):
@@ -220,7 +222,9 @@ class Tokenizer:
         """The prompt text for chat messages, from the file's own Jinja chat template (sandboxed)."""
         if not self.chat_template:
             raise FlowcError(
-                "artifact-invalid", "the model file has no chat template", hint="use an instruction-tuned model"
+                "artifact-invalid",
+                "the model file has no chat template",
+                hint="use an instruction-tuned model",
             )
         from jinja2.sandbox import ImmutableSandboxedEnvironment
 

@@ -119,7 +119,9 @@ class LoraTrainer:
             remat: gradient checkpointing per block (less memory, ~25% slower on CPU).
         """
         lora_cfg = lora_cfg or LoraConfig()
-        opt = optimizer or optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(learning_rate, weight_decay=0.0))
+        opt = optimizer or optax.chain(
+            optax.clip_by_global_norm(1.0), optax.adamw(learning_rate, weight_decay=0.0)
+        )
         lora = init_lora(jax.random.PRNGKey(seed), lora_cfg, backbone.config)
         return cls(backbone, lora_cfg, opt, lora, opt.init(lora), micro_batches=micro_batches, remat=remat)
 
@@ -140,7 +142,9 @@ class LoraTrainer:
     def _sft_loss_fn(self) -> LossFn:
         cfg, scale, remat = self.backbone.config, self.lora_cfg.scale, self.remat
 
-        def fn(lora: Params, params: Params, batch: dict[str, jax.Array]) -> tuple[jax.Array, dict[str, jax.Array]]:
+        def fn(
+            lora: Params, params: Params, batch: dict[str, jax.Array]
+        ) -> tuple[jax.Array, dict[str, jax.Array]]:
             return sft_loss(lora, params, cfg, batch, lora_scale=scale, remat=remat), {}
 
         return fn
@@ -159,17 +163,25 @@ class LoraTrainer:
         """One supervised step; returns the batch's loss before the update."""
         self._check(batch)
         step = self._step_fn("sft", self._sft_loss_fn())
-        self.lora, self.opt_state, loss, _ = step(self.lora, self.opt_state, self.backbone.params, _as_arrays(batch))
+        self.lora, self.opt_state, loss, _ = step(
+            self.lora, self.opt_state, self.backbone.params, _as_arrays(batch)
+        )
         self.steps += 1
         return float(loss)
 
-    def policy_step(self, pb: PolicyBatch, *, clip_eps: float = 0.2, kl_coef: float = 0.05) -> dict[str, float]:
+    def policy_step(
+        self, pb: PolicyBatch, *, clip_eps: float = 0.2, kl_coef: float = 0.05
+    ) -> dict[str, float]:
         """One clipped policy-gradient step with a KL penalty to the base; returns loss and metrics."""
         self._check(pb.batch)
         cfg, scale, remat = self.backbone.config, self.lora_cfg.scale, self.remat
-        loss_fn = partial(policy_loss, cfg=cfg, lora_scale=scale, clip_eps=clip_eps, kl_coef=kl_coef, remat=remat)
+        loss_fn = partial(
+            policy_loss, cfg=cfg, lora_scale=scale, clip_eps=clip_eps, kl_coef=kl_coef, remat=remat
+        )
 
-        def fn(lora: Params, params: Params, batch: dict[str, jax.Array]) -> tuple[jax.Array, dict[str, jax.Array]]:
+        def fn(
+            lora: Params, params: Params, batch: dict[str, jax.Array]
+        ) -> tuple[jax.Array, dict[str, jax.Array]]:
             return loss_fn(lora, params, batch=batch)
 
         step = self._step_fn(f"policy-{clip_eps}-{kl_coef}", fn)
@@ -192,7 +204,9 @@ class LoraTrainer:
             cfg, scale = self.backbone.config, self.lora_cfg.scale
 
             def fn(lora: Params | None, params: Params, b: dict[str, jax.Array]) -> jax.Array:
-                return token_logprobs(lora, params, cfg, b["tokens"], b["positions"], b["targets"], lora_scale=scale)
+                return token_logprobs(
+                    lora, params, cfg, b["tokens"], b["positions"], b["targets"], lora_scale=scale
+                )
 
             self._compiled[key] = jax.jit(fn)
         arrays = _as_arrays(batch)
@@ -206,7 +220,12 @@ class LoraTrainer:
 
     def policy_batch(self, batch: TokenBatch, advantages: np.ndarray) -> PolicyBatch:
         """Wrap sampled completions with the current policy's and the base's log-probs."""
-        return PolicyBatch(batch, np.asarray(advantages, np.float32), self.logprobs(batch), self.logprobs(batch, adapter=False))
+        return PolicyBatch(
+            batch,
+            np.asarray(advantages, np.float32),
+            self.logprobs(batch),
+            self.logprobs(batch, adapter=False),
+        )
 
     # -- files ---------------------------------------------------------------------------------
 
@@ -214,7 +233,12 @@ class LoraTrainer:
         """Save the adapter (safetensors + config + base checksum)."""
         info = {"steps": self.steps, **(extra or {})}
         return save_adapter(
-            path, self.lora, self.lora_cfg, base_sha256=self.backbone.sha256, model_config=self.backbone.config, extra=info
+            path,
+            self.lora,
+            self.lora_cfg,
+            base_sha256=self.backbone.sha256,
+            model_config=self.backbone.config,
+            extra=info,
         )
 
     def load(self, path: str | Path) -> None:

@@ -121,10 +121,19 @@ class FlowGraph:
         self._g.add_edge(edge.src, edge.dst, payload=edge)
 
     def mark_loop_edges(self, loop: str, src: str, dst: str) -> int:
-        """Tag every edge src→dst as the back edge of `loop`; returns how many were tagged."""
+        """Tag as back edges of `loop` the edges from `src` into the loop's body: `dst` and every
+        node between `dst` and `src`. Returns how many edges were tagged (0: no edge src→dst)."""
+        if not self._g.has_edge(src, dst):
+            return 0
+        g = nx.DiGraph()
+        g.add_nodes_from(self._g.nodes)
+        g.add_edges_from((e.src, e.dst) for e in self.edges() if e.loop is None and e.src != src)
+        body = (nx.descendants(g, dst) | {dst}) & (nx.ancestors(g, src) | {src})
         n = 0
-        if self._g.has_edge(src, dst):
-            for _key, attrs in self._g[src][dst].items():
+        for target in body | {dst}:
+            if not self._g.has_edge(src, target):
+                continue
+            for _key, attrs in self._g[src][target].items():
                 e: Edge = attrs["payload"]
                 attrs["payload"] = Edge(e.src, e.src_port, e.dst, e.dst_port, e.kind, e.option, loop, e.span)
                 n += 1
@@ -202,6 +211,23 @@ class FlowGraph:
         down = nx.descendants(g, info.dst) | {info.dst}
         up = nx.ancestors(g, info.src) | {info.src}
         return down & up
+
+    def gates(self, name: str) -> set[str]:
+        """Routers that may choose `name` on a forward (non-loop) route edge: `name` runs only when
+        one of them chose it, or when a node those routers lead to sends it a value."""
+        return {e.src for e in self.in_edges(name) if e.kind == "route" and e.loop is None}
+
+    def enablers(self, name: str) -> set[str]:
+        """Nodes whose values open the gate of `name`: forward descendants of its gating routers."""
+        gates = self.gates(name)
+        if not gates:
+            return set()
+        g = self.forward_edges_graph()
+        out: set[str] = set()
+        for r in gates:
+            out |= nx.descendants(g, r)
+        out.discard(name)
+        return out
 
     def reachable_from(self, sources: set[str], *, follow_loops: bool = True) -> set[str]:
         seen = set(sources)

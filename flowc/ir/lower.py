@@ -38,8 +38,15 @@ class _Lowerer:
         self.g = FlowGraph(spec)
         self.diags: list[Diagnostic] = []
 
-    def err(self, code: ErrorCode, msg: str, span: Span | None, hint: str | None = None,
-            notes: tuple[str, ...] = (), severity: str = "error") -> None:
+    def err(
+        self,
+        code: ErrorCode,
+        msg: str,
+        span: Span | None,
+        hint: str | None = None,
+        notes: tuple[str, ...] = (),
+        severity: str = "error",
+    ) -> None:
         self.diags.append(Diagnostic(code, msg, span, hint, severity, notes))  # type: ignore[arg-type]
 
     # -- types -------------------------------------------------------------------------------------
@@ -47,8 +54,12 @@ class _Lowerer:
     def rtype(self, t: TypeExpr, *path: str | int) -> TypeExpr:
         for n in named_refs(t):
             if n.name != "Doc" and n.name not in self.spec.types:
-                self.err("unknown-type", f"unknown type '{n.name}'", self.spec.span(*path, offset=n.offset, length=len(n.name)),
-                         _hint(n.name, {*self.spec.types, "Doc", "str", "int", "float", "bool"}, "types"))
+                self.err(
+                    "unknown-type",
+                    f"unknown type '{n.name}'",
+                    self.spec.span(*path, offset=n.offset, length=len(n.name)),
+                    _hint(n.name, {*self.spec.types, "Doc", "str", "int", "float", "bool"}, "types"),
+                )
         return resolve(t, dict(self.spec.types))
 
     # -- the whole graph -------------------------------------------------------------------------
@@ -57,12 +68,26 @@ class _Lowerer:
         spec, g = self.spec, self.g
         for name, t in spec.types.items():
             g.types[name] = self.rtype(t, "types", name)
-        g.add_node(IRNode(INPUT, INPUT, {}, {n: Port(n, self.rtype(i.type, "inputs", n, "type"), i.default is None)
-                                            for n, i in spec.inputs.items()}, span=spec.span("pipeline")))
+        g.add_node(
+            IRNode(
+                INPUT,
+                INPUT,
+                {},
+                {
+                    n: Port(n, self.rtype(i.type, "inputs", n, "type"), i.default is None)
+                    for n, i in spec.inputs.items()
+                },
+                span=spec.span("pipeline"),
+            )
+        )
         for name, node in spec.nodes.items():
             if name in spec.inputs:
-                self.err("name-conflict", f"node '{name}' has the name of a pipeline input", spec.key_span("nodes", name),
-                         "rename the node or the input: a bare name in a binding means the input")
+                self.err(
+                    "name-conflict",
+                    f"node '{name}' has the name of a pipeline input",
+                    spec.key_span("nodes", name),
+                    "rename the node or the input: a bare name in a binding means the input",
+                )
             g.add_node(self.node_ir(name, node))
         for name, node in spec.nodes.items():
             self.bind_node(name, node)
@@ -70,8 +95,16 @@ class _Lowerer:
         for name, o in spec.outputs.items():
             t = self.rtype(o.type, "outputs", name, "type") if o.type is not None else ANY
             outs[name] = Port(name, t)
-        g.add_node(IRNode(OUTPUT, OUTPUT, outs, {}, bindings={n: o.source for n, o in spec.outputs.items()},
-                          span=spec.span("pipeline")))
+        g.add_node(
+            IRNode(
+                OUTPUT,
+                OUTPUT,
+                outs,
+                {},
+                bindings={n: o.source for n, o in spec.outputs.items()},
+                span=spec.span("pipeline"),
+            )
+        )
         for name, o in spec.outputs.items():
             self.bind(OUTPUT, name, o.source, ("outputs", name, "source"), scope={})
         self.routes()
@@ -86,11 +119,21 @@ class _Lowerer:
         span = self.spec.key_span(*p)
         if isinstance(node, MapNode):
             body = self.node_ir(name, node.body)
-            outs = {k: Port(k, ListT(v.type)) for k, v in body.outputs.items()}
-            ins = dict(body.inputs)
-            ins["over"] = Port("over", ListT(ANY))
-            return IRNode(name, "map", ins, outs, {**dict(node.body.inputs), "over": node.over}, node, span,
-                          role=body.role, model=body.model, subflow=body.subflow)
+            map_outs = {k: Port(k, ListT(v.type)) for k, v in body.outputs.items()}
+            map_ins = dict(body.inputs)
+            map_ins["over"] = Port("over", ListT(ANY))
+            return IRNode(
+                name,
+                "map",
+                map_ins,
+                map_outs,
+                {**dict(node.body.inputs), "over": node.over},
+                node,
+                span,
+                role=body.role,
+                model=body.model,
+                subflow=body.subflow,
+            )
         ins: dict[str, Port]
         outs: dict[str, Port]
         route = None
@@ -99,7 +142,11 @@ class _Lowerer:
         if isinstance(node, LLMNode):
             ins = {k: Port(k, ANY) for k in node.inputs}
             outs = {}
-            body_path = ("nodes", name) if name in self.spec.nodes and self.spec.nodes[name] is node else ("nodes", name, "body")
+            body_path = (
+                ("nodes", name)
+                if name in self.spec.nodes and self.spec.nodes[name] is node
+                else ("nodes", name, "body")
+            )
             for k, t in node.outputs.items():
                 outs[k] = Port(k, self.rtype(t, *body_path, "outputs", k))
             if not outs:
@@ -107,8 +154,12 @@ class _Lowerer:
             model = self.model_of(name, node, body_path)
             routes = [k for k, pt in outs.items() if isinstance(pt.type, EnumT) and pt.type.route]
             if len(routes) > 1:
-                self.err("duplicate-route", f"node '{name}' has {len(routes)} route outputs ({', '.join(routes)})",
-                         self.spec.key_span(*body_path, "outputs", routes[1]), "a router picks its next node with one output")
+                self.err(
+                    "duplicate-route",
+                    f"node '{name}' has {len(routes)} route outputs ({', '.join(routes)})",
+                    self.spec.key_span(*body_path, "outputs", routes[1]),
+                    "a router picks its next node with one output",
+                )
             if routes:
                 rt = outs[routes[0]].type
                 assert isinstance(rt, EnumT)
@@ -117,41 +168,64 @@ class _Lowerer:
             ins = {k: Port(k, t, False) for k, t in RETRIEVE_PORTS.items()}
             outs = {"docs": Port("docs", ListT(DOC_T))}
             if node.corpus not in self.spec.corpora:
-                path = ("nodes", name, "corpus") if self.spec.nodes.get(name) is node else ("nodes", name, "body", "corpus")
-                self.err("unknown-corpus", f"node '{name}' reads corpus '{node.corpus}', which is not declared",
-                         self.spec.span(*path), _hint(node.corpus, set(self.spec.corpora), "declared corpora"))
+                path = (
+                    ("nodes", name, "corpus")
+                    if self.spec.nodes.get(name) is node
+                    else ("nodes", name, "body", "corpus")
+                )
+                self.err(
+                    "unknown-corpus",
+                    f"node '{name}' reads corpus '{node.corpus}', which is not declared",
+                    self.spec.span(*path),
+                    _hint(node.corpus, set(self.spec.corpora), "declared corpora"),
+                )
         elif isinstance(node, ToolNode):
             ins = {k: Port(k, ANY) for k in node.inputs}
             outs = {k: Port(k, self.rtype(t, "nodes", name, "outputs", k)) for k, t in node.outputs.items()} or {
-                "result": Port("result", ANY)}
+                "result": Port("result", ANY)
+            }
         else:
             assert isinstance(node, SubflowNode)
             sub = self.subflows.get(node.flow)
             if sub is None:
                 if node.flow not in self.spec.imports:
-                    self.err("import-not-found", f"node '{name}' uses flow '{node.flow}', which is not imported",
-                             self.spec.span("nodes", name, "flow"), _hint(node.flow, set(self.spec.imports), "imports")
-                             if self.spec.imports else f"add 'import \"{node.flow}.flow\" as {node.flow}' at the top")
+                    self.err(
+                        "import-not-found",
+                        f"node '{name}' uses flow '{node.flow}', which is not imported",
+                        self.spec.span("nodes", name, "flow"),
+                        _hint(node.flow, set(self.spec.imports), "imports")
+                        if self.spec.imports
+                        else f"add 'import \"{node.flow}.flow\" as {node.flow}' at the top",
+                    )
                 ins = {k: Port(k, ANY) for k in node.inputs}
                 outs = {}
             else:
                 ins = dict(sub.node(INPUT).outputs)
                 outs = dict(sub.node(OUTPUT).inputs)
-        return IRNode(name, node.kind, ins, outs, dict(node.inputs), node, span, route,
-                      getattr(node, "role", ""), model, sub)
+        return IRNode(
+            name, node.kind, ins, outs, dict(node.inputs), node, span, route, getattr(node, "role", ""), model, sub
+        )
 
     def model_of(self, name: str, node: LLMNode, path: tuple[str | int, ...]) -> str | None:
         models = self.spec.models
         if node.model is None:
             if len(models) == 1:
                 return next(iter(models))
-            self.err("unknown-model", f"node '{name}' names no model and the pipeline declares {len(models) or 'no'} "
-                     f"model{'s' if len(models) != 1 else ''}", self.spec.key_span(*path),
-                     "add 'model: <name>' to the node" if models else "declare one: model small = \"local/smollm2\"")
+            self.err(
+                "unknown-model",
+                f"node '{name}' names no model and the pipeline declares {len(models) or 'no'} "
+                f"model{'s' if len(models) != 1 else ''}",
+                self.spec.key_span(*path),
+                "add 'model: <name>' to the node" if models else 'declare one: model small = "local/smollm2"',
+            )
             return None
         if node.model not in models:
-            self.err("unknown-model", f"node '{name}' uses model '{node.model}', which is not declared",
-                     self.spec.span(*path, "model"), _hint(node.model, set(models), "declared models"))
+            self.err(
+                "unknown-model",
+                f"node '{name}' uses model '{node.model}', which is not declared",
+                self.spec.span(*path, "model"),
+                _hint(node.model, set(models), "declared models"),
+            )
             return None
         return node.model
 
@@ -159,7 +233,7 @@ class _Lowerer:
 
     def bind_node(self, name: str, node: Node) -> None:
         if isinstance(node, MapNode):
-            scope = {node.item: ANY}
+            scope: dict[str, TypeExpr] = {node.item: ANY}
             over_t = self.bind(name, "over", node.over, ("nodes", name, "over"), scope={})
             if isinstance(over_t, ListT):
                 scope = {node.item: over_t.item}
@@ -169,15 +243,18 @@ class _Lowerer:
         for port, b in node.inputs.items():
             self.bind(name, port, b, ("nodes", name, "inputs", port), scope={})
 
-    def bind(self, dst: str, port: str, expr: Expr, path: tuple[str | int, ...], scope: dict[str, TypeExpr]) -> TypeExpr:
+    def bind(
+        self, dst: str, port: str, expr: Expr, path: tuple[str | int, ...], scope: dict[str, TypeExpr]
+    ) -> TypeExpr:
         """Add the edges of one binding; returns the type of the value it delivers."""
         if isinstance(expr, Coalesce):
             types = [self.bind_one(dst, port, o, path, scope, i) for i, o in enumerate(expr.options)]
             return next((t for t in types if t != ANY), ANY)
         return self.bind_one(dst, port, expr, path, scope, 0)
 
-    def bind_one(self, dst: str, port: str, e: Expr, path: tuple[str | int, ...], scope: dict[str, TypeExpr],
-                 option: int) -> TypeExpr:
+    def bind_one(
+        self, dst: str, port: str, e: Expr, path: tuple[str | int, ...], scope: dict[str, TypeExpr], option: int
+    ) -> TypeExpr:
         spec, g = self.spec, self.g
         if isinstance(e, Lit):
             return _literal_type(e.value)
@@ -193,25 +270,40 @@ class _Lowerer:
                 return g.node(INPUT).outputs[ref.port].type
             if ref.port in spec.nodes:
                 outs = list(g.node(ref.port).outputs)
-                self.err("unknown-name", f"'{ref.port}' is a node; a binding reads one of its outputs", span,
-                         f"write '{ref.port}.{outs[0]}'" if outs else None)
+                self.err(
+                    "unknown-name",
+                    f"'{ref.port}' is a node; a binding reads one of its outputs",
+                    span,
+                    f"write '{ref.port}.{outs[0]}'" if outs else None,
+                )
             else:
                 names = set(spec.inputs) | set(scope)
-                self.err("unknown-name", f"'{ref.port}' is not a pipeline input", span,
-                         _hint(ref.port, names | set(spec.nodes), "inputs"))
+                self.err(
+                    "unknown-name",
+                    f"'{ref.port}' is not a pipeline input",
+                    span,
+                    _hint(ref.port, names | set(spec.nodes), "inputs"),
+                )
             return ANY
         if ref.node not in spec.nodes:
-            self.err("unknown-node", f"no node named '{ref.node}'", spec.span(*path, offset=ref.offset, length=len(ref.node)),
-                     _hint(ref.node, set(spec.nodes), "nodes"))
+            self.err(
+                "unknown-node",
+                f"no node named '{ref.node}'",
+                spec.span(*path, offset=ref.offset, length=len(ref.node)),
+                _hint(ref.node, set(spec.nodes), "nodes"),
+            )
             return ANY
         src = g.node(ref.node)
         if ref.port not in src.outputs:
             if src.outputs or src.kind != "subflow":
                 avail = ", ".join(f"{k}: {v.type}" for k, v in src.outputs.items())
-                self.err("unknown-port", f"node '{ref.node}' has no output '{ref.port}'",
-                         spec.span(*path, offset=ref.offset + len(ref.node) + 1, length=len(ref.port)),
-                         _hint(ref.port, set(src.outputs), f"outputs of '{ref.node}'"),
-                         (f"outputs of '{ref.node}': {avail}",) if avail else ())
+                self.err(
+                    "unknown-port",
+                    f"node '{ref.node}' has no output '{ref.port}'",
+                    spec.span(*path, offset=ref.offset + len(ref.node) + 1, length=len(ref.port)),
+                    _hint(ref.port, set(src.outputs), f"outputs of '{ref.node}'"),
+                    (f"outputs of '{ref.node}': {avail}",) if avail else (),
+                )
             return ANY
         g.add_edge(Edge(ref.node, ref.port, dst, port, kind, option, None, span))  # type: ignore[arg-type]
         t = src.outputs[ref.port].type
@@ -228,8 +320,12 @@ class _Lowerer:
                 if choice in self.spec.nodes:
                     self.g.add_edge(Edge(n.name, n.route.port, choice, "", "route", 0, None, self.spec.span(*path)))
                 else:
-                    self.err("route-unknown-target", f"router '{n.name}' may choose '{choice}', which is not a node",
-                             self.spec.span(*path), _hint(choice, set(self.spec.nodes), "nodes"))
+                    self.err(
+                        "route-unknown-target",
+                        f"router '{n.name}' may choose '{choice}', which is not a node",
+                        self.spec.span(*path),
+                        _hint(choice, set(self.spec.nodes), "nodes"),
+                    )
 
     def loops(self) -> None:
         for name, lp in self.spec.loops.items():
@@ -237,14 +333,22 @@ class _Lowerer:
             ok = True
             for key, node in (("from", lp.from_), ("to", lp.to)):
                 if node not in self.spec.nodes:
-                    self.err("unknown-node", f"loop '{name}' names node '{node}', which does not exist",
-                             self.spec.span(*p, key), _hint(node, set(self.spec.nodes), "nodes"))
+                    self.err(
+                        "unknown-node",
+                        f"loop '{name}' names node '{node}', which does not exist",
+                        self.spec.span(*p, key),
+                        _hint(node, set(self.spec.nodes), "nodes"),
+                    )
                     ok = False
             self.g.loops[name] = LoopInfo(name, lp.from_, lp.to, lp.max, lp.while_, self.spec.key_span(*p))
             if ok and self.g.mark_loop_edges(name, lp.from_, lp.to) == 0:
-                self.err("invalid-loop", f"loop '{name}': nothing flows from '{lp.from_}' to '{lp.to}'",
-                         self.spec.key_span(*p), f"bind an input of '{lp.to}' to an output of '{lp.from_}' "
-                         f"(e.g. 'query <- {lp.from_}.query ?? question'), or route to it")
+                self.err(
+                    "invalid-loop",
+                    f"loop '{name}': nothing flows from '{lp.from_}' to '{lp.to}'",
+                    self.spec.key_span(*p),
+                    f"bind an input of '{lp.to}' to an output of '{lp.from_}' "
+                    f"(e.g. 'query <- {lp.from_}.query ?? question'), or route to it",
+                )
             if lp.while_ is not None:
                 for r in refs(lp.while_):
                     self.check_cond_ref(r, p)
@@ -253,13 +357,21 @@ class _Lowerer:
         span = self.spec.span(*p, "while", offset=r.offset, length=len(str(r)))
         if r.node is None:
             if r.port not in self.spec.inputs:
-                self.err("unknown-name", f"'{r.port}' is not a pipeline input", span,
-                         _hint(r.port, set(self.spec.inputs), "inputs"))
+                self.err(
+                    "unknown-name",
+                    f"'{r.port}' is not a pipeline input",
+                    span,
+                    _hint(r.port, set(self.spec.inputs), "inputs"),
+                )
         elif r.node not in self.spec.nodes:
             self.err("unknown-node", f"no node named '{r.node}'", span, _hint(r.node, set(self.spec.nodes), "nodes"))
         elif r.port not in self.g.node(r.node).outputs:
-            self.err("unknown-port", f"node '{r.node}' has no output '{r.port}'", span,
-                     _hint(r.port, set(self.g.node(r.node).outputs), f"outputs of '{r.node}'"))
+            self.err(
+                "unknown-port",
+                f"node '{r.node}' has no output '{r.port}'",
+                span,
+                _hint(r.port, set(self.g.node(r.node).outputs), f"outputs of '{r.node}'"),
+            )
 
     def params(self) -> None:
         for name, node in self.spec.nodes.items():
@@ -267,17 +379,33 @@ class _Lowerer:
             if not isinstance(llm, LLMNode):
                 continue
             base = ("nodes", name) if llm is node else ("nodes", name, "body")
-            self.g.params[f"{name}.prompt"] = Param(f"{name}.prompt", "prompt", llm.prompt, llm.trainable, name,
-                                                    llm.role, self.spec.span(*base, "prompt"))
+            self.g.params[f"{name}.prompt"] = Param(
+                f"{name}.prompt", "prompt", llm.prompt, llm.trainable, name, llm.role, self.spec.span(*base, "prompt")
+            )
             if llm.system is not None:
-                self.g.params[f"{name}.system"] = Param(f"{name}.system", "system", llm.system, llm.trainable, name,
-                                                        llm.role, self.spec.span(*base, "system"))
-            self.g.params[f"{name}.demos"] = Param(f"{name}.demos", "demos", [dict(d) for d in llm.demos],
-                                                   llm.trainable, name, llm.role, self.spec.span(*base, "demos"))
+                self.g.params[f"{name}.system"] = Param(
+                    f"{name}.system",
+                    "system",
+                    llm.system,
+                    llm.trainable,
+                    name,
+                    llm.role,
+                    self.spec.span(*base, "system"),
+                )
+            self.g.params[f"{name}.demos"] = Param(
+                f"{name}.demos",
+                "demos",
+                [dict(d) for d in llm.demos],
+                llm.trainable,
+                name,
+                llm.role,
+                self.spec.span(*base, "demos"),
+            )
         for name, md in self.spec.models.items():
             if md.trainable or md.adapter:
-                self.g.params[f"{name}.weights"] = Param(f"{name}.weights", "weights", md.adapter, md.trainable,
-                                                         None, "", self.spec.key_span("models", name))
+                self.g.params[f"{name}.weights"] = Param(
+                    f"{name}.weights", "weights", md.adapter, md.trainable, None, "", self.spec.key_span("models", name)
+                )
 
 
 DOC_T: TypeExpr = resolve(DOC, {})

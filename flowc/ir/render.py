@@ -6,8 +6,15 @@ import json
 
 from flowc.ir.graph import INPUT, OUTPUT, FlowGraph
 
-_SHAPES = {"llm": ("[", "]"), "retrieve": ("[(", ")]"), "tool": ("[[", "]]"), "map": ("[/", "/]"),
-           "subflow": ("[[", "]]"), INPUT: ("([", "])"), OUTPUT: ("([", "])")}
+_SHAPES = {
+    "llm": ("[", "]"),
+    "retrieve": ("[(", ")]"),
+    "tool": ("[[", "]]"),
+    "map": ("[/", "/]"),
+    "subflow": ("[[", "]]"),
+    INPUT: ("([", "])"),
+    OUTPUT: ("([", "])"),
+}
 
 
 def _id(name: str) -> str:
@@ -28,7 +35,7 @@ def to_mermaid(graph: FlowGraph) -> str:
     lines = ["flowchart TD"]
     for n in graph.nodes(pseudo=True):
         a, b = _SHAPES.get(n.kind, ("[", "]"))
-        lines.append(f"  {_id(n.name)}{a}\"{_label(graph, n.name)}\"{b}")
+        lines.append(f'  {_id(n.name)}{a}"{_label(graph, n.name)}"{b}')
     seen: set[tuple[str, str, str]] = set()
     for e in graph.edges():
         key = (e.src, e.dst, e.kind + (e.loop or ""))
@@ -38,9 +45,9 @@ def to_mermaid(graph: FlowGraph) -> str:
         src, dst = _id(e.src), _id(e.dst)
         if e.kind == "route":
             label = f"{e.dst}" + (f" · {e.loop} ≤{graph.loops[e.loop].max}" if e.loop else "")
-            lines.append(f"  {src} -. \"{label}\" .-> {dst}")
+            lines.append(f'  {src} -. "{label}" .-> {dst}')
         elif e.loop:
-            lines.append(f"  {src} == \"{e.loop} ≤{graph.loops[e.loop].max}\" ==> {dst}")
+            lines.append(f'  {src} == "{e.loop} ≤{graph.loops[e.loop].max}" ==> {dst}')
         else:
             label = e.src_port if e.src_port == e.dst_port else f"{e.src_port} → {e.dst_port}"
             arrow = "-.->" if e.kind == "history" else "-->"
@@ -49,15 +56,27 @@ def to_mermaid(graph: FlowGraph) -> str:
 
 
 def to_dot(graph: FlowGraph) -> str:
-    shapes = {"llm": "box", "retrieve": "cylinder", "tool": "component", "map": "parallelogram",
-              "subflow": "box3d", INPUT: "oval", OUTPUT: "oval"}
+    shapes = {
+        "llm": "box",
+        "retrieve": "cylinder",
+        "tool": "component",
+        "map": "parallelogram",
+        "subflow": "box3d",
+        INPUT: "oval",
+        OUTPUT: "oval",
+    }
     lines = [f"digraph {json.dumps(graph.spec.pipeline)} {{", "  rankdir=TB;", "  node [fontname=Helvetica];"]
     for n in graph.nodes(pseudo=True):
-        lines.append(f"  {json.dumps(n.name)} [label={json.dumps(_label(graph, n.name))}, shape={shapes.get(n.kind, 'box')}];")
+        lines.append(
+            f"  {json.dumps(n.name)} [label={json.dumps(_label(graph, n.name))}, shape={shapes.get(n.kind, 'box')}];"
+        )
     for e in graph.edges():
         attrs = []
         if e.kind == "route":
-            attrs += ["style=dashed", f"label={json.dumps('route' + (f' ≤{graph.loops[e.loop].max}' if e.loop else ''))}"]
+            attrs += [
+                "style=dashed",
+                f"label={json.dumps('route' + (f' ≤{graph.loops[e.loop].max}' if e.loop else ''))}",
+            ]
         else:
             attrs.append(f"label={json.dumps(e.src_port + ('' if e.src_port == e.dst_port else ' → ' + e.dst_port))}")
             if e.kind == "history":

@@ -33,5 +33,8 @@ def verify(graph: FlowGraph, after: str = "lower") -> None:
         if node.name != node.name.strip() or not node.name:
             problems.append(f"bad node name {node.name!r}")
     if problems:
-        raise FlowcError("ir-verify-failed", f"the IR is invalid after pass '{after}': " + "; ".join(problems[:5]),
-                         hint="this is a bug in that pass; please report it with the spec")
+        raise FlowcError(
+            "ir-verify-failed",
+            f"the IR is invalid after pass '{after}': " + "; ".join(problems[:5]),
+            hint="this is a bug in that pass; please report it with the spec",
+        )

@@ -24,8 +24,16 @@ class PassContext:
     diagnostics: list[Diagnostic] = field(default_factory=list)
     results: dict[str, Any] = field(default_factory=dict)
 
-    def report(self, code: ErrorCode, message: str, span: Span | None, hint: str | None = None, *,
-               severity: Severity = "error", notes: tuple[str, ...] = ()) -> None:
+    def report(
+        self,
+        code: ErrorCode,
+        message: str,
+        span: Span | None,
+        hint: str | None = None,
+        *,
+        severity: Severity = "error",
+        notes: tuple[str, ...] = (),
+    ) -> None:
         self.diagnostics.append(Diagnostic(code, message, span, hint, severity, notes))
 
     @property

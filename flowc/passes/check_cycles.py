@@ -24,7 +24,11 @@ class CheckCyclesPass(Pass):
             src, dst = cycle[i], cycle[i + 1]
             edge = next((e for e in graph.in_edges(dst) if e.src == src), None)
             span = edge.span if edge else ctx.spec.key_span("nodes", dst)
-            path = cycle[i + 1:-1] + cycle[: i + 2]
-            ctx.report("unbounded-cycle", f"cycle without a bound: {' -> '.join(path)}", span,
-                       f"declare it: 'loop <name>: {src} -> {dst} max 3'")
+            path = cycle[i + 1 : -1] + cycle[: i + 2]
+            ctx.report(
+                "unbounded-cycle",
+                f"cycle without a bound: {' -> '.join(path)}",
+                span,
+                f"declare it: 'loop <name>: {src} -> {dst} max 3'",
+            )
         return graph

@@ -21,26 +21,45 @@ class CheckDeclarationsPass(Pass):
         for name, md in spec.metrics.items():
             p = ("metrics", name)
             if md.fn not in METRIC_NAMES:
-                ctx.report("unknown-metric", f"metric '{name}' uses '{md.fn}', which flowc does not know",
-                           spec.span(*p, "fn"), did_you_mean(md.fn, METRIC_NAMES) or f"known: {', '.join(METRIC_NAMES)}")
+                ctx.report(
+                    "unknown-metric",
+                    f"metric '{name}' uses '{md.fn}', which flowc does not know",
+                    spec.span(*p, "fn"),
+                    did_you_mean(md.fn, METRIC_NAMES) or f"known: {', '.join(METRIC_NAMES)}",
+                )
             if md.output not in outputs:
-                ctx.report("unknown-name", f"metric '{name}' scores output '{md.output}', which the pipeline does not have",
-                           spec.span(*p, "output"), did_you_mean(md.output, outputs) or f"outputs: {', '.join(outputs)}")
+                ctx.report(
+                    "unknown-name",
+                    f"metric '{name}' scores output '{md.output}', which the pipeline does not have",
+                    spec.span(*p, "output"),
+                    did_you_mean(md.output, outputs) or f"outputs: {', '.join(outputs)}",
+                )
         for name, t in spec.tests.items():
             p = ("tests", name)
             for k in t.inputs:
                 if k not in inputs:
-                    ctx.report("test-unknown-name", f"test '{name}' sets '{k}', which is not a pipeline input",
-                               spec.key_span(*p, "inputs", k), did_you_mean(k, inputs) or f"inputs: {', '.join(inputs)}")
+                    ctx.report(
+                        "test-unknown-name",
+                        f"test '{name}' sets '{k}', which is not a pipeline input",
+                        spec.key_span(*p, "inputs", k),
+                        did_you_mean(k, inputs) or f"inputs: {', '.join(inputs)}",
+                    )
             for i, ex in enumerate(t.expect):
                 if ex.output not in outputs:
-                    ctx.report("test-unknown-name", f"test '{name}' expects '{ex.output}', which is not a pipeline output",
-                               spec.span(*p, "expect", i, "output"), did_you_mean(ex.output, outputs) or
-                               f"outputs: {', '.join(outputs)}")
+                    ctx.report(
+                        "test-unknown-name",
+                        f"test '{name}' expects '{ex.output}', which is not a pipeline output",
+                        spec.span(*p, "expect", i, "output"),
+                        did_you_mean(ex.output, outputs) or f"outputs: {', '.join(outputs)}",
+                    )
             missing = [k for k, i in spec.inputs.items() if i.default is None and k not in t.inputs]
             if missing:
-                ctx.report("missing-input", f"test '{name}' does not set required input{'s' if len(missing) > 1 else ''} "
-                           f"{', '.join(missing)}", spec.key_span(*p), f"add '{missing[0]} = ...' to the test")
+                ctx.report(
+                    "missing-input",
+                    f"test '{name}' does not set required input{'s' if len(missing) > 1 else ''} {', '.join(missing)}",
+                    spec.key_span(*p),
+                    f"add '{missing[0]} = ...' to the test",
+                )
         for name, node in spec.nodes.items():
             llm = node.body if isinstance(node, MapNode) else node
             if not isinstance(llm, LLMNode):
@@ -50,7 +69,10 @@ class CheckDeclarationsPass(Pass):
             for i, demo in enumerate(llm.demos):
                 for k in demo:
                     if k not in fields:
-                        ctx.report("demo-unknown-field", f"demo {i + 1} of '{name}' sets '{k}', which is neither an input "
-                                   "nor an output of the node", spec.key_span(*base, "demos", i, k),
-                                   did_you_mean(k, fields) or f"fields: {', '.join(sorted(fields))}")
+                        ctx.report(
+                            "demo-unknown-field",
+                            f"demo {i + 1} of '{name}' sets '{k}', which is neither an input nor an output of the node",
+                            spec.key_span(*base, "demos", i, k),
+                            did_you_mean(k, fields) or f"fields: {', '.join(sorted(fields))}",
+                        )
         return graph

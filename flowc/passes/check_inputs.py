@@ -25,28 +25,51 @@ class CheckInputsPass(Pass):
             elif isinstance(inner, SubflowNode) and ir.subflow is not None:
                 for port in inner.inputs:
                     if port not in ir.inputs:
-                        ctx.report("unknown-input-port", f"flow '{inner.flow}' has no input '{port}'",
-                                   spec.key_span(*base, "inputs", port),
-                                   f"its inputs: {', '.join(p for p in ir.inputs if p != 'over') or 'none'}")
+                        ctx.report(
+                            "unknown-input-port",
+                            f"flow '{inner.flow}' has no input '{port}'",
+                            spec.key_span(*base, "inputs", port),
+                            f"its inputs: {', '.join(p for p in ir.inputs if p != 'over') or 'none'}",
+                        )
                 for port, p in ir.inputs.items():
                     if port != "over" and p.required and port not in inner.inputs:
-                        ctx.report("missing-input", f"node '{name}' does not bind input '{port}' ({p.type}) of flow "
-                                   f"'{inner.flow}'", spec.key_span("nodes", name), f"add '{port} <- <source>'")
+                        ctx.report(
+                            "missing-input",
+                            f"node '{name}' does not bind input '{port}' ({p.type}) of flow '{inner.flow}'",
+                            spec.key_span("nodes", name),
+                            f"add '{port} <- <source>'",
+                        )
         return graph
 
     def retrieve(self, ctx: PassContext, name: str, node: RetrieveNode, base: tuple[str | int, ...]) -> None:
         spec = ctx.spec
         for port in node.inputs:
             if port not in ("query", "queries"):
-                ctx.report("unknown-input-port", f"a retrieve node has no input '{port}'", spec.key_span(*base, "inputs", port),
-                           "retrieve takes 'query' (str), or 'queries' (list[str]) with method maxsim")
+                ctx.report(
+                    "unknown-input-port",
+                    f"a retrieve node has no input '{port}'",
+                    spec.key_span(*base, "inputs", port),
+                    "retrieve takes 'query' (str), or 'queries' (list[str]) with method maxsim",
+                )
         has_q, has_qs = "query" in node.inputs, "queries" in node.inputs
         if not has_q and not has_qs:
-            ctx.report("missing-input", f"retrieve node '{name}' has no query", spec.key_span("nodes", name),
-                       "add 'query <- question' (or 'queries <- ...' with method maxsim)")
+            ctx.report(
+                "missing-input",
+                f"retrieve node '{name}' has no query",
+                spec.key_span("nodes", name),
+                "add 'query <- question' (or 'queries <- ...' with method maxsim)",
+            )
         elif has_qs and node.method != "maxsim":
-            ctx.report("retrieve-method-mismatch", f"'{name}' gets several queries but method '{node.method}' scores one",
-                       spec.key_span(*base, "inputs", "queries"), "set 'method: maxsim', or bind 'query' instead")
+            ctx.report(
+                "retrieve-method-mismatch",
+                f"'{name}' gets several queries but method '{node.method}' scores one",
+                spec.key_span(*base, "inputs", "queries"),
+                "set 'method: maxsim', or bind 'query' instead",
+            )
         elif has_q and has_qs:
-            ctx.report("retrieve-method-mismatch", f"'{name}' binds both 'query' and 'queries'",
-                       spec.key_span(*base, "inputs", "queries"), "keep one of them")
+            ctx.report(
+                "retrieve-method-mismatch",
+                f"'{name}' binds both 'query' and 'queries'",
+                spec.key_span(*base, "inputs", "queries"),
+                "keep one of them",
+            )

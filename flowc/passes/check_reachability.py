@@ -67,22 +67,43 @@ class CheckReachabilityPass(Pass):
         for node in graph.nodes():
             if node.name not in able:
                 waits = sorted({e.src for e in graph.in_edges(node.name) if e.src not in able and e.src != INPUT})
-                why = f"it waits on {', '.join(repr(w) for w in waits)}, which never run" if waits else "nothing starts it"
-                ctx.report("unreachable-node", f"node '{node.name}' can never run: {why}", node.span,
-                           "give each cycle an entry, e.g. 'query <- plan.query ?? question'")
+                why = (
+                    f"it waits on {', '.join(repr(w) for w in waits)}, which never run"
+                    if waits
+                    else "nothing starts it"
+                )
+                ctx.report(
+                    "unreachable-node",
+                    f"node '{node.name}' can never run: {why}",
+                    node.span,
+                    "give each cycle an entry, e.g. 'query <- plan.query ?? question'",
+                )
         if not spec.outputs:
-            ctx.report("no-outputs", f"pipeline '{spec.pipeline}' declares no outputs", spec.span("pipeline"),
-                       "add 'output answer: str <- <node>.<output>'")
+            ctx.report(
+                "no-outputs",
+                f"pipeline '{spec.pipeline}' declares no outputs",
+                spec.span("pipeline"),
+                "add 'output answer: str <- <node>.<output>'",
+            )
         for node in graph.nodes():
             if not graph.out_edges(node.name):
-                ctx.report("dead-end-node", f"nothing uses the outputs of node '{node.name}'", node.span,
-                           f"bind one of them to a pipeline output or another node, or remove '{node.name}'",
-                           severity="warning")
+                ctx.report(
+                    "dead-end-node",
+                    f"nothing uses the outputs of node '{node.name}'",
+                    node.span,
+                    f"bind one of them to a pipeline output or another node, or remove '{node.name}'",
+                    severity="warning",
+                )
         for port in graph.node(INPUT).outputs:
             used = any(e.src_port == port for e in graph.out_edges(INPUT))
             if not used and not _used_in_map_or_condition(spec, port):
-                ctx.report("unused-pipeline-input", f"pipeline input '{port}' is never read", spec.key_span("inputs", port),
-                           f"bind it (e.g. 'question <- {port}') or remove it", severity="warning")
+                ctx.report(
+                    "unused-pipeline-input",
+                    f"pipeline input '{port}' is never read",
+                    spec.key_span("inputs", port),
+                    f"bind it (e.g. 'question <- {port}') or remove it",
+                    severity="warning",
+                )
         return graph
 
 

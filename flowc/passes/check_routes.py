@@ -20,17 +20,27 @@ class CheckRoutesPass(Pass):
             llm = node.spec if isinstance(node.spec, LLMNode) else None
             if node.route is None:
                 if llm is not None and llm.fallback is not None:
-                    ctx.report("route-fallback-not-a-choice", f"node '{node.name}' has a fallback but no route output",
-                               spec.span("nodes", node.name, "fallback"),
-                               "declare 'output next: route[a, b]', or remove the fallback")
+                    ctx.report(
+                        "route-fallback-not-a-choice",
+                        f"node '{node.name}' has a fallback but no route output",
+                        spec.span("nodes", node.name, "fallback"),
+                        "declare 'output next: route[a, b]', or remove the fallback",
+                    )
                 continue
             r = node.route
             if r.fallback is None:
-                ctx.report("route-without-fallback", f"router '{node.name}' has no fallback for answers outside "
-                           f"{', '.join(r.choices)}", spec.key_span("nodes", node.name, "outputs", r.port),
-                           f"add 'fallback: {r.choices[-1]}' so a bad answer has somewhere to go", severity="warning")
+                ctx.report(
+                    "route-without-fallback",
+                    f"router '{node.name}' has no fallback for answers outside {', '.join(r.choices)}",
+                    spec.key_span("nodes", node.name, "outputs", r.port),
+                    f"add 'fallback: {r.choices[-1]}' so a bad answer has somewhere to go",
+                    severity="warning",
+                )
             elif r.fallback not in r.choices:
-                ctx.report("route-fallback-not-a-choice", f"the fallback '{r.fallback}' of '{node.name}' is not one of "
-                           f"its choices ({', '.join(r.choices)})", spec.span("nodes", node.name, "fallback"),
-                           f"add '{r.fallback}' to route[...] or choose one of: {', '.join(r.choices)}")
+                ctx.report(
+                    "route-fallback-not-a-choice",
+                    f"the fallback '{r.fallback}' of '{node.name}' is not one of its choices ({', '.join(r.choices)})",
+                    spec.span("nodes", node.name, "fallback"),
+                    f"add '{r.fallback}' to route[...] or choose one of: {', '.join(r.choices)}",
+                )
         return graph

@@ -30,22 +30,32 @@ class CheckTemplatesPass(Pass):
                 try:
                     phs = placeholders(text)
                 except TemplateError as e:
-                    ctx.report("template-syntax", f"node '{name}': {e}",
-                               spec.span_in(*base, field, offset=e.offset, length=2, value=text),
-                               "placeholders look like {{name}}")
+                    ctx.report(
+                        "template-syntax",
+                        f"node '{name}': {e}",
+                        spec.span_in(*base, field, offset=e.offset, length=2, value=text),
+                        "placeholders look like {{name}}",
+                    )
                     continue
                 for ph in phs:
                     used.add(ph.name)
                     if ph.name not in llm.inputs:
                         span = spec.span_in(*base, field, offset=ph.offset, length=ph.length, value=text)
                         bound = ", ".join(llm.inputs) or "none"
-                        ctx.report("template-unbound-var", f"the prompt of '{name}' uses {{{{{ph.name}}}}}, "
-                                   f"which is not an input of the node", span,
-                                   f"bind it: '{ph.name} <- <source>'", notes=(f"inputs of '{name}': {bound}",))
+                        ctx.report(
+                            "template-unbound-var",
+                            f"the prompt of '{name}' uses {{{{{ph.name}}}}}, which is not an input of the node",
+                            span,
+                            f"bind it: '{ph.name} <- <source>'",
+                            notes=(f"inputs of '{name}': {bound}",),
+                        )
             for port in llm.inputs:
                 if port not in used:
-                    ctx.report("template-unused-input", f"input '{port}' of '{name}' is not used in its prompt",
-                               spec.key_span(*base, "inputs", port), f"add {{{{{port}}}}} to the prompt, or remove the binding",
-                               severity="warning")
+                    ctx.report(
+                        "template-unused-input",
+                        f"input '{port}' of '{name}' is not used in its prompt",
+                        spec.key_span(*base, "inputs", port),
+                        f"add {{{{{port}}}}} to the prompt, or remove the binding",
+                        severity="warning",
+                    )
         return graph
-

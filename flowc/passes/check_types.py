@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+from flowc.errors import ErrorCode
 from flowc.ir.graph import INPUT, OUTPUT, FlowGraph
 from flowc.passes.base import Pass, PassContext
 from flowc.spec.exprs import Coalesce, Compare, Expr, Lit, Ref, refs
@@ -53,23 +54,38 @@ class CheckTypesPass(Pass):
                 continue
             if e.dst_port == "over" and dst.kind == "map":
                 if not isinstance(src_t, ListT) and src_t != ANY:
-                    ctx.report("map-over-non-list", f"map '{e.dst}' iterates over '{e.src}.{e.src_port}', a {src_t}, "
-                               "not a list", e.span, "bind 'over' to a list, e.g. an output of type list[str]")
+                    ctx.report(
+                        "map-over-non-list",
+                        f"map '{e.dst}' iterates over '{e.src}.{e.src_port}', a {src_t}, not a list",
+                        e.span,
+                        "bind 'over' to a list, e.g. an output of type list[str]",
+                    )
                 continue
+            binding = dst.bindings.get(e.dst_port)
+            if isinstance(binding, Coalesce) and e.option < len(binding.options) - 1 and isinstance(src_t, OptionalT):
+                src_t = src_t.inner  # an absent (null) value falls through to the next alternative
             if not is_assignable(src_t, port.type):
-                code = "output-type-mismatch" if e.dst == OUTPUT else "edge-type-mismatch"
+                code: ErrorCode = "output-type-mismatch" if e.dst == OUTPUT else "edge-type-mismatch"
                 src_name = e.src_port if e.src == INPUT else f"{e.src}.{e.src_port}"
                 dst_name = f"output '{e.dst_port}'" if e.dst == OUTPUT else f"'{e.dst}.{e.dst_port}'"
-                notes = ()
+                notes: tuple[str, ...] = ()
                 if e.dst != OUTPUT:
                     fitting = [f"{k}: {p.type}" for k, p in dst.inputs.items() if is_assignable(src_t, p.type)]
                     notes = (f"inputs of '{e.dst}': " + ", ".join(f"{k}: {p.type}" for k, p in dst.inputs.items()),)
-                    hint = f"did you mean '{e.dst}.{fitting[0].split(':')[0]}'?" if fitting else \
-                        f"'{e.dst}.{e.dst_port}' takes {port.type}"
+                    hint = (
+                        f"did you mean '{e.dst}.{fitting[0].split(':')[0]}'?"
+                        if fitting
+                        else f"'{e.dst}.{e.dst_port}' takes {port.type}"
+                    )
                 else:
                     hint = f"declare the output as '{src_t}', or bind it to a value of type {port.type}"
-                ctx.report(code, f"cannot connect '{src_name}' ({src_t}) to {dst_name} ({port.type})", e.span, hint,
-                           notes=notes)
+                ctx.report(
+                    code,
+                    f"cannot connect '{src_name}' ({src_t}) to {dst_name} ({port.type})",
+                    e.span,
+                    hint,
+                    notes=notes,
+                )
         self.check_literals(graph, ctx)
         for name, lp in spec.loops.items():
             if lp.while_ is not None:
@@ -84,10 +100,18 @@ class CheckTypesPass(Pass):
                 if target is None or target.type == ANY:
                     continue
                 for o in opts:
-                    if isinstance(o, Lit) and o.value is not None and not is_assignable(_lit_type(o.value), target.type):
+                    if (
+                        isinstance(o, Lit)
+                        and o.value is not None
+                        and not is_assignable(_lit_type(o.value), target.type)
+                    ):
                         span = ctx.spec.span(*binding_path(graph, node.name, port), offset=o.offset, length=len(str(o)))
-                        ctx.report("edge-type-mismatch", f"the literal {o} is not a {target.type}, as "
-                                   f"'{node.name}.{port}' requires", span, f"write a {target.type} value")
+                        ctx.report(
+                            "edge-type-mismatch",
+                            f"the literal {o} is not a {target.type}, as '{node.name}.{port}' requires",
+                            span,
+                            f"write a {target.type} value",
+                        )
 
     def ref_type(self, graph: FlowGraph, r: Ref) -> TypeExpr:
         if r.node is None:
@@ -106,13 +130,19 @@ class CheckTypesPass(Pass):
                         t = self.ref_type(graph, a)
                         t = t.inner if isinstance(t, OptionalT) else t
                         if isinstance(t, EnumT) and c.op in ("==", "!=") and b.value not in t.values:
-                            ctx.report("condition-type-mismatch", f"'{a}' is one of {', '.join(t.values)}; it is never "
-                                       f"{b}", ctx.spec.span(*path, offset=b.offset, length=len(str(b))),
-                                       f"compare with one of: {', '.join(t.values)}")
+                            ctx.report(
+                                "condition-type-mismatch",
+                                f"'{a}' is one of {', '.join(t.values)}; it is never {b}",
+                                ctx.spec.span(*path, offset=b.offset, length=len(str(b))),
+                                f"compare with one of: {', '.join(t.values)}",
+                            )
                         if c.op in ("<", "<=", ">", ">=") and t not in (ANY, Prim("int"), Prim("float")):
-                            ctx.report("condition-type-mismatch", f"'{a}' is a {t}; '{c.op}' compares numbers",
-                                       ctx.spec.span(*path, offset=a.offset, length=len(str(a))),
-                                       "compare numbers, or use == / != / contains")
+                            ctx.report(
+                                "condition-type-mismatch",
+                                f"'{a}' is a {t}; '{c.op}' compares numbers",
+                                ctx.spec.span(*path, offset=a.offset, length=len(str(a))),
+                                "compare numbers, or use == / != / contains",
+                            )
             elif hasattr(c, "items"):
                 stack.extend(getattr(c, "items"))  # noqa: B009
             elif hasattr(c, "item"):

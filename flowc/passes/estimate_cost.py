@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 from flowc.ir.graph import INPUT, FlowGraph
 from flowc.passes.base import Pass, PassContext
 from flowc.passes.check_reachability import can_run
+from flowc.spec.exprs import Coalesce, Expr, History, Ref
 from flowc.spec.models import MapNode
 
 
@@ -23,8 +24,11 @@ class CostEstimate:
     per_node: dict[str, tuple[int, int | None]]
 
     def to_json(self) -> dict[str, Any]:
-        return {"best_calls": self.best_calls, "worst_calls": self.worst_calls,
-                "per_node": {k: {"best": b, "worst": w} for k, (b, w) in self.per_node.items()}}
+        return {
+            "best_calls": self.best_calls,
+            "worst_calls": self.worst_calls,
+            "per_node": {k: {"best": b, "worst": w} for k, (b, w) in self.per_node.items()},
+        }
 
 
 @dataclass(frozen=True)
@@ -46,13 +50,21 @@ def estimate(graph: FlowGraph) -> CostEstimate:
                 repeat[member] *= 1 + graph.loops[loop].max
     per_node: dict[str, tuple[int, int | None]] = {}
     for node in graph.nodes():
-        if not node.is_llm:
-            continue
         fan: int | None = 1
         if isinstance(node.spec, MapNode):
             fan = node.spec.max_items
-        worst = None if fan is None else (repeat[node.name] * fan if node.name in able else 0)
-        best = (1 if fan is not None else 1) if node.name in runs_best else 0
+        if node.subflow is not None:  # a subflow, or a map over one: its own calls
+            inner = estimate(node.subflow)
+            unit_best, unit_worst = inner.best_calls, inner.worst_calls
+        elif node.is_llm:
+            unit_best, unit_worst = 1, 1
+        else:
+            continue
+        if node.name not in able:
+            per_node[node.name] = (0, 0)
+            continue
+        worst = None if fan is None or unit_worst is None else repeat[node.name] * fan * unit_worst
+        best = unit_best if node.name in runs_best else 0
         per_node[node.name] = (best, worst)
     best_total = sum(b for b, _ in per_node.values())
     worst_total: int | None = 0
@@ -66,8 +78,11 @@ def _best_case(graph: FlowGraph) -> set[str]:
     chosen: dict[str, str] = {}
     for n in graph.nodes():
         if n.route is not None:
-            forward = [c for c in n.route.choices
-                       if not any(e.loop for e in graph.in_edges(c) if e.src == n.name and e.kind == "route")]
+            forward = [
+                c
+                for c in n.route.choices
+                if not any(e.loop for e in graph.in_edges(c) if e.src == n.name and e.kind == "route")
+            ]
             pick = n.route.fallback if n.route.fallback in forward else (forward[0] if forward else None)
             if pick:
                 chosen[n.name] = pick
@@ -76,13 +91,27 @@ def _best_case(graph: FlowGraph) -> set[str]:
         if name in ran or name.startswith("$"):
             continue
         ins = [e for e in graph.in_edges(name) if e.loop is None]
-        routed = [e for e in ins if e.kind == "route"]
-        if routed and not any(chosen.get(e.src) == name and e.src in ran for e in routed):
-            continue
         data = [e for e in ins if e.kind != "route"]
-        ports: dict[str, bool] = {}
-        for e in data:
-            ports[e.dst_port] = ports.get(e.dst_port, False) or e.src in ran
-        if all(ports.values()):
+        gates = graph.gates(name)
+        if gates:
+            enablers = graph.enablers(name)
+            chosen_here = any(chosen.get(r) == name and r in ran for r in gates)
+            enabled = any(e.src in ran and e.src in enablers for e in data)
+            if not (chosen_here or enabled):
+                continue
+        node = graph.node(name)
+        if all(any(_ready(o, ran) for o in _options(expr)) for expr in node.bindings.values()):
             ran.add(name)
     return ran
+
+
+def _options(expr: Expr) -> tuple[Expr, ...]:
+    return expr.options if isinstance(expr, Coalesce) else (expr,)
+
+
+def _ready(e: Expr, ran: set[str]) -> bool:
+    if isinstance(e, History):
+        return e.ref.node in ran
+    if isinstance(e, Ref):
+        return e.node is None or e.node in ran
+    return True

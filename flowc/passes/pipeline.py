@@ -24,8 +24,11 @@ def parse_pass_list(text: str) -> list[Pass]:
     while pos < len(text):
         m = _ITEM.match(text, pos)
         if not m or m.end() == pos:
-            raise FlowcError("unknown-pass", f"cannot read the pass list at {text[pos:]!r}",
-                             hint="write names separated by commas, options in braces: a,b{k=v}")
+            raise FlowcError(
+                "unknown-pass",
+                f"cannot read the pass list at {text[pos:]!r}",
+                hint="write names separated by commas, options in braces: a,b{k=v}",
+            )
         cls = get_pass(m.group(1))
         opts: dict[str, object] = {}
         if m.group(2):
@@ -34,8 +37,11 @@ def parse_pass_list(text: str) -> list[Pass]:
                 k, _, v = kv.partition("=")
                 k = k.strip()
                 if k not in fields:
-                    raise FlowcError("invalid-pass-option", f"pass '{cls.name}' has no option '{k}'",
-                                     hint=f"options: {', '.join(fields) or 'none'}")
+                    raise FlowcError(
+                        "invalid-pass-option",
+                        f"pass '{cls.name}' has no option '{k}'",
+                        hint=f"options: {', '.join(fields) or 'none'}",
+                    )
                 opts[k] = _coerce(v.strip())
         out.append(cls(**opts))
         pos = m.end()

@@ -33,8 +33,16 @@ def _builtin() -> dict[str, Callable[[], type[Pass]]]:
 
 
 #: The passes `compile` runs when none are named, in order.
-DEFAULT_PASSES = ("check-inputs", "check-types", "check-templates", "check-routes", "check-cycles",
-                  "check-reachability", "check-declarations", "estimate-cost")
+DEFAULT_PASSES = (
+    "check-inputs",
+    "check-types",
+    "check-templates",
+    "check-routes",
+    "check-cycles",
+    "check-reachability",
+    "check-declarations",
+    "estimate-cost",
+)
 
 
 @cache
@@ -45,9 +53,12 @@ def all_passes() -> dict[str, Callable[[], type[Pass]]]:
         obj = ep.load()
         if isinstance(obj, type) and issubclass(obj, Pass):
             if obj.name in found:
-                raise FlowcError("duplicate-plugin", f"pass '{obj.name}' from plugin '{ep.value}' is already defined",
-                                 hint="rename the plugin's pass")
-            found[obj.name] = (lambda o=obj: o)  # type: ignore[misc]
+                raise FlowcError(
+                    "duplicate-plugin",
+                    f"pass '{obj.name}' from plugin '{ep.value}' is already defined",
+                    hint="rename the plugin's pass",
+                )
+            found[obj.name] = lambda o=obj: o  # type: ignore[misc]
     return found
 
 
@@ -57,6 +68,9 @@ def get_pass(name: str) -> type[Pass]:
         import difflib
 
         close = difflib.get_close_matches(name, list(passes), n=1)
-        raise FlowcError("unknown-pass", f"no pass named '{name}'",
-                         hint=f"did you mean '{close[0]}'?" if close else f"passes: {', '.join(passes)}")
+        raise FlowcError(
+            "unknown-pass",
+            f"no pass named '{name}'",
+            hint=f"did you mean '{close[0]}'?" if close else f"passes: {', '.join(passes)}",
+        )
     return passes[name]()

@@ -44,10 +44,8 @@ def data_path(data: Any, loc: tuple[str | int, ...]) -> tuple[str | int, ...]:
     out: list[str | int] = []
     cur = data
     for part in loc:
-        if isinstance(cur, dict) and part in cur:
-            out.append(part)
-            cur = cur[part]
-        elif isinstance(cur, list) and isinstance(part, int) and 0 <= part < len(cur):
+        in_dict = isinstance(cur, dict) and part in cur
+        if in_dict or (isinstance(cur, list) and isinstance(part, int) and 0 <= part < len(cur)):
             out.append(part)
             cur = cur[part]
         elif isinstance(cur, dict) and isinstance(part, str) and part.endswith("_") and part[:-1] in cur:
@@ -63,8 +61,14 @@ def build_pipeline(data: Any, spans: SpanTable, source: SourceFile | None) -> m.
     if not isinstance(data, dict):
         span = spans.get(()) or (Span(path, 1, 1) if path else None)
         raise SpecErrors(
-            [Diagnostic("yaml-not-mapping", "a spec is a mapping with a 'pipeline' key at the top", span,
-                        hint="start the file with 'pipeline: <name>'")],
+            [
+                Diagnostic(
+                    "yaml-not-mapping",
+                    "a spec is a mapping with a 'pipeline' key at the top",
+                    span,
+                    hint="start the file with 'pipeline: <name>'",
+                )
+            ],
             sources,
         )
     try:
@@ -102,17 +106,28 @@ def _diagnostic(err: Any, data: Any, spans: SpanTable, path: str | None) -> Diag
     ctx = err.get("ctx") or {}
     if etype == "extra_forbidden":
         name = str(loc[-1])
-        return Diagnostic("unknown-field", f"unknown field '{name}' in {'.'.join(str(x) for x in p[:-1]) or 'the pipeline'}",
-                          _span(spans, p, path, key=True), hint=did_you_mean(name, FIELD_NAMES) or "remove it")
+        return Diagnostic(
+            "unknown-field",
+            f"unknown field '{name}' in {'.'.join(str(x) for x in p[:-1]) or 'the pipeline'}",
+            _span(spans, p, path, key=True),
+            hint=did_you_mean(name, FIELD_NAMES) or "remove it",
+        )
     if etype == "missing":
         name = str(loc[-1]).rstrip("_")
-        return Diagnostic("missing-field", f"{where} needs a '{name}'", _span(spans, p, path, key=True),
-                          hint=f"add '{name}' to {where}")
+        return Diagnostic(
+            "missing-field",
+            f"{where} needs a '{name}'",
+            _span(spans, p, path, key=True),
+            hint=f"add '{name}' to {where}",
+        )
     if etype in ("union_tag_invalid", "union_tag_not_found"):
         tag = ctx.get("tag", "")
-        return Diagnostic("invalid-value", f"unknown node kind '{tag}' in {where}" if tag else f"{where} needs a 'kind'",
-                          _span(spans, (*p, "kind"), path),
-                          hint=did_you_mean(str(tag), m.NODE_KINDS) or f"use one of: {', '.join(m.NODE_KINDS)}")
+        return Diagnostic(
+            "invalid-value",
+            f"unknown node kind '{tag}' in {where}" if tag else f"{where} needs a 'kind'",
+            _span(spans, (*p, "kind"), path),
+            hint=did_you_mean(str(tag), m.NODE_KINDS) or f"use one of: {', '.join(m.NODE_KINDS)}",
+        )
     if etype in _CUSTOM_CODES:
         code = cast(ErrorCode, etype)
         offset = int(ctx.get("offset", 0))
@@ -123,14 +138,20 @@ def _diagnostic(err: Any, data: Any, spans: SpanTable, path: str | None) -> Diag
             name = str(ctx.get("name", ""))
             span = _span(spans, (*p, name), path, key=True)
             return Diagnostic(code, err["msg"], span, hint=f"rename '{name}', e.g. '{name}_'")
-        hint = ("types: str, int, float, bool, Doc, list[T], enum[a, b], {field: T}, T?"
-                if code == "invalid-type-expr" else "bindings: name, node.port, \"text\", 3, all node.port, a ?? b")
+        hint = (
+            "types: str, int, float, bool, Doc, list[T], enum[a, b], {field: T}, T?"
+            if code == "invalid-type-expr"
+            else 'bindings: name, node.port, "text", 3, all node.port, a ?? b'
+        )
         return Diagnostic(code, f"{where}: {err['msg']}", span, hint=hint)
     if etype == "string_pattern_mismatch":
-        return Diagnostic("invalid-value", f"{where}: '{err.get('input')}' is not a valid name",
-                          _span(spans, p, path, key=True), hint="names are letters, digits and '_', not starting with a digit")
-    return Diagnostic("invalid-value", f"{where}: {err['msg']}", _span(spans, p, path),
-                      hint=_value_hint(err))
+        return Diagnostic(
+            "invalid-value",
+            f"{where}: '{err.get('input')}' is not a valid name",
+            _span(spans, p, path, key=True),
+            hint="names are letters, digits and '_', not starting with a digit",
+        )
+    return Diagnostic("invalid-value", f"{where}: {err['msg']}", _span(spans, p, path), hint=_value_hint(err))
 
 
 def _value_hint(err: Any) -> str | None:

@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from flowc.errors import Diagnostic, SpecErrors
+from flowc.errors import Diagnostic, ErrorCode, SpecErrors
 from flowc.source import SourceFile, Span
 from flowc.spec.build import SpanTable, build_pipeline
 from flowc.spec.models import Pipeline
@@ -23,7 +23,7 @@ MAX_NODES = 200_000
 
 
 class _Limits(Exception):
-    def __init__(self, code: str, message: str, node: yaml.Node) -> None:
+    def __init__(self, code: ErrorCode, message: str, node: yaml.Node) -> None:
         super().__init__(message)
         self.code, self.message, self.node = code, message, node
 
@@ -38,23 +38,63 @@ def load_yaml_data(source: SourceFile) -> tuple[Any, SpanTable, list[Diagnostic]
     """Parse YAML/JSON text into plain data and a span table; problems come back as diagnostics."""
     path = source.path
     if len(source.text) > MAX_BYTES:
-        return None, {}, [Diagnostic("input-too-large", f"the spec is {len(source.text):,} characters; the limit is {MAX_BYTES:,}",
-                                     Span(path, 1, 1), hint="split it into subflows with 'import'")]
+        return (
+            None,
+            {},
+            [
+                Diagnostic(
+                    "input-too-large",
+                    f"the spec is {len(source.text):,} characters; the limit is {MAX_BYTES:,}",
+                    Span(path, 1, 1),
+                    hint="split it into subflows with 'import'",
+                )
+            ],
+        )
     try:
         root = yaml.compose(source.text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         span = Span(path, mark.line + 1, mark.column + 1) if mark else Span(path, 1, 1)
-        return None, {}, [Diagnostic("yaml-syntax", f"YAML: {e.problem or e.context}", span,
-                                     hint="check indentation, colons and quotes on this line")]
+        return (
+            None,
+            {},
+            [
+                Diagnostic(
+                    "yaml-syntax",
+                    f"YAML: {e.problem or e.context}",
+                    span,
+                    hint="check indentation, colons and quotes on this line",
+                )
+            ],
+        )
     except yaml.YAMLError as e:
         return None, {}, [Diagnostic("yaml-syntax", f"YAML: {e}", Span(path, 1, 1))]
     except RecursionError:
-        return None, {}, [Diagnostic("nesting-too-deep", "the YAML document nests too deeply", Span(path, 1, 1),
-                                     hint=f"keep nesting under {MAX_DEPTH} levels")]
+        return (
+            None,
+            {},
+            [
+                Diagnostic(
+                    "nesting-too-deep",
+                    "the YAML document nests too deeply",
+                    Span(path, 1, 1),
+                    hint=f"keep nesting under {MAX_DEPTH} levels",
+                )
+            ],
+        )
     if root is None:
-        return None, {}, [Diagnostic("yaml-not-mapping", "the file is empty", Span(path, 1, 1),
-                                     hint="start the file with 'pipeline: <name>'")]
+        return (
+            None,
+            {},
+            [
+                Diagnostic(
+                    "yaml-not-mapping",
+                    "the file is empty",
+                    Span(path, 1, 1),
+                    hint="start the file with 'pipeline: <name>'",
+                )
+            ],
+        )
     spans: SpanTable = {}
     diags: list[Diagnostic] = []
     constructor = yaml.SafeLoader("")
@@ -76,8 +116,14 @@ def load_yaml_data(source: SourceFile) -> tuple[Any, SpanTable, list[Diagnostic]
                 key = constructor.construct_object(knode)
                 key = key if isinstance(key, str | int) else str(key)
                 if key in out:
-                    diags.append(Diagnostic("duplicate-name", f"'{key}' is defined twice here", _span(path, knode),
-                                            hint="YAML would silently keep the last one: rename or remove one"))
+                    diags.append(
+                        Diagnostic(
+                            "duplicate-name",
+                            f"'{key}' is defined twice here",
+                            _span(path, knode),
+                            hint="YAML would silently keep the last one: rename or remove one",
+                        )
+                    )
                     continue
                 spans[(*p, key, "@key")] = _span(path, knode)
                 out[key] = build(vnode, (*p, key), depth + 1)
@@ -91,8 +137,18 @@ def load_yaml_data(source: SourceFile) -> tuple[Any, SpanTable, list[Diagnostic]
     try:
         data = build(root, (), 0)
     except _Limits as e:
-        return None, {}, [Diagnostic(e.code, e.message, _span(path, e.node),  # type: ignore[arg-type]
-                                     hint="simplify the document; anchors and aliases that expand are not supported")]
+        return (
+            None,
+            {},
+            [
+                Diagnostic(
+                    e.code,
+                    e.message,
+                    _span(path, e.node),
+                    hint="simplify the document; anchors and aliases that expand are not supported",
+                )
+            ],
+        )
     except RecursionError:
         return None, {}, [Diagnostic("nesting-too-deep", "the document nests too deeply", Span(path, 1, 1))]
     return data, spans, diags

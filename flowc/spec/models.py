@@ -84,7 +84,7 @@ Condition = Annotated[
     Expr,
     BeforeValidator(_condition),
     PlainSerializer(str, return_type=str),
-    WithJsonSchema({"type": "string", "description": "a condition, e.g. plan.next == \"search\""}),
+    WithJsonSchema({"type": "string", "description": 'a condition, e.g. plan.next == "search"'}),
 ]
 JSONValue = Annotated[Any, WithJsonSchema({})]
 
@@ -238,8 +238,18 @@ Node = Annotated[LLMNode | RetrieveNode | ToolNode | SubflowNode | MapNode, Fiel
 NODE_KINDS = ("llm", "retrieve", "tool", "subflow", "map")
 
 #: The metrics a spec may name (implemented in flowc.runtime.metrics; a test keeps the two equal).
-METRIC_NAMES = ("exact_match", "token_f1", "accuracy", "contains", "last_integer", "label_accuracy",
-                "hit_at_k", "recall_at_k", "mrr", "llm_judge")
+METRIC_NAMES = (
+    "exact_match",
+    "token_f1",
+    "accuracy",
+    "contains",
+    "last_integer",
+    "label_accuracy",
+    "hit_at_k",
+    "recall_at_k",
+    "mrr",
+    "llm_judge",
+)
 
 
 # -- the pipeline -------------------------------------------------------------------------------
@@ -302,10 +312,10 @@ class Pipeline(SpecModel):
         nth = value.count("\n", 0, offset)
         start_line = self._lines[block.line - 1] if block.line - 1 < len(self._lines) else ""
         # Content starts on the line after the opener when nothing follows the opener (""" or |).
-        opener_rest = start_line[block.column - 1:].strip()
+        opener_rest = start_line[block.column - 1 :].strip()
         first = block.line + (1 if opener_rest in ('"""', "|", "|-", "|+", ">", ">-") else 0)
         line_no = first + nth
-        needle = value[offset:offset + length]
+        needle = value[offset : offset + length]
         line = self._lines[line_no - 1] if 0 < line_no <= len(self._lines) else ""
         col = line.find(needle) + 1 if needle in line else 1
         return Span(block.path, line_no, col, line_no, col + length if needle in line else None)

@@ -41,8 +41,10 @@ def placeholders(template: str) -> list[Placeholder]:
             end = template.find("}}", start)
             if end < 0:
                 raise TemplateError("'{{' is never closed with '}}'", start)
-            inner = template[start + 2:end].strip()
-            raise TemplateError(f"'{{{{{inner}}}}}' is not a placeholder: write {{{{name}}}} or {{{{name.field}}}}", start)
+            inner = template[start + 2 : end].strip()
+            raise TemplateError(
+                f"'{{{{{inner}}}}}' is not a placeholder: write {{{{name}}}} or {{{{name.field}}}}", start
+            )
         out.append(Placeholder(m.group(1), m.group(2), start, m.end() - start))
         pos = m.end()
     return out
@@ -70,6 +72,7 @@ def render_value(v: Any) -> str:
 
 def render(template: str, values: dict[str, Any]) -> str:
     """Fill `template` from `values` (every placeholder must have a value: checked statically)."""
+
     def sub(m: re.Match[str]) -> str:
         v = values[m.group(1)]
         if m.group(2):

@@ -54,17 +54,28 @@ def match_common_mistake(e: UnexpectedInput, source: SourceFile) -> Diagnostic |
     """Recognise a few frequent slips by the text around the error."""
     line = source.line_text(e.line)
     col = e.column
-    rest = line[col - 1:] if col >= 1 else ""
+    rest = line[col - 1 :] if col >= 1 else ""
     span = Span(source.path, e.line, col, e.line, col + 1)
     stripped = line.strip()
-    if rest.startswith("=") and not rest.startswith("==") and ":" not in line[: col - 1] and not stripped.startswith(
-        ("input", "type", "model", "corpus")
+    if (
+        rest.startswith("=")
+        and not rest.startswith("==")
+        and ":" not in line[: col - 1]
+        and not stripped.startswith(("input", "type", "model", "corpus"))
     ):
-        return Diagnostic("syntax-error", "properties are written 'key: value', not 'key = value'", span,
-                          hint=f"write '{line[: col - 1].strip()}: ...'")
+        return Diagnostic(
+            "syntax-error",
+            "properties are written 'key: value', not 'key = value'",
+            span,
+            hint=f"write '{line[: col - 1].strip()}: ...'",
+        )
     if rest.startswith("->") and "loop" not in line:
-        return Diagnostic("syntax-error", "inputs are bound with '<-' (the value flows into the port on the left)",
-                          span, hint="write 'port <- node.output'")
+        return Diagnostic(
+            "syntax-error",
+            "inputs are bound with '<-' (the value flows into the port on the left)",
+            span,
+            hint="write 'port <- node.output'",
+        )
     if rest.startswith("'"):
-        return Diagnostic("syntax-error", "strings use double quotes", span, hint='write "..." instead of \'...\'')
+        return Diagnostic("syntax-error", "strings use double quotes", span, hint="write \"...\" instead of '...'")
     return None

