@@ -83,6 +83,8 @@ ErrorCode = Literal[
     "lm-auth",
     "lm-bad-request",
     "lm-bad-response",
+    "lm-script-exhausted",
+    "lm-replay-miss",
     "output-parse-error",
     "route-invalid-choice",
     "loop-exhausted",

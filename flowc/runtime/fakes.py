@@ -56,7 +56,7 @@ class ScriptedLM:
     retries), or a function of the request returning the text.
 
     Raises:
-        FlowcError: (budget-exceeded) when asked once more than the script has answers.
+        FlowcError: (lm-script-exhausted) when asked once more than the script has answers.
     """
 
     def __init__(self, responses: Iterable[ScriptItem], *, model: str | None = None) -> None:
@@ -75,7 +75,7 @@ class ScriptedLM:
         self.calls.append(request)
         if index >= len(self.responses):
             raise FlowcError(
-                "budget-exceeded",
+                "lm-script-exhausted",
                 f"ScriptedLM was asked for answer #{index + 1} but its script has only "
                 f"{len(self.responses)}; the extra request's last user message: "
                 f"{_last_user(request)[:200]!r}",
@@ -114,7 +114,7 @@ class ReplayLM:
     recorded tokens and report latency 0.
 
     Raises:
-        FlowcError: (run-not-found) on a request that was never recorded, showing its last user
+        FlowcError: (lm-replay-miss) on a request that was never recorded, showing its last user
             message and the most similar recorded request.
     """
 
@@ -152,7 +152,7 @@ class ReplayLM:
         hit = self._by_key.get(key)
         if hit is not None:
             return hit
-        raise FlowcError("run-not-found", self._miss_message(request, key),
+        raise FlowcError("lm-replay-miss", self._miss_message(request, key),
                          hint="re-record the fixture with RecordingLM, or check what changed in the "
                          "prompt (template, demos, inputs) or the model settings")
 
