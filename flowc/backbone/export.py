@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from flowc.backbone.config import ModelConfig
 from flowc.backbone.gguf_io import GGUFModelFile
 from flowc.backbone.lora import LoraConfig
 from flowc.backbone.model import PROJECTIONS
@@ -165,3 +166,68 @@ def export_lora_adapter(
 
 def _describe(lora_cfg: LoraConfig) -> str:
     return f"rank={lora_cfg.rank} alpha={lora_cfg.alpha} targets={','.join(lora_cfg.targets)}"
+
+
+def export_params(
+    params: Any,
+    cfg: ModelConfig,
+    out: str | Path,
+    *,
+    tokenizer_from: GGUFModelFile,
+    dtype: TensorDType = "f32",
+    name: str = "flowc backbone",
+) -> Path:
+    """Write a complete GGUF from a parameter pytree (all weights in `dtype`, norms in float32).
+
+    The hyper-parameters come from `cfg`; the tokenizer and chat template are copied from
+    `tokenizer_from`. Used for models whose every weight changed (full fine-tunes) and for tiny
+    random models that check the architecture against llama.cpp in seconds.
+    """
+    import gguf
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    arch = cfg.arch
+    writer = gguf.GGUFWriter(str(out), arch)
+    writer.add_string("general.name", name)
+    writer.add_uint32("general.file_type", _FILE_TYPE[dtype])
+    writer.add_uint32(f"{arch}.vocab_size", cfg.vocab_size)
+    writer.add_uint32(f"{arch}.context_length", cfg.context_length)
+    writer.add_uint32(f"{arch}.embedding_length", cfg.dim)
+    writer.add_uint32(f"{arch}.block_count", cfg.n_layers)
+    writer.add_uint32(f"{arch}.feed_forward_length", cfg.hidden_dim)
+    writer.add_uint32(f"{arch}.attention.head_count", cfg.n_heads)
+    writer.add_uint32(f"{arch}.attention.head_count_kv", cfg.n_kv_heads)
+    writer.add_uint32(f"{arch}.attention.key_length", cfg.head_dim)
+    writer.add_uint32(f"{arch}.attention.value_length", cfg.head_dim)
+    writer.add_uint32(f"{arch}.rope.dimension_count", cfg.head_dim)
+    writer.add_float32(f"{arch}.rope.freq_base", cfg.rope_theta)
+    writer.add_float32(f"{arch}.attention.layer_norm_rms_epsilon", cfg.rms_eps)
+    for key, value in tokenizer_from.metadata.items():
+        if key.startswith("tokenizer."):
+            vtype, sub = tokenizer_from.field_type(key)
+            writer.add_key_value(key, value, vtype, sub_type=sub)
+
+    def add(tensor_name: str, arr: Any, *, matrix: bool) -> None:
+        a = np.asarray(arr, np.float32)
+        writer.add_tensor(tensor_name, _encode(a.T if matrix else a, dtype) if a.ndim > 1 else a)
+
+    add("token_embd.weight", np.asarray(params["embed"]).T, matrix=True)  # stored (V, D) already
+    add("output_norm.weight", params["norm"], matrix=False)
+    if not cfg.tied_embeddings:
+        add("output.weight", params["lm_head"], matrix=True)
+    layers = params["layers"]
+    bias_names = {"bq": "attn_q", "bk": "attn_k", "bv": "attn_v"}
+    for i in range(cfg.n_layers):
+        add(f"blk.{i}.attn_norm.weight", layers["attn_norm"][i], matrix=False)
+        add(f"blk.{i}.ffn_norm.weight", layers["ffn_norm"][i], matrix=False)
+        for key, tensor in PROJECTIONS.items():
+            add(f"blk.{i}.{tensor}.weight", layers[key][i], matrix=True)
+        if cfg.qkv_bias:
+            for key, tensor in bias_names.items():
+                add(f"blk.{i}.{tensor}.bias", layers[key][i], matrix=False)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return out

@@ -20,15 +20,21 @@ from flowc.spec.types import ANY, BOOL, DOC, FLOAT, INT, STR, EnumT, ListT, Name
 RETRIEVE_PORTS = {"query": STR, "queries": ListT(STR)}
 
 
-def _hint(word: str, choices: list[str] | set[str], what: str) -> str:
+def _close(word: str, choices: list[str] | set[str]) -> str | None:
     close = difflib.get_close_matches(word, sorted(choices), n=1, cutoff=0.6)
+    return f"did you mean '{close[0]}'?" if close else None
+
+
+def _hint(word: str, choices: list[str] | set[str], what: str, none: str | None = None) -> str:
+    """Did-you-mean, else the choices there are, else `none` (what to declare when there are none)."""
+    close = _close(word, choices)
     if close:
-        return f"did you mean '{close[0]}'?"
+        return close
     if choices:
         shown = sorted(choices)
         more = f" (and {len(shown) - 8} more)" if len(shown) > 8 else ""
         return f"{what}: {', '.join(shown[:8])}{more}"
-    return f"no {what} are declared"
+    return none or f"no {what} are declared"
 
 
 class _Lowerer:
@@ -177,7 +183,12 @@ class _Lowerer:
                     "unknown-corpus",
                     f"node '{name}' reads corpus '{node.corpus}', which is not declared",
                     self.spec.span(*path),
-                    _hint(node.corpus, set(self.spec.corpora), "declared corpora"),
+                    _hint(
+                        node.corpus,
+                        set(self.spec.corpora),
+                        "declared corpora",
+                        f'declare it: corpus {node.corpus} = "data/{node.corpus}.jsonl"',
+                    ),
                 )
         elif isinstance(node, ToolNode):
             ins = {k: Port(k, ANY) for k in node.inputs}
@@ -224,7 +235,7 @@ class _Lowerer:
                 "unknown-model",
                 f"node '{name}' uses model '{node.model}', which is not declared",
                 self.spec.span(*path, "model"),
-                _hint(node.model, set(models), "declared models"),
+                _hint(node.model, set(models), "declared models", f'declare it: model {node.model} = "local/smollm2"'),
             )
             return None
         return node.model
@@ -266,7 +277,7 @@ class _Lowerer:
             if ref.port in scope:
                 return scope[ref.port]
             if ref.port in spec.inputs:
-                g.add_edge(Edge(INPUT, ref.port, dst, port, "data", option, None, span))
+                self.add_edge(Edge(INPUT, ref.port, dst, port, "data", option, None, span))
                 return g.node(INPUT).outputs[ref.port].type
             if ref.port in spec.nodes:
                 outs = list(g.node(ref.port).outputs)
@@ -301,13 +312,22 @@ class _Lowerer:
                     "unknown-port",
                     f"node '{ref.node}' has no output '{ref.port}'",
                     spec.span(*path, offset=ref.offset + len(ref.node) + 1, length=len(ref.port)),
-                    _hint(ref.port, set(src.outputs), f"outputs of '{ref.node}'"),
+                    # the note lists the outputs; the hint only repeats them when there is no note
+                    _close(ref.port, set(src.outputs))
+                    or (f"read one of the outputs of '{ref.node}'" if avail else f"'{ref.node}' has no outputs"),
                     (f"outputs of '{ref.node}': {avail}",) if avail else (),
                 )
             return ANY
-        g.add_edge(Edge(ref.node, ref.port, dst, port, kind, option, None, span))  # type: ignore[arg-type]
+        self.add_edge(Edge(ref.node, ref.port, dst, port, kind, option, None, span))  # type: ignore[arg-type]
         t = src.outputs[ref.port].type
         return ListT(t) if kind == "history" else t
+
+    def add_edge(self, edge: Edge) -> None:
+        """Add a data edge, unless its target port does not exist: a retrieve node or a subflow
+        bound on a port it lacks is reported by check-inputs (unknown-input-port), and an edge
+        into a missing port would break the IR's invariants (ir-verify-failed) instead."""
+        if edge.dst_port in self.g.node(edge.dst).inputs:
+            self.g.add_edge(edge)
 
     # -- routes, loops, params -------------------------------------------------------------------
 

@@ -32,7 +32,7 @@ class CheckDeclarationsPass(Pass):
                     "unknown-name",
                     f"metric '{name}' scores output '{md.output}', which the pipeline does not have",
                     spec.span(*p, "output"),
-                    did_you_mean(md.output, outputs) or f"outputs: {', '.join(outputs)}",
+                    did_you_mean(md.output, outputs) or _listing("outputs", outputs),
                 )
         for name, t in spec.tests.items():
             p = ("tests", name)
@@ -42,7 +42,7 @@ class CheckDeclarationsPass(Pass):
                         "test-unknown-name",
                         f"test '{name}' sets '{k}', which is not a pipeline input",
                         spec.key_span(*p, "inputs", k),
-                        did_you_mean(k, inputs) or f"inputs: {', '.join(inputs)}",
+                        did_you_mean(k, inputs) or _listing("inputs", inputs),
                     )
             for i, ex in enumerate(t.expect):
                 if ex.output not in outputs:
@@ -50,7 +50,7 @@ class CheckDeclarationsPass(Pass):
                         "test-unknown-name",
                         f"test '{name}' expects '{ex.output}', which is not a pipeline output",
                         spec.span(*p, "expect", i, "output"),
-                        did_you_mean(ex.output, outputs) or f"outputs: {', '.join(outputs)}",
+                        did_you_mean(ex.output, outputs) or _listing("outputs", outputs),
                     )
             missing = [k for k, i in spec.inputs.items() if i.default is None and k not in t.inputs]
             if missing:
@@ -76,3 +76,8 @@ class CheckDeclarationsPass(Pass):
                             did_you_mean(k, fields) or f"fields: {', '.join(sorted(fields))}",
                         )
         return graph
+
+
+def _listing(what: str, names: set[str]) -> str:
+    """`inputs: a, b`, or a plain statement when there are none (not an empty list)."""
+    return f"{what}: {', '.join(sorted(names))}" if names else f"the pipeline declares no {what}"

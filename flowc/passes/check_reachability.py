@@ -66,18 +66,8 @@ class CheckReachabilityPass(Pass):
         able = can_run(graph)
         for node in graph.nodes():
             if node.name not in able:
-                waits = sorted({e.src for e in graph.in_edges(node.name) if e.src not in able and e.src != INPUT})
-                why = (
-                    f"it waits on {', '.join(repr(w) for w in waits)}, which never run"
-                    if waits
-                    else "nothing starts it"
-                )
-                ctx.report(
-                    "unreachable-node",
-                    f"node '{node.name}' can never run: {why}",
-                    node.span,
-                    "give each cycle an entry, e.g. 'query <- plan.query ?? question'",
-                )
+                why, hint = _why_unreachable(graph, node.name, able, next(iter(spec.inputs), None))
+                ctx.report("unreachable-node", f"node '{node.name}' can never run: {why}", node.span, hint)
         if not spec.outputs:
             ctx.report(
                 "no-outputs",
@@ -85,8 +75,11 @@ class CheckReachabilityPass(Pass):
                 spec.span("pipeline"),
                 "add 'output answer: str <- <node>.<output>'",
             )
+        read = _referenced_nodes(graph)
         for node in graph.nodes():
-            if not graph.out_edges(node.name):
+            # A node named by a binding that failed to resolve (a wrong port) is reported there;
+            # warning that nothing reads it as well would only repeat that error.
+            if not graph.out_edges(node.name) and node.name not in read:
                 ctx.report(
                     "dead-end-node",
                     f"nothing uses the outputs of node '{node.name}'",
@@ -105,6 +98,42 @@ class CheckReachabilityPass(Pass):
                     severity="warning",
                 )
         return graph
+
+
+def _why_unreachable(graph: FlowGraph, name: str, able: set[str], an_input: str | None) -> tuple[str, str]:
+    """Why `name` can never run, and a fix that names the actual edge."""
+    ins = graph.in_edges(name)
+    waits = [e for e in ins if e.kind != "route" and e.src not in able and e.src != INPUT]
+    if waits:
+        srcs = sorted({e.src for e in waits})
+        e = waits[0]
+        either = f"{e.src}.{e.src_port} ?? {an_input}" if an_input else f"{e.src}.{e.src_port} ?? \"\""
+        return (
+            f"it waits on {', '.join(repr(w) for w in srcs)}, which never run{'s' if len(srcs) == 1 else ''}",
+            f"give the cycle an entry, e.g. '{e.dst_port} <- {either}'",
+        )
+    routers = sorted({e.src for e in ins if e.kind == "route" and e.loop is None and e.src not in able})
+    if routers:
+        who = ", ".join(repr(r) for r in routers)
+        return (
+            f"only {who} may choose it, and {'it never runs' if len(routers) == 1 else 'they never run'}",
+            "make the router runnable first (a router cannot gate itself)",
+        )
+    return "nothing starts it", "bind one of its inputs to a pipeline input or to a node that runs"
+
+
+def _referenced_nodes(graph: FlowGraph) -> set[str]:
+    """Every node that some binding or loop condition names, resolved or not."""
+    from flowc.spec.exprs import refs
+
+    out: set[str] = set()
+    for node in graph.nodes(pseudo=True):
+        for expr in node.bindings.values():
+            out.update(r.node for r in refs(expr) if r.node)
+    for lp in graph.loops.values():
+        if lp.condition is not None:
+            out.update(r.node for r in refs(lp.condition) if r.node)
+    return out
 
 
 def _used_in_map_or_condition(spec: object, port: str) -> bool:

@@ -23,6 +23,7 @@ class CheckTemplatesPass(Pass):
                 continue
             base = ("nodes", name) if llm is node else ("nodes", name, "body")
             used: set[str] = set()
+            broken = False  # a malformed template hides its placeholders: do not call inputs unused
             for field in ("system", "prompt"):
                 text = getattr(llm, field)
                 if text is None:
@@ -36,6 +37,7 @@ class CheckTemplatesPass(Pass):
                         spec.span_in(*base, field, offset=e.offset, length=2, value=text),
                         "placeholders look like {{name}}",
                     )
+                    broken = True
                     continue
                 for ph in phs:
                     used.add(ph.name)
@@ -50,7 +52,7 @@ class CheckTemplatesPass(Pass):
                             notes=(f"inputs of '{name}': {bound}",),
                         )
             for port in llm.inputs:
-                if port not in used:
+                if port not in used and not broken:
                     ctx.report(
                         "template-unused-input",
                         f"input '{port}' of '{name}' is not used in its prompt",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -10,7 +11,7 @@ from flowc.ir.graph import INPUT, OUTPUT, FlowGraph
 from flowc.passes.base import Pass, PassContext
 from flowc.spec.exprs import Coalesce, Compare, Expr, Lit, Ref, refs
 from flowc.spec.models import MapNode
-from flowc.spec.types import ANY, EnumT, ListT, OptionalT, Prim, TypeExpr, is_assignable
+from flowc.spec.types import ANY, EnumT, ListT, OptionalT, Prim, RecordT, TypeExpr, is_assignable
 
 
 def binding_path(graph: FlowGraph, dst: str, port: str) -> tuple[str | int, ...]:
@@ -34,6 +35,31 @@ def _lit_type(v: object) -> TypeExpr:
     return ANY
 
 
+def _value_fits(v: object, t: TypeExpr) -> bool:
+    """Does the plain value `v` (a default from the spec) fit type `t`? Unknown names fit anything."""
+    if t == ANY or v is None:
+        return True
+    if isinstance(t, OptionalT):
+        return _value_fits(v, t.inner)
+    if isinstance(t, Prim):
+        if isinstance(v, bool):
+            return t.name == "bool"
+        return {"str": isinstance(v, str), "int": isinstance(v, int), "float": isinstance(v, int | float)}.get(
+            t.name, False
+        )
+    if isinstance(t, EnumT):
+        return v in t.values
+    if isinstance(t, ListT):
+        return isinstance(v, list) and all(_value_fits(x, t.item) for x in v)
+    if isinstance(t, RecordT):
+        if not isinstance(v, dict):
+            return False
+        return all(
+            (k in v and _value_fits(v[k], ft)) or (k not in v and isinstance(ft, OptionalT)) for k, ft in t.fields
+        )
+    return True  # a named type that did not resolve is reported as unknown-type
+
+
 @dataclass(frozen=True)
 class CheckTypesPass(Pass):
     """Edge types, literal bindings, map sources and loop conditions."""
@@ -54,9 +80,10 @@ class CheckTypesPass(Pass):
                 continue
             if e.dst_port == "over" and dst.kind == "map":
                 if not isinstance(src_t, ListT) and src_t != ANY:
+                    over = e.src_port if e.src == INPUT else f"{e.src}.{e.src_port}"
                     ctx.report(
                         "map-over-non-list",
-                        f"map '{e.dst}' iterates over '{e.src}.{e.src_port}', a {src_t}, not a list",
+                        f"map '{e.dst}' iterates over '{over}', a {src_t}, not a list",
                         e.span,
                         "bind 'over' to a list, e.g. an output of type list[str]",
                     )
@@ -87,6 +114,7 @@ class CheckTypesPass(Pass):
                     notes=notes,
                 )
         self.check_literals(graph, ctx)
+        self.check_defaults(graph, ctx)
         for name, lp in spec.loops.items():
             if lp.while_ is not None:
                 self.check_condition(graph, ctx, lp.while_, ("loops", name, "while"))
@@ -112,6 +140,20 @@ class CheckTypesPass(Pass):
                             span,
                             f"write a {target.type} value",
                         )
+
+    def check_defaults(self, graph: FlowGraph, ctx: PassContext) -> None:
+        """An input's default must fit the input's type: it flows into the graph unchecked."""
+        for name, decl in ctx.spec.inputs.items():
+            port = graph.node(INPUT).outputs.get(name)
+            if port is None or decl.default is None or _value_fits(decl.default, port.type):
+                continue
+            shown = json.dumps(decl.default, ensure_ascii=False)
+            ctx.report(
+                "invalid-value",
+                f"the default {shown} of input '{name}' is not a {port.type}",
+                ctx.spec.span("inputs", name, "default"),
+                f"write a {port.type} value, or drop the default",
+            )
 
     def ref_type(self, graph: FlowGraph, r: Ref) -> TypeExpr:
         if r.node is None:

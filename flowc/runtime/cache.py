@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import sqlite3
 import threading
 import time
@@ -147,9 +146,11 @@ class CachedLM:
         try:
             response = await self.inner.complete(request)
         except BaseException as e:
-            if not future.done():
+            if isinstance(e, asyncio.CancelledError):
+                future.cancel()
+            else:
                 future.set_exception(e)
-                future.exception()  # mark retrieved: waiters re-raise it, nobody else must
+                future.exception()  # mark retrieved: waiters re-raise it, no "never retrieved" log
             raise
         finally:
             self._inflight.pop(key, None)
@@ -157,8 +158,3 @@ class CachedLM:
         future.set_result(response)
         return response
 
-
-def describe(cache: ResponseCache) -> str:
-    """A one-line summary (path and size) for logs."""
-    where = str(cache.path) if cache.path else ":memory:"
-    return json.dumps({"cache": where, "entries": len(cache)})

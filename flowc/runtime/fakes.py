@@ -158,7 +158,8 @@ class ReplayLM:
 
     def _miss_message(self, request: LMRequest, key: str) -> str:
         asked = _last_user(request)
-        msg = f"no recorded response for request {key[:12]}… (model {request.model}); last user message: {asked[:300]!r}"
+        msg = (f"no recorded response for request {key[:12]}… (model {request.model}); "
+               f"last user message: {asked[:300]!r}")
         if not self._requests:
             return msg + "; the replay file is empty"
         target = json.dumps(request.canonical(), sort_keys=True)

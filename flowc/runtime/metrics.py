@@ -202,9 +202,7 @@ class Metric:
 
 
 def _hit(k: int) -> Metric:
-    return Metric(
-        f"hit@{k}", lambda r, g: hit_at_k(r, g, k), f"1 if a relevant key is in the top {k}", "retrieval"
-    )
+    return Metric(f"hit@{k}", lambda r, g: hit_at_k(r, g, k), f"1 if a relevant key is in the top {k}", "retrieval")
 
 
 def _recall(k: int) -> Metric:
@@ -224,9 +222,7 @@ METRICS: dict[str, Metric] = {
         Metric("accuracy", accuracy, "a normalised gold is a substring of the normalised prediction"),
         Metric("contains", contains, "a gold's tokens occur as a contiguous run in the prediction's"),
         Metric("last_integer", last_integer, "the last number in the prediction equals the gold number"),
-        Metric(
-            "label_accuracy", label_accuracy, "first yes/no/maybe in the prediction equals the gold", "label"
-        ),
+        Metric("label_accuracy", label_accuracy, "first yes/no/maybe in the prediction equals the gold", "label"),
         Metric("mrr", mrr, "reciprocal rank of the first relevant key", "retrieval"),
         *(_hit(k) for k in (1, 2, 5, 10)),
         *(_recall(k) for k in (2, 5, 10, 20)),

@@ -257,3 +257,49 @@ def named_refs(t: TypeExpr) -> list[Named]:
     if isinstance(t, RecordT):
         return [n for _, v in t.fields for n in named_refs(v)]
     return []
+
+
+def coerce_input(value: object, t: TypeExpr) -> object:
+    """Check (strictly) that a pipeline input fits its type; text from a command line is parsed
+    for numbers, booleans and JSON lists/records. Raises ValueError saying what is wrong."""
+    import json
+
+    if isinstance(t, OptionalT):
+        return None if value is None else coerce_input(value, t.inner)
+    if t == ANY:
+        return value
+    if isinstance(value, str) and not (t == STR or isinstance(t, EnumT)):
+        text = value
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError:
+            raise ValueError(f"cannot read {text[:40]!r} as {t}") from None
+    if t == STR:
+        if not isinstance(value, str):
+            raise ValueError(f"expected text, got {type(value).__name__}")
+        return value
+    if t == INT:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"expected a whole number, got {value!r}")
+        return value
+    if t == FLOAT:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError(f"expected a number, got {value!r}")
+        return float(value)
+    if t == BOOL:
+        if not isinstance(value, bool):
+            raise ValueError(f"expected true or false, got {value!r}")
+        return value
+    if isinstance(t, EnumT):
+        if value not in t.values:
+            raise ValueError(f"expected one of {', '.join(t.values)}, got {value!r}")
+        return value
+    if isinstance(t, ListT):
+        if not isinstance(value, list):
+            raise ValueError(f"expected a list, got {type(value).__name__}")
+        return [coerce_input(x, t.item) for x in value]
+    if isinstance(t, RecordT):
+        if not isinstance(value, dict):
+            raise ValueError(f"expected a record, got {type(value).__name__}")
+        return {k: coerce_input(value.get(k), ft) for k, ft in t.fields}
+    return value

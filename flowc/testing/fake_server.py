@@ -309,3 +309,24 @@ def _completion_body(request: dict[str, Any], reply: Reply) -> dict[str, Any]:
         "choices": choices,
         "usage": {"prompt_tokens": pt, "completion_tokens": ct, "total_tokens": pt + ct},
     }
+
+
+def main() -> None:
+    """`python -m flowc.testing.fake_server`: serve zero-latency replies until killed.
+
+    Prints the base URL on the first line of stdout, so a benchmark can start the server in its
+    own process (keeping the server's work off the measured process) and stop it by its PID.
+    """
+    import signal
+
+    srv = FakeOpenAIServer(record=False).start()
+    print(srv.base_url, flush=True)
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    signal.signal(signal.SIGINT, lambda *_: done.set())
+    done.wait()
+    srv.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -17,7 +17,7 @@ import httpx
 class LlamaOracle:
     """One xllamacpp server over one GGUF file (2 threads, greedy by default)."""
 
-    def __init__(self, path: str | Path, *, n_ctx: int = 1024, threads: int = 2) -> None:
+    def __init__(self, path: str | Path, *, n_ctx: int = 1024, threads: int = 2, exact: bool = False) -> None:
         import xllamacpp
 
         params = xllamacpp.CommonParams()
@@ -27,6 +27,13 @@ class LlamaOracle:
         params.cpuparams.n_threads = threads
         params.cpuparams_batch.n_threads = threads
         params.warmup = False
+        if exact:
+            # By default llama.cpp keeps keys/values in float16 and its CPU flash attention rounds
+            # through float16 too (~1e-2 in log-probs); with both off, an unquantized model
+            # matches jax to float32 rounding.
+            params.cache_type_k = xllamacpp.ggml_type.GGML_TYPE_F32
+            params.cache_type_v = xllamacpp.ggml_type.GGML_TYPE_F32
+            params.flash_attn_type = xllamacpp.llama_flash_attn_type.LLAMA_FLASH_ATTN_TYPE_DISABLED
         self._server: Any = xllamacpp.Server(params)
         self.address = str(self._server.listening_address)
 

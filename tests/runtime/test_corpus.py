@@ -63,7 +63,10 @@ def test_json_object_of_records_uses_key_as_default_id(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("record", "expected"),
     [
-        ({"id": "1", "contents": '"Evan Morris"\nEvan Morris was a lobbyist.'}, ("Evan Morris", "Evan Morris was a lobbyist.")),
+        (
+            {"id": "1", "contents": '"Evan Morris"\nEvan Morris was a lobbyist.'},
+            ("Evan Morris", "Evan Morris was a lobbyist."),
+        ),
         ({"id": "1", "contents": "no title line"}, ("", "no title line")),
         ({"id": "1", "title": "T", "contents": "T\nbody"}, ("T", "T\nbody")),
         ({"_id": "1", "title": "T", "paragraph_text": "p"}, ("T", "p")),
@@ -135,7 +138,10 @@ def test_bad_jsonl_records_name_file_and_line(tmp_path: Path, content: str, wher
     ("content", "what"),
     [
         ('[{"text": "a"}, {"title": "b"}]', "record 1: the record has no text field"),
-        ('[{"id": "x", "text": "a"}, {"id": "x", "text": "b"}]', "record 1: duplicate document id 'x' (first at record 0)"),
+        (
+            '[{"id": "x", "text": "a"}, {"id": "x", "text": "b"}]',
+            "record 1: duplicate document id 'x' (first at record 0)",
+        ),
         ('{"t": 5}', "entry 't': the value must be"),
         ('"just a string"', "must be a JSON list or object"),
         ("[]", "has no documents"),

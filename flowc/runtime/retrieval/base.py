@@ -71,9 +71,7 @@ def check_k(k: int) -> int:
     return k
 
 
-def top_k_hits(
-    corpus: Corpus, scores: npt.NDArray[np.floating], k: int, *, positive_only: bool = False
-) -> list[Hit]:
+def top_k_hits(corpus: Corpus, scores: npt.NDArray[np.floating], k: int, *, positive_only: bool = False) -> list[Hit]:
     """The k highest-scoring documents, ties broken by corpus position.
 
     Args:

@@ -38,9 +38,7 @@ class BM25Retriever:
         self._vocab: dict[str, int] = self._model.vocab_dict
 
     def _tokenize(self, texts: list[str]) -> list[list[str]]:
-        out: list[list[str]] = self._bm25s.tokenize(
-            texts, stopwords="en", return_ids=False, show_progress=False
-        )
+        out: list[list[str]] = self._bm25s.tokenize(texts, stopwords="en", return_ids=False, show_progress=False)
         return out
 
     def scores(self, query: str) -> np.ndarray:

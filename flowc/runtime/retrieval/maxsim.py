@@ -33,9 +33,7 @@ SEGMENTATION = "sentences-v1"
 
 _BOUNDARY = re.compile(r"[.!?][\"'”’)\]]*\s+(?=[\"'“‘(\[]?[A-Z0-9])")
 # Abbreviations after which a period rarely ends a sentence.
-_ABBREV = re.compile(
-    r"mrs?|ms|dr|prof|st|jr|sr|vs|etc|inc|ltd|co|corp|no|vol|fig|gen|col|lt|sgt|capt|rev|hon|mt|ft"
-)
+_ABBREV = re.compile(r"mrs?|ms|dr|prof|st|jr|sr|vs|etc|inc|ltd|co|corp|no|vol|fig|gen|col|lt|sgt|capt|rev|hon|mt|ft")
 _WORD = re.compile(r"\w+(?:['’]\w+)*")
 
 
@@ -66,7 +64,7 @@ def filter_subqueries(subqueries: Sequence[str], query: str) -> list[str]:
     """POQD's hallucination filter: keep only sub-query words that occur in the original query.
 
     Words are compared case-insensitively (punctuation is dropped); a sub-query left with no words
-    is dropped, and duplicates after filtering are removed, keeping the first.
+    is dropped, and duplicates after filtering (ignoring case) are removed, keeping the first.
 
     Args:
         subqueries: the decomposer's sub-queries.
@@ -77,9 +75,11 @@ def filter_subqueries(subqueries: Sequence[str], query: str) -> list[str]:
     """
     allowed = {w.lower() for w in _WORD.findall(query)}
     out: list[str] = []
+    seen: set[str] = set()
     for sq in subqueries:
         kept = " ".join(w for w in _WORD.findall(sq) if w.lower() in allowed)
-        if kept and kept not in out:
+        if kept and kept.lower() not in seen:
+            seen.add(kept.lower())
             out.append(kept)
     return out
 

@@ -1,0 +1,51 @@
+"""Corpora and retrievers a run needs, loaded once and shared by every run of an executor."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from flowc.errors import FlowcError
+from flowc.runtime.corpus import Corpus, load_corpus
+from flowc.runtime.retrieval.base import Encoder, Retriever
+from flowc.runtime.retrieval.factory import make_retriever
+
+
+class RetrieverPool:
+    """Builds each (corpus file, method) retriever on first use; later uses share it."""
+
+    def __init__(self, cache_dir: Path | None = None) -> None:
+        self._cache_dir = cache_dir
+        self._corpora: dict[Path, Corpus] = {}
+        self._retrievers: dict[tuple[Path, str], Retriever] = {}
+        self._encoder: Encoder | None = None
+        self._lock = asyncio.Lock()
+
+    def corpus(self, path: Path) -> Corpus:
+        path = path.resolve()
+        if path not in self._corpora:
+            if not path.is_file():
+                raise FlowcError(
+                    "corpus-not-found",
+                    f"corpus file '{path}' does not exist",
+                    hint="corpus paths are relative to the spec that declares them",
+                )
+            self._corpora[path] = load_corpus(path)
+        return self._corpora[path]
+
+    async def get(self, path: Path, method: str) -> Retriever:
+        key = (path.resolve(), method)
+        if key in self._retrievers:
+            return self._retrievers[key]
+        async with self._lock:
+            if key not in self._retrievers:
+                self._retrievers[key] = await asyncio.to_thread(self._build, key[0], method)
+        return self._retrievers[key]
+
+    def _build(self, path: Path, method: str) -> Retriever:
+        corpus = self.corpus(path)
+        if method != "bm25" and self._encoder is None:
+            from flowc.runtime.retrieval.encoder import MiniLMEncoder
+
+            self._encoder = MiniLMEncoder()
+        return make_retriever(method, corpus, cache_dir=self._cache_dir, encoder=self._encoder)

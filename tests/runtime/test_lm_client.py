@@ -1,0 +1,111 @@
+"""LiteLLMClient units: policies, cost, model resolution, shared rate limits (offline, fake server)."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+import pytest
+
+from flowc.errors import FlowcError, LMError
+from flowc.runtime.litellm_client import LiteLLMClient
+from flowc.runtime.lm import LMClient, LMRequest, chat
+from flowc.runtime.policy import ModelPolicy
+from flowc.runtime.ratelimit import RateLimiters
+from flowc.testing.fake_server import FakeOpenAIServer, Reply
+
+pytestmark = pytest.mark.timeout(30)
+
+
+def test_is_an_lm_client() -> None:
+    assert isinstance(LiteLLMClient(), LMClient)
+
+
+def test_policy_validation_and_backoff() -> None:
+    p = ModelPolicy(backoff_base_s=1.0, backoff_max_s=5.0, fallbacks=["a", "b"])  # type: ignore[arg-type]
+    assert p.fallbacks == ("a", "b")
+    assert [p.backoff_s(n, 1.0) for n in (1, 2, 3, 4)] == [1.0, 2.0, 4.0, 5.0]
+    assert p.backoff_s(1, 0.0) == 0.5
+    with pytest.raises(FlowcError) as info:
+        ModelPolicy(retries=-1, rpm=0)
+    assert info.value.code == "invalid-value" and "retries" in str(info.value) and "rpm" in str(info.value)
+
+
+def test_unknown_provider_fails_at_resolution() -> None:
+    with pytest.raises(LMError) as info:
+        LiteLLMClient().prepare("nosuchprovider/model-x")
+    assert info.value.code == "lm-bad-request" and "provider" in (info.value.hint or "")
+
+
+def test_missing_local_model_file_fails_early(tmp_path: object) -> None:
+    with pytest.raises(FlowcError) as info:
+        LiteLLMClient().prepare("local/gguf:/nonexistent/model.gguf")
+    assert info.value.code == "model-file-not-found"
+    with pytest.raises(FlowcError) as info:
+        LiteLLMClient().prepare("local/not-a-profile")
+    assert info.value.code == "model-file-not-found" and "smollm2" in (info.value.hint or "")
+
+
+async def test_cost_of_a_known_model_uses_litellm_prices() -> None:
+    with FakeOpenAIServer(default=Reply(text="x", prompt_tokens=1000, completion_tokens=100)) as srv:
+        lm = LiteLLMClient({"openai/gpt-4o-mini": ModelPolicy(api_base=srv.base_url)})
+        r = await lm.complete(LMRequest(model="openai/gpt-4o-mini", messages=chat(None, "q")))
+    # gpt-4o-mini in litellm's bundled map: $0.15 / 1M input, $0.60 / 1M output tokens.
+    assert r.cost_usd == pytest.approx(1000 * 0.15e-6 + 100 * 0.6e-6)
+
+
+async def test_rate_limits_hold_across_clients_sharing_a_registry() -> None:
+    now = [0.0]
+
+    async def fake_sleep(s: float) -> None:
+        now[0] += s
+        await asyncio.sleep(0)
+
+    shared = RateLimiters(clock=lambda: now[0], sleep=fake_sleep)
+    with FakeOpenAIServer() as srv:
+        policy = {"openai/fake": ModelPolicy(api_base=srv.base_url, rpm=2)}
+        a = LiteLLMClient(policy, limiters=shared)
+        b = LiteLLMClient(policy, limiters=shared)
+        req = LMRequest(model="openai/fake", messages=chat(None, "q"))
+        await asyncio.gather(a.complete(req), b.complete(req), a.complete(req), b.complete(req))
+        assert srv.hits == 4
+    # 2 at once, then one every 30 s.
+    assert now[0] == pytest.approx(60.0)
+
+
+async def test_tpm_is_settled_with_reported_usage() -> None:
+    shared = RateLimiters(clock=lambda: 0.0)  # frozen time: no refill hides the settlement
+    with FakeOpenAIServer(default=Reply(prompt_tokens=10, completion_tokens=5)) as srv:
+        lm = LiteLLMClient({"openai/fake": ModelPolicy(api_base=srv.base_url, tpm=100_000)}, limiters=shared)
+        await lm.complete(LMRequest(model="openai/fake", messages=chat(None, "q"), max_tokens=5000))
+    limiter = shared.get("openai/fake")
+    assert limiter is not None and limiter.available_tokens is not None
+    # The 5000+ token estimate was returned; only the 15 tokens used stay charged.
+    assert limiter.available_tokens == 100_000 - 15
+
+
+async def test_backoff_sleeps_are_jittered_and_bounded() -> None:
+    waits: list[float] = []
+
+    async def record(s: float) -> None:
+        waits.append(s)
+
+    with FakeOpenAIServer([Reply.server_error()] * 4) as srv:
+        lm = LiteLLMClient(
+            {"openai/fake": ModelPolicy(api_base=srv.base_url, retries=4, backoff_base_s=1.0, backoff_max_s=3.0)},
+            rng=random.Random(0), sleep=record,
+        )
+        await lm.complete(LMRequest(model="openai/fake", messages=chat(None, "q")))
+    assert len(waits) == 4
+    ceilings = [1.0, 2.0, 3.0, 3.0]
+    assert all(c / 2 <= w <= c for w, c in zip(waits, ceilings))
+    assert len(set(waits)) == 4
+
+
+async def test_request_timeout_overrides_the_policy() -> None:
+    with FakeOpenAIServer([Reply.hanging()]) as srv:
+        lm = LiteLLMClient({"openai/fake": ModelPolicy(api_base=srv.base_url, retries=0, timeout_s=60)})
+        req = LMRequest(model="openai/fake", messages=chat(None, "q"), timeout_s=0.2)
+        with pytest.raises(LMError) as info:
+            await lm.complete(req)
+    assert info.value.code == "lm-timeout"
