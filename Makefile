@@ -33,7 +33,7 @@ demo: $(VENV)/.core
 	$(BIN)/flowc graph pipelines/agentic_rag.flow
 	@if $(BIN)/flowc run --help >/dev/null 2>&1; then \
 		$(BIN)/flowc run pipelines/agentic_rag.flow --trace \
-			--input question="Which country is the Eiffel Tower in?"; \
+			--input question="Which actress was in Beyond Rangoon, True Romance and Ed Wood?"; \
 	fi
 
 lint: $(VENV)/.test

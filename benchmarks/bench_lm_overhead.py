@@ -4,8 +4,9 @@
 
 The fake server (flowc.testing.fake_server) runs in its own process, so only the client's work
 is on the measured process. Each client makes the same non-streaming chat call (one system and
-one user message, temperature 0, max_tokens 16); rounds interleave the clients, so drift in the
-machine's load (other processes share its 2 cores) hits all of them alike. Reported: the median
+one user message, temperature 0, max_tokens 16). Calls are interleaved one by one (each client
+once per step, in a rotating order), so drift in the machine's load (other processes share its
+2 cores) hits all of them alike. Reported: the median
 and p90 of single-call wall times in ms, pooled over rounds, and the median of per-round
 medians (robust to a round that was disturbed).
 
@@ -34,6 +35,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 os.environ.setdefault("DSPY_CACHEDIR", str(ROOT / ".cache" / "dspy-bench"))
+
+import warnings  # noqa: E402
 
 import httpx  # noqa: E402
 import litellm  # noqa: E402
@@ -106,7 +109,9 @@ def make_clients(url: str) -> tuple[dict[str, Call], list[str]]:
                 continue
 
         async def dspy_call(lm: Any = lm) -> Any:
-            return (await lm.acall(messages=MESSAGES))[0]
+            with warnings.catch_warnings():  # messages= is deprecated in 3.4 but still the chat API
+                warnings.simplefilter("ignore", DeprecationWarning)
+                return (await lm.acall(messages=MESSAGES))[0]
 
         clients[f"DSPy {dspy.__version__} LM.acall (engine={engine})"] = dspy_call
     return clients, notes
@@ -116,17 +121,22 @@ async def measure(clients: dict[str, Call], calls: int, rounds: int) -> dict[str
     for fn in clients.values():  # warm up: imports, connection pools, lazy setup
         for _ in range(20):
             await fn()
+    names = list(clients)
     samples: dict[str, list[float]] = {name: [] for name in clients}
     round_medians: dict[str, list[float]] = {name: [] for name in clients}
-    for _ in range(rounds):
-        for name, fn in clients.items():
-            times = []
-            for _ in range(calls):
+    for r in range(rounds):
+        times: dict[str, list[float]] = {name: [] for name in clients}
+        for i in range(calls):
+            # One call of each client in turn, in a rotating order: load drift and any
+            # position effect fall on every client alike.
+            k = (i + r) % len(names)
+            for name in names[k:] + names[:k]:
                 t0 = time.perf_counter()
-                await fn()
-                times.append((time.perf_counter() - t0) * 1000)
-            samples[name].extend(times)
-            round_medians[name].append(statistics.median(times))
+                await clients[name]()
+                times[name].append((time.perf_counter() - t0) * 1000)
+        for name, ts in times.items():
+            samples[name].extend(ts)
+            round_medians[name].append(statistics.median(ts))
     out = {}
     for name, ts in samples.items():
         ts.sort()
@@ -192,7 +202,8 @@ def main() -> None:
 
     base = results["httpx (plain HTTP)"]["median_ms"]
     raw = results["litellm.acompletion"]["median_ms"]
-    print(f"\nPer-call latency against a zero-latency loopback server ({args.rounds} rounds x {args.calls} calls)")
+    print(f"\nPer-call latency against a zero-latency loopback server "
+          f"({args.rounds} rounds x {args.calls} calls, interleaved)")
     print(f"{'client':48} {'median ms':>10} {'p90 ms':>8} {'round-med':>10} {'over httpx':>11}")
     for name, r in results.items():
         print(f"{name:48} {r['median_ms']:10.3f} {r['p90_ms']:8.3f} {r['median_of_round_medians_ms']:10.3f} "

@@ -51,6 +51,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    for noisy in ("bm25s", "LiteLLM", "litellm", "httpx"):  # libraries that log below WARNING on their own
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_USAGE

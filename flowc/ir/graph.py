@@ -108,27 +108,54 @@ class FlowGraph:
         self.params: dict[str, Param] = {}
         self.loops: dict[str, LoopInfo] = {}
         self.types: dict[str, TypeExpr] = {}
+        # Derived structures, computed on first use and dropped when the graph changes. Passes run
+        # many queries on one graph; rebuilding these per query made compile time quadratic.
+        self._fwd: nx.DiGraph | None = None
+        self._topo: list[str] | None = None
+        self._topo_index: dict[str, int] | None = None
+        self._scc: dict[str, int] | None = None
+        self._scc_members: list[set[str]] | None = None
+
+    def _changed(self, *, structure: bool) -> None:
+        """Forget derived data: always the forward graph and orders; the strongly connected
+        components only when nodes or edges were added (re-tagging edges keeps them)."""
+        self._fwd = self._topo = self._topo_index = None
+        if structure:
+            self._scc = self._scc_members = None
 
     # -- building (used by lower) ------------------------------------------------------------------
 
     def add_node(self, node: IRNode) -> None:
         self._g.add_node(node.name, payload=node)
+        self._changed(structure=True)
 
     def replace_node(self, node: IRNode) -> None:
         self._g.nodes[node.name]["payload"] = node
 
     def add_edge(self, edge: Edge) -> None:
         self._g.add_edge(edge.src, edge.dst, payload=edge)
+        self._changed(structure=True)
 
     def mark_loop_edges(self, loop: str, src: str, dst: str) -> int:
         """Tag as back edges of `loop` the edges from `src` into the loop's body: `dst` and every
         node between `dst` and `src`. Returns how many edges were tagged (0: no edge src→dst)."""
         if not self._g.has_edge(src, dst):
             return 0
-        g = nx.DiGraph()
-        g.add_nodes_from(self._g.nodes)
-        g.add_edges_from((e.src, e.dst) for e in self.edges() if e.loop is None and e.src != src)
-        body = (nx.descendants(g, dst) | {dst}) & (nx.ancestors(g, src) | {src})
+        # The body lies on paths dst ⇝ src, so inside the strongly connected component of src in
+        # the whole graph: search only there (linear in the component, not in the graph).
+        body: set[str] = set()
+        comp = self._component(src)
+        if dst in comp:
+            g = nx.DiGraph()
+            g.add_nodes_from(comp)
+            g.add_edges_from(
+                (e.src, e.dst)
+                for n in comp
+                if n != src
+                for e in self.out_edges(n)
+                if e.loop is None and e.dst in comp
+            )
+            body = (nx.descendants(g, dst) | {dst}) & (nx.ancestors(g, src) | {src})
         n = 0
         for target in body | {dst}:
             if not self._g.has_edge(src, target):
@@ -137,7 +164,17 @@ class FlowGraph:
                 e: Edge = attrs["payload"]
                 attrs["payload"] = Edge(e.src, e.src_port, e.dst, e.dst_port, e.kind, e.option, loop, e.span)
                 n += 1
+        if n:
+            self._changed(structure=False)
         return n
+
+    def _component(self, name: str) -> set[str]:
+        """The strongly connected component of `name` in the whole graph (back edges included)."""
+        if self._scc is None or self._scc_members is None:
+            self._scc_members = [set(c) for c in nx.strongly_connected_components(self._g)]
+            self._scc = {n: i for i, c in enumerate(self._scc_members) for n in c}
+        i = self._scc.get(name)
+        return self._scc_members[i] if i is not None else {name}
 
     # -- reading -----------------------------------------------------------------------------------
 
@@ -169,12 +206,18 @@ class FlowGraph:
     def predecessors(self, name: str) -> list[str]:
         return list(self._g.predecessors(name))
 
+    def _forward(self) -> nx.DiGraph:
+        """The cached graph without loop back edges (shared: never mutate it)."""
+        if self._fwd is None:
+            g = nx.DiGraph()
+            g.add_nodes_from(self._g.nodes)
+            g.add_edges_from((e.src, e.dst) for e in self.edges() if e.loop is None)
+            self._fwd = g
+        return self._fwd
+
     def forward_edges_graph(self) -> nx.DiGraph:
-        """The graph without loop back edges: acyclic when every cycle is bounded."""
-        g = nx.DiGraph()
-        g.add_nodes_from(self._g.nodes)
-        g.add_edges_from((e.src, e.dst) for e in self.edges() if e.loop is None)
-        return g
+        """The graph without loop back edges: acyclic when every cycle is bounded (a fresh copy)."""
+        return self._forward().copy()
 
     def find_unbounded_cycle(self) -> list[str] | None:
         """A cycle that no loop declaration bounds, as a list of node names, or None."""
@@ -183,7 +226,10 @@ class FlowGraph:
 
     def unbounded_cycles(self, limit: int) -> list[list[str]]:
         """Up to `limit` distinct cycles that no loop bounds, each as [a, b, ..., a]."""
-        g = self.forward_edges_graph()
+        g = self._forward()
+        if nx.is_directed_acyclic_graph(g):
+            return []
+        g = g.copy()
         out: list[list[str]] = []
         while len(out) < limit:
             try:
@@ -195,19 +241,38 @@ class FlowGraph:
         return out
 
     def topo_order(self) -> list[str]:
-        """Nodes in an order where forward edges point onward (ties broken by declaration order)."""
-        g = self.forward_edges_graph()
-        order = {n: i for i, n in enumerate(self._g.nodes)}
-        if not nx.is_directed_acyclic_graph(g):
-            return list(self._g.nodes)
-        return list(nx.lexicographical_topological_sort(g, key=lambda n: order[n]))
+        """Nodes in an order where forward edges point onward (ties broken by declaration order);
+        declaration order when an unbounded cycle makes that impossible."""
+        if self._topo is None:
+            g = self._forward()
+            order = {n: i for i, n in enumerate(self._g.nodes)}
+            if not nx.is_directed_acyclic_graph(g):
+                self._topo = list(self._g.nodes)
+            else:
+                self._topo = list(nx.lexicographical_topological_sort(g, key=lambda n: order[n]))
+        return list(self._topo)
+
+    def _topo_positions(self) -> dict[str, int] | None:
+        """Each node's place in `topo_order`, or None when the forward graph has a cycle."""
+        if self._topo_index is None:
+            order = self.topo_order()
+            if not nx.is_directed_acyclic_graph(self._forward()):
+                return None
+            self._topo_index = {n: i for i, n in enumerate(order)}
+        return self._topo_index
 
     def loop_members(self, loop: str) -> set[str]:
         """Nodes on a cycle through `loop`'s back edge: those that can re-run when it is taken."""
         info = self.loops[loop]
-        g = self.forward_edges_graph()
-        if info.dst not in g or info.src not in g:
+        if info.dst not in self._g or info.src not in self._g:
             return set()
+        g = self._forward()
+        if self._g.has_edge(info.src, info.dst):
+            # dst ⇝ v ⇝ src plus the back edge src → dst is a cycle: v is in src's component.
+            comp = self._component(info.src)
+            if info.dst not in comp:
+                return {info.dst} if info.dst == info.src else set()
+            g = g.subgraph(comp)
         down = nx.descendants(g, info.dst) | {info.dst}
         up = nx.ancestors(g, info.src) | {info.src}
         return down & up
@@ -222,12 +287,36 @@ class FlowGraph:
         gates = self.gates(name)
         if not gates:
             return set()
-        g = self.forward_edges_graph()
+        g = self._forward()
         out: set[str] = set()
         for r in gates:
             out |= nx.descendants(g, r)
         out.discard(name)
         return out
+
+    def reaches(self, src: str, targets: set[str]) -> bool:
+        """Does a forward path (one edge or more) lead from `src` to a node of `targets`?
+
+        Searches only the nodes placed before the last target in topological order, so a query
+        about nearby nodes costs little however large the graph is."""
+        if not targets:
+            return False
+        g = self._forward()
+        pos = self._topo_positions()
+        limit = max(pos.get(t, len(pos)) for t in targets) if pos is not None else None
+        seen: set[str] = set()
+        stack = list(g.successors(src))
+        while stack:
+            n = stack.pop()
+            if n in seen:
+                continue
+            seen.add(n)
+            if n in targets:
+                return True
+            if pos is not None and limit is not None and pos.get(n, 0) >= limit:
+                continue
+            stack.extend(g.successors(n))
+        return False
 
     def reachable_from(self, sources: set[str], *, follow_loops: bool = True) -> set[str]:
         seen = set(sources)

@@ -107,7 +107,7 @@ def _why_unreachable(graph: FlowGraph, name: str, able: set[str], an_input: str 
     if waits:
         srcs = sorted({e.src for e in waits})
         e = waits[0]
-        either = f"{e.src}.{e.src_port} ?? {an_input}" if an_input else f"{e.src}.{e.src_port} ?? \"\""
+        either = f"{e.src}.{e.src_port} ?? {an_input}" if an_input else f'{e.src}.{e.src_port} ?? ""'
         return (
             f"it waits on {', '.join(repr(w) for w in srcs)}, which never run{'s' if len(srcs) == 1 else ''}",
             f"give the cycle an entry, e.g. '{e.dst_port} <- {either}'",
@@ -141,6 +141,12 @@ def _used_in_map_or_condition(spec: object, port: str) -> bool:
     from flowc.spec.models import Pipeline
 
     assert isinstance(spec, Pipeline)
+    # a binding that names the input on a port its node lacks is reported as unknown-input-port;
+    # the input is still read there as far as the author is concerned
+    for node in spec.nodes.values():
+        exprs = [*node.inputs.values(), *(node.body.inputs.values() if isinstance(node, MapNode) else ())]
+        if any(r.node is None and r.port == port for e in exprs for r in refs(e)):
+            return True
     for lp in spec.loops.values():
         if lp.while_ is not None and any(r.node is None and r.port == port for r in refs(lp.while_)):
             return True

@@ -150,9 +150,9 @@ class CheckTypesPass(Pass):
             shown = json.dumps(decl.default, ensure_ascii=False)
             ctx.report(
                 "invalid-value",
-                f"the default {shown} of input '{name}' is not a {port.type}",
+                f"the default {shown} of input '{name}' does not fit its type {port.type}",
                 ctx.spec.span("inputs", name, "default"),
-                f"write a {port.type} value, or drop the default",
+                f"write a value of type {port.type}, or drop the default",
             )
 
     def ref_type(self, graph: FlowGraph, r: Ref) -> TypeExpr:

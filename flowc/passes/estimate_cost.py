@@ -94,9 +94,11 @@ def _best_case(graph: FlowGraph) -> set[str]:
         data = [e for e in ins if e.kind != "route"]
         gates = graph.gates(name)
         if gates:
-            enablers = graph.enablers(name)
             chosen_here = any(chosen.get(r) == name and r in ran for r in gates)
-            enabled = any(e.src in ran and e.src in enablers for e in data)
+            # Enabled: a value arrives from a node that ran downstream of a gating router
+            # (`graph.enablers(name)`, asked as a bounded reachability query per router).
+            senders = {e.src for e in data if e.src in ran and e.src != name}
+            enabled = not chosen_here and any(graph.reaches(r, senders) for r in gates)
             if not (chosen_here or enabled):
                 continue
         node = graph.node(name)

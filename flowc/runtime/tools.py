@@ -46,7 +46,7 @@ class ToolRegistry:
                 "tool-not-registered",
                 f"no tool named '{name}' is registered",
                 node=node,
-                hint="register it: ToolRegistry({'%s': my_function}) or a flowc.plugins entry point" % name,
+                hint=f"register it: ToolRegistry({{'{name}': my_function}}) or a flowc.plugins entry point",
             )
         try:
             if inspect.iscoroutinefunction(fn):

@@ -98,35 +98,121 @@ def _span(spans: SpanTable, p: tuple[str | int, ...], path: str | None, key: boo
     return spans.get(p) or (Span(path, 1, 1) if path else None)
 
 
+#: The word for one entry of each section, for messages ("node 'plan'", "model 'small'").
+_SECTION_WORD = {
+    "imports": "import",
+    "types": "type",
+    "inputs": "input",
+    "outputs": "output",
+    "models": "model",
+    "corpora": "corpus",
+    "nodes": "node",
+    "loops": "loop",
+    "metrics": "metric",
+    "tests": "test",
+}
+_SECTION_MODEL: dict[str, type[BaseModel]] = {
+    "inputs": m.InputDecl,
+    "outputs": m.OutputDecl,
+    "models": m.ModelDecl,
+    "corpora": m.CorpusDecl,
+    "loops": m.LoopDecl,
+    "metrics": m.MetricDecl,
+    "tests": m.TestCase,
+}
+_KIND_MODEL: dict[str, type[BaseModel]] = {
+    "llm": m.LLMNode,
+    "retrieve": m.RetrieveNode,
+    "tool": m.ToolNode,
+    "subflow": m.SubflowNode,
+    "map": m.MapNode,
+}
+#: How to add a required field, in the DSL's words (the YAML key is the field's name).
+_ADD_FIELD = {
+    "body": "add a body: 'do: llm { ... }' (YAML: 'body:')",
+    "prompt": 'add \'prompt: """..."""\' with {{placeholders}} for its inputs',
+    "over": "add 'over <- <a list>'",
+    "output": "add 'output = <pipeline output>'",
+    "target": "add 'target = <dataset field>'",
+    "source": "bind it: 'output <name>: <type> <- <node>.<output>'",
+}
+
+
+def _owner(p: tuple[str | int, ...]) -> tuple[str, tuple[str | int, ...]]:
+    """Split a data path into the thing it belongs to, in words, and the rest of the path."""
+    if len(p) >= 2 and p[0] in _SECTION_WORD:
+        desc, rest = f"{_SECTION_WORD[str(p[0])]} '{p[1]}'", p[2:]
+        if p[0] == "nodes" and rest[:1] == ("body",):
+            desc, rest = f"the body of {desc}", rest[1:]
+        return desc, rest
+    return "the pipeline", p
+
+
+def _where(p: tuple[str | int, ...]) -> str:
+    """`'temperature' of model 'small'`, `node 'plan'`, `'nodes' of the pipeline`."""
+    desc, rest = _owner(p)
+    if p[:1] == ("nodes",) and len(rest) == 2 and rest[0] in ("inputs", "outputs"):
+        return f"{str(rest[0])[:-1]} '{rest[1]}' of {desc}"
+    return f"'{'.'.join(str(x) for x in rest)}' of {desc}" if rest else desc
+
+
+def _fields_at(data: Any, p: tuple[str | int, ...]) -> list[str] | None:
+    """The field names the spec model at data path `p` accepts (for did-you-mean), if known."""
+    cls: type[BaseModel] | None = None
+    if p == ():
+        cls = m.Pipeline
+    elif len(p) == 2 and p[0] in _SECTION_MODEL:
+        cls = _SECTION_MODEL[str(p[0])]
+    elif p[0] == "nodes" and (len(p) == 2 or (len(p) == 3 and p[2] == "body")):
+        cur = data
+        for part in p:
+            cur = cur.get(part) if isinstance(cur, dict) else None
+        cls = _KIND_MODEL.get(str(cur.get("kind"))) if isinstance(cur, dict) else None
+    elif p[0] == "tests" and len(p) == 4 and p[2] == "expect":
+        cls = m.Expectation
+    if cls is None:
+        return None
+    return [f.alias or n for n, f in cls.model_fields.items() if n != "kind"]
+
+
 def _diagnostic(err: Any, data: Any, spans: SpanTable, path: str | None) -> Diagnostic:
     loc = cast(tuple[str | int, ...], tuple(err["loc"]))
     p = data_path(data, loc)
-    where = ".".join(str(x) for x in p) or "the top level"
     etype = err["type"]
     ctx = err.get("ctx") or {}
     if etype == "extra_forbidden":
-        name = str(loc[-1])
-        return Diagnostic(
-            "unknown-field",
-            f"unknown field '{name}' in {'.'.join(str(x) for x in p[:-1]) or 'the pipeline'}",
-            _span(spans, p, path, key=True),
-            hint=did_you_mean(name, FIELD_NAMES) or "remove it",
-        )
+        return _unknown_field(str(loc[-1]), data, p, spans, path)
     if etype == "missing":
         name = str(loc[-1]).rstrip("_")
         return Diagnostic(
             "missing-field",
-            f"{where} needs a '{name}'",
+            f"{_where(p)} needs a '{name}'",
             _span(spans, p, path, key=True),
-            hint=f"add '{name}' to {where}",
+            hint=_ADD_FIELD.get(name, f"add '{name}: ...'"),
         )
-    if etype in ("union_tag_invalid", "union_tag_not_found"):
-        tag = ctx.get("tag", "")
+    if etype == "union_tag_not_found":
+        return Diagnostic(
+            "missing-field",
+            f"{_where(p)} needs a 'kind'",
+            _span(spans, p, path, key=True),
+            hint=f"use one of: {', '.join(m.NODE_KINDS)}",
+        )
+    if etype == "union_tag_invalid":
+        tag = str(ctx.get("tag", ""))
+        allowed = [t.strip(" '") for t in str(ctx.get("expected_tags", "")).split(",") if t.strip()]
+        allowed = allowed or list(m.NODE_KINDS)
+        if tag in m.NODE_KINDS:  # a real kind where it is not allowed: a map inside a map
+            return Diagnostic(
+                "invalid-value",
+                f"{_where(p)} cannot be a '{tag}' node",
+                _span(spans, (*p, "kind"), path),
+                hint=f"use one of: {', '.join(allowed)}; to nest maps, put the inner map in a subflow",
+            )
         return Diagnostic(
             "invalid-value",
-            f"unknown node kind '{tag}' in {where}" if tag else f"{where} needs a 'kind'",
+            f"unknown node kind '{tag}' in {_where(p)}",
             _span(spans, (*p, "kind"), path),
-            hint=did_you_mean(str(tag), m.NODE_KINDS) or f"use one of: {', '.join(m.NODE_KINDS)}",
+            hint=did_you_mean(tag, allowed) or f"use one of: {', '.join(allowed)}",
         )
     if etype in _CUSTOM_CODES:
         code = cast(ErrorCode, etype)
@@ -138,20 +224,81 @@ def _diagnostic(err: Any, data: Any, spans: SpanTable, path: str | None) -> Diag
             name = str(ctx.get("name", ""))
             span = _span(spans, (*p, name), path, key=True)
             return Diagnostic(code, err["msg"], span, hint=f"rename '{name}', e.g. '{name}_'")
-        hint = (
-            "types: str, int, float, bool, Doc, list[T], enum[a, b], {field: T}, T?"
-            if code == "invalid-type-expr"
-            else 'bindings: name, node.port, "text", 3, all node.port, a ?? b'
-        )
-        return Diagnostic(code, f"{where}: {err['msg']}", span, hint=hint)
+        if code == "invalid-type-expr":
+            hint = "types: str, int, float, bool, Doc, list[T], enum[a, b], {field: T}, T?"
+        elif "\"'\"" in err["msg"]:
+            hint = 'strings in expressions use double quotes: "text"'
+        elif p[-1:] == ("while",):
+            hint = 'conditions: plan.next == "search", n < 3, not done, a and (b or c)'
+        else:
+            hint = 'bindings: name, node.port, "text", 3, all node.port, a ?? b'
+        return Diagnostic(code, f"{_where(p)}: {err['msg']}", span, hint=hint)
     if etype == "string_pattern_mismatch":
+        # a bad name as a key (`nodes: {3x: ...}`) points at the key, a bad name as a value at the value
         return Diagnostic(
             "invalid-value",
-            f"{where}: '{err.get('input')}' is not a valid name",
-            _span(spans, p, path, key=True),
+            f"'{err.get('input')}' is not a valid name ({_where(p)})",
+            _span(spans, p, path, key=loc[-1:] == ("[key]",)),
             hint="names are letters, digits and '_', not starting with a digit",
         )
-    return Diagnostic("invalid-value", f"{where}: {err['msg']}", _span(spans, p, path), hint=_value_hint(err))
+    message, value_hint = _value_problem(err, _where(p))
+    return Diagnostic("invalid-value", message, _span(spans, p, path), hint=value_hint)
+
+
+def _unknown_field(name: str, data: Any, p: tuple[str | int, ...], spans: SpanTable, path: str | None) -> Diagnostic:
+    """A field the model at that place does not have; the hint looks among the fields it does have."""
+    container = p[:-1] if p and p[-1] == name else p
+    fields = _fields_at(data, container)
+    hint = did_you_mean(name, fields if fields is not None else FIELD_NAMES)
+    if hint is None and container[:1] == ("nodes",) and fields is not None and "inputs" in fields:
+        hint = f"to bind an input, write '{name} <- <source>'; properties here: {', '.join(fields)}"
+    elif hint is None and fields:
+        hint = f"remove it; fields here: {', '.join(fields)}"
+    return Diagnostic(
+        "unknown-field",
+        f"unknown field '{name}' in {_where(container)}",
+        _span(spans, p, path, key=True),
+        hint=hint or "remove it",
+    )
+
+
+_BOUNDS = {
+    "greater_than_equal": ("ge", "at least"),
+    "greater_than": ("gt", "more than"),
+    "less_than_equal": ("le", "at most"),
+    "less_than": ("lt", "less than"),
+}
+_KIND_OF_VALUE = {
+    "int_parsing": ("a whole number", "write a whole number, e.g. 3"),
+    "int_type": ("a whole number", "write a whole number, e.g. 3"),
+    "int_from_float": ("a whole number", "write a whole number, e.g. 3"),
+    "float_parsing": ("a number", "write a number, e.g. 0.5"),
+    "float_type": ("a number", "write a number, e.g. 0.5"),
+    "bool_parsing": ("true or false", "write true or false"),
+    "bool_type": ("true or false", "write true or false"),
+    "string_type": ("text", 'write it in double quotes: "..."'),
+    "dict_type": ("a mapping of name: value", "write {name: value, ...}, not a list or a single value"),
+    "list_type": ("a list", "write [a, b, ...]"),
+}
+
+
+def _value_problem(err: Any, where: str) -> tuple[str, str | None]:
+    """A plain-words message and hint for pydantic's value errors (bounds, types, choices)."""
+    etype, ctx, value = err["type"], err.get("ctx") or {}, err.get("input")
+    shown = repr(value) if isinstance(value, str) else str(value).replace("True", "true").replace("False", "false")
+    if etype in _BOUNDS:
+        key, words = _BOUNDS[etype]
+        bound = ctx.get(key)
+        bound = int(bound) if isinstance(bound, float) and bound.is_integer() else bound
+        return f"{where} must be {words} {bound}, not {shown}", f"use a value {words} {bound}"
+    if etype in _KIND_OF_VALUE:
+        what, hint = _KIND_OF_VALUE[etype]
+        return f"{where} must be {what}, not {shown}", hint
+    if etype == "literal_error":
+        return f"{where} cannot be {shown}", f"expected {ctx.get('expected')}"
+    if etype in ("string_too_short", "too_short"):
+        return f"{where} cannot be empty", "give it a value"
+    return f"{where}: {err['msg']}", _value_hint(err)
 
 
 def _value_hint(err: Any) -> str | None:

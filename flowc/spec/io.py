@@ -34,6 +34,18 @@ def _span(path: str, node: yaml.Node) -> Span:
     return Span(path, start.line + 1, start.column + 1 + shift, end.line + 1, end.column + 1 - shift)
 
 
+def _mark_span(source: SourceFile, line: int, column: int) -> Span:
+    """A one-character span at a 0-based YAML mark, moved back onto the last line when the mark
+    is past the end of the text (PyYAML's '<stream end>'), so the excerpt shows something."""
+    lines = source.text.splitlines()
+    if line >= len(lines) and lines:
+        line = len(lines) - 1
+        while line > 0 and not lines[line].strip():
+            line -= 1
+        column = len(lines[line])
+    return Span(source.path, line + 1, column + 1, line + 1, column + 2)
+
+
 def load_yaml_data(source: SourceFile) -> tuple[Any, SpanTable, list[Diagnostic]]:
     """Parse YAML/JSON text into plain data and a span table; problems come back as diagnostics."""
     path = source.path
@@ -54,7 +66,13 @@ def load_yaml_data(source: SourceFile) -> tuple[Any, SpanTable, list[Diagnostic]
         root = yaml.compose(source.text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
-        span = Span(path, mark.line + 1, mark.column + 1) if mark else Span(path, 1, 1)
+        span = _mark_span(source, mark.line, mark.column) if mark else Span(path, 1, 1, 1, 2)
+        # PyYAML often notices a problem a line late; its context mark says where the construct
+        # it was reading began (`while parsing a flow mapping ... line 5`), which is the real place
+        notes: tuple[str, ...] = ()
+        if e.context and e.context_mark is not None and e.problem_mark is not None:
+            cm = e.context_mark
+            notes = (f"{e.context}, which starts at {path}:{cm.line + 1}:{cm.column + 1}",)
         return (
             None,
             {},
@@ -63,7 +81,8 @@ def load_yaml_data(source: SourceFile) -> tuple[Any, SpanTable, list[Diagnostic]
                     "yaml-syntax",
                     f"YAML: {e.problem or e.context}",
                     span,
-                    hint="check indentation, colons and quotes on this line",
+                    hint="check indentation, colons, quotes and closing brackets here and on the lines above",
+                    notes=notes,
                 )
             ],
         )
@@ -145,7 +164,9 @@ def load_yaml_data(source: SourceFile) -> tuple[Any, SpanTable, list[Diagnostic]
                     e.code,
                     e.message,
                     _span(path, e.node),
-                    hint="simplify the document; anchors and aliases that expand are not supported",
+                    hint="simplify the document; anchors and aliases that expand are not supported"
+                    if e.code == "input-too-large"
+                    else f"keep nesting under {MAX_DEPTH} levels; no spec needs this depth",
                 )
             ],
         )

@@ -240,13 +240,11 @@ NODE_KINDS = ("llm", "retrieve", "tool", "subflow", "map")
 #: The metrics a spec may name (implemented in flowc.runtime.metrics; a test keeps the two equal).
 METRIC_NAMES = (
     "exact_match",
-    "token_f1",
+    "f1",
     "accuracy",
     "contains",
     "last_integer",
     "label_accuracy",
-    "hit_at_k",
-    "recall_at_k",
     "mrr",
     "llm_judge",
 )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import difflib
+import re
 from collections.abc import Iterable
 
 from lark.exceptions import UnexpectedInput
@@ -30,7 +32,12 @@ _WORDS = {
     "EXPECT_OP": "==, !=, contains or matches",
     "CMP_OP": "a comparison",
     "OPTIONAL": "'?'",
+    "$END": "the end of the file",
+    "<END-OF-FILE>": "the end of the file",
 }
+
+#: The type constructors that take `[...]`.
+_GENERIC = ("list", "enum", "route")
 
 
 def describe_expected(expected: Iterable[str]) -> str:
@@ -38,7 +45,7 @@ def describe_expected(expected: Iterable[str]) -> str:
     for t in sorted(set(expected)):
         if t in _WORDS:
             words.append(_WORDS[t])
-        elif t.isupper() and not t.startswith("__"):
+        elif t.isupper() and not t.startswith(("__", "$", "<")):
             words.append(f"'{t.lower()}'")
         elif t.startswith("__ANON"):
             continue
@@ -75,6 +82,17 @@ def match_common_mistake(e: UnexpectedInput, source: SourceFile) -> Diagnostic |
             "inputs are bound with '<-' (the value flows into the port on the left)",
             span,
             hint="write 'port <- node.output'",
+        )
+    word = re.search(r"([A-Za-z_][A-Za-z0-9_]*)\s*$", line[: col - 1])
+    if rest.startswith("[") and word and word.group(1) not in _GENERIC and ":" in line[: word.start()]:
+        # `lst[str]`: the grammar sees a type name followed by a stray '['
+        w = word.group(1)
+        close = difflib.get_close_matches(w, _GENERIC, n=1, cutoff=0.5)
+        return Diagnostic(
+            "unknown-type",
+            f"'{w}' is not a type that takes [...]; only list, enum and route do",
+            Span(source.path, e.line, word.start() + 1, e.line, word.end() + 1),
+            hint=f"did you mean '{close[0]}'?" if close else "write list[T], enum[a, b] or route[a, b]",
         )
     if rest.startswith("'"):
         return Diagnostic("syntax-error", "strings use double quotes", span, hint="write \"...\" instead of '...'")

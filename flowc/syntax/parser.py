@@ -77,6 +77,20 @@ def parse_flow_data(source: SourceFile) -> tuple[dict[str, Any] | None, SpanTabl
                 )
             ],
         )
+    if all(not ln.strip() or ln.lstrip().startswith("#") for ln in text.splitlines()):
+        # lark would call this an unexpected end "in the middle of a declaration"; say what it is
+        return (
+            None,
+            {},
+            [
+                Diagnostic(
+                    "unexpected-eof",
+                    "the file holds no pipeline",
+                    Span(path, 1, 1, 1, 2),
+                    hint="a spec is 'pipeline <name> { ... }', after any 'import' lines",
+                )
+            ],
+        )
     try:
         tree = grammar().parse(text)
     except UnexpectedInput as e:
@@ -84,6 +98,40 @@ def parse_flow_data(source: SourceFile) -> tuple[dict[str, Any] | None, SpanTabl
     walker = _Walker(source)
     data = walker.start(tree)
     return data, walker.spans, walker.diags
+
+
+def _unclosed(text: str) -> int | None:
+    """Offset of the innermost bracket still open at the end of `text` (strings and comments
+    skipped), to say which '{' an unexpected end of file leaves open."""
+    stack: list[int] = []
+    i, n = 0, len(text)
+    while i < n:
+        c = text[i]
+        if c == '"':
+            i = _skip_string(text, i)
+            continue
+        if c == "#":
+            nl = text.find("\n", i)
+            i = n if nl < 0 else nl
+            continue
+        if c in "[{(":
+            stack.append(i)
+        elif c in "]})" and stack:
+            stack.pop()
+        i += 1
+    return stack[-1] if stack else None
+
+
+def _skip_string(text: str, i: int) -> int:
+    """The offset just past the string that starts at `i` (the end of the text if unclosed)."""
+    n = len(text)
+    if text.startswith('"""', i):
+        j = text.find('"""', i + 3)
+        return n if j < 0 else j + 3
+    j = i + 1
+    while j < n and text[j] not in '"\n':
+        j += 2 if text[j] == "\\" else 1
+    return j + 1
 
 
 def _too_deep(text: str) -> int | None:
@@ -137,18 +185,33 @@ def _syntax_diagnostic(e: UnexpectedInput, source: SourceFile) -> Diagnostic:
         )
     if isinstance(e, UnexpectedEOF) or (isinstance(e, UnexpectedToken) and e.token.type == "$END"):
         last = len(source.text.splitlines()) or 1
+        end_col = len(source.line_text(last)) + 1
+        opener = _unclosed(source.text)
         return Diagnostic(
             "unexpected-eof",
             "the file ends in the middle of a declaration",
-            Span(path, last, len(source.line_text(last)) + 1),
+            Span(path, last, end_col, last, end_col + 1),
             hint="a '}' is probably missing; every '{' needs its '}'",
+            notes=(f"the '{source.text[opener]}' at {source.span_at(opener)} is never closed",)
+            if opener is not None
+            else (),
         )
     assert isinstance(e, UnexpectedToken)
     mistake = match_common_mistake(e, source)
     if mistake:
         return mistake
     tok = e.token
-    shown = "a line break" if tok.type == "_NL" else repr(str(tok))
+    if tok.type in ("PIPELINE", "IMPORT") and set(e.expected) <= {"$END", "<END-OF-FILE>", "_NL"}:
+        one = tok.type == "PIPELINE"
+        return Diagnostic(
+            "syntax-error",
+            "a file holds one pipeline" if one else "imports go before the pipeline",
+            Span(path, line, col, line, col + len(str(tok))),
+            hint="put the other pipeline in its own file and 'import' it"
+            if one
+            else "move this line to the top of the file",
+        )
+    shown = "end of line" if tok.type == "_NL" else repr(str(tok))
     width = 1 if tok.type == "_NL" else max(len(str(tok)), 1)
     return Diagnostic(
         "syntax-error",
@@ -380,8 +443,28 @@ class _Walker:
         entry.clear()
         entry.update(ordered)
 
+    def equals_prop(self, st: Tree) -> tuple[Token, Tree | Token]:
+        """`key = value` where `key: value` belongs: report it, and return (key, value) so the
+        value is kept (no cascade of missing-field errors for a property that is there)."""
+        k, v = st.children
+        assert isinstance(k, Token)
+        eq = self.source.text.find("=", k.end_pos or 0)
+        self.diags.append(
+            Diagnostic(
+                "syntax-error",
+                "properties are written 'key: value', not 'key = value'",
+                self.source.span_at(eq) if eq >= 0 else _span(self.path, k),
+                hint=f"write '{k}: ...'",
+            )
+        )
+        return k, v
+
     def props(self, blk: Tree, entry: dict[str, Any], p: tuple[str | int, ...]) -> None:
         for st in blk.children:
+            if st.data == "given":
+                gk, gv = self.equals_prop(st)
+                self.put(entry, str(gk), self.value(gv, (*p, str(gk))), p, gk, gv, "property")
+                continue
             if st.data != "prop":
                 what = {
                     "bind": "an input binding",
@@ -427,6 +510,18 @@ class _Walker:
                 demos = node.setdefault("demos", [])
                 i = len(demos)
                 demos.append(self.value(st.children[0], (*p, "demos", i)))
+            elif kind == "given":
+                k, v = self.equals_prop(st)
+                self.put(node, str(k), self.value(v, (*p, str(k))), p, k, v, "property")
+            elif kind == "body" and node.get("kind") != "map":
+                self.diags.append(
+                    Diagnostic(
+                        "syntax-error",
+                        f"only a map node has a 'do:' body; this node is '{node.get('kind')}'",
+                        Span(self.path, st.meta.line, st.meta.column, st.meta.line, st.meta.column + 2),  # at 'do'
+                        hint="make the node 'map' with 'over <- <list>', or move the body into a node of its own",
+                    )
+                )
             elif kind == "body":
                 k, b = st.children
                 inner: dict[str, Any] = {"kind": str(k)}
@@ -460,8 +555,20 @@ class _Walker:
                 self.spans[(*p, "expect", i)] = _span(self.path, st)
                 self.spans[(*p, "expect", i, "output")] = _span(self.path, out)
             elif st.data == "prop":
+                # a test has no properties: `question: "x"` is a test input written like one
                 k, v = st.children
-                self.put(test, str(k), self.value(v, (*p, str(k))), p, k, v, "property")
+                self.diags.append(
+                    Diagnostic(
+                        "syntax-error",
+                        "test inputs are written 'name = value', not 'name: value'",
+                        _span(self.path, k),
+                        hint=f"write '{k} = ...'",
+                    )
+                )
+                test.setdefault("inputs", {})
+                self.put(
+                    test["inputs"], str(k), self.value(v, (*p, "inputs", str(k))), (*p, "inputs"), k, v, "test input"
+                )
             else:
                 self.diags.append(
                     Diagnostic(

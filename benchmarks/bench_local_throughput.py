@@ -1,0 +1,121 @@
+"""Tokens per second of the embedded model: xllamacpp called directly vs flowc's LiteLLMClient.
+
+    .venv/bin/python benchmarks/bench_local_throughput.py [--model local/smollm2] [--max-tokens 64] [--rounds 2]
+
+Both sides use the same loaded model (one `xllamacpp.Server` in this process), the same prompts,
+greedy decoding and the same max_tokens, so they generate the same tokens. The direct side calls
+`Server.handle_chat_completions(dict)` on the main thread; the flowc side awaits
+`LiteLLMClient.complete` with `local/...` (litellm's custom provider, a worker thread, response
+validation). Prompts alternate between the two sides one by one, in a rotating order, so load
+from other processes on the machine hits both alike. Reported: completion tokens / wall seconds
+per side, and the ratio (goal >= 0.9). Writes `benchmarks/results/local_throughput.json`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from flowc.runtime import local_provider  # noqa: E402
+from flowc.runtime.litellm_client import LiteLLMClient  # noqa: E402
+from flowc.runtime.lm import LMRequest, chat  # noqa: E402
+
+SYSTEM = "You are a helpful assistant."
+PROMPTS = [
+    "Write a short story about a cat who learns to sail.",
+    "Explain why the sky is blue to a ten-year-old.",
+    "List some tips for learning a new language.",
+    "Describe the city of Paris in a few sentences.",
+    "What are the benefits of regular exercise?",
+    "Write a poem about the ocean at night.",
+    "How does a bicycle stay upright while moving?",
+    "Give a recipe for a simple tomato soup.",
+]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="local/smollm2")
+    ap.add_argument("--max-tokens", type=int, default=64)
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "local_throughput.json")
+    args = ap.parse_args()
+
+    t0 = time.perf_counter()
+    loaded = local_provider.load(args.model)
+    load_s = time.perf_counter() - t0
+    client = LiteLLMClient()
+
+    def direct(prompt: str) -> tuple[int, float, str]:
+        body = {"messages": [{"role": "system", "content": SYSTEM}, {"role": "user", "content": prompt}],
+                "max_tokens": args.max_tokens, "temperature": 0.0}
+        t = time.perf_counter()
+        out: dict[str, Any] = loaded.server.handle_chat_completions(body)
+        dt = time.perf_counter() - t
+        return int(out["usage"]["completion_tokens"]), dt, out["choices"][0]["message"]["content"]
+
+    async def via_flowc(prompt: str) -> tuple[int, float, str]:
+        req = LMRequest(model=args.model, messages=chat(SYSTEM, prompt), max_tokens=args.max_tokens)
+        t = time.perf_counter()
+        r = await client.complete(req)
+        dt = time.perf_counter() - t
+        return r.completion_tokens, dt, r.text
+
+    async def run() -> dict[str, dict[str, float]]:
+        direct(PROMPTS[0])  # warm up both paths (litellm's lazy imports, the thread pool)
+        await via_flowc(PROMPTS[0])
+        totals = {"direct": [0, 0.0], "flowc": [0, 0.0]}
+        same = 0
+        for r in range(args.rounds):
+            for i, prompt in enumerate(PROMPTS):
+                order = ("direct", "flowc") if (i + r) % 2 == 0 else ("flowc", "direct")
+                texts = {}
+                for side in order:
+                    tokens, dt, text = direct(prompt) if side == "direct" else await via_flowc(prompt)
+                    totals[side][0] += tokens
+                    totals[side][1] += dt
+                    texts[side] = text
+                same += texts["direct"] == texts["flowc"]
+        out = {side: {"completion_tokens": t, "seconds": s, "tokens_per_s": t / s} for side, (t, s) in totals.items()}
+        out["identical_outputs"] = {"count": same, "of": args.rounds * len(PROMPTS)}
+        return out
+
+    results = asyncio.run(run())
+    ratio = results["flowc"]["tokens_per_s"] / results["direct"]["tokens_per_s"]
+    print(f"\n{args.model}: {len(PROMPTS)} prompts x {args.rounds} rounds, max_tokens={args.max_tokens}, greedy "
+          f"(model load {load_s:.2f} s)")
+    print(f"{'path':34} {'tokens':>7} {'seconds':>8} {'tok/s':>7}")
+    for side, label in (("direct", "xllamacpp handle_chat_completions"), ("flowc", "flowc LiteLLMClient")):
+        r = results[side]
+        print(f"{label:34} {r['completion_tokens']:7.0f} {r['seconds']:8.2f} {r['tokens_per_s']:7.1f}")
+    print(f"ratio flowc/direct: {ratio:.3f} (goal >= 0.9); identical outputs: "
+          f"{results['identical_outputs']['count']:.0f}/{results['identical_outputs']['of']:.0f}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({
+        "benchmark": "local_throughput",
+        "model": args.model,
+        "gguf": str(loaded.path),
+        "max_tokens": args.max_tokens,
+        "rounds": args.rounds,
+        "prompts": len(PROMPTS),
+        "model_load_s": load_s,
+        "results": results,
+        "ratio_flowc_over_direct": ratio,
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

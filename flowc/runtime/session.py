@@ -1,0 +1,82 @@
+"""Wiring for a real run: the model client from the spec's model declarations, the response
+cache, the run store and the executor — what `flowc run` and `flowc eval` use, and users too:
+
+    from flowc.runtime.session import open_executor
+    ex = open_executor(flowc.compile("pipelines/agentic_rag.flow"))
+    result = ex.run_sync({"question": "..."})
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from flowc.compile import CompiledPipeline
+from flowc.runtime.cache import CachedLM, ResponseCache
+from flowc.runtime.config import RunConfig
+from flowc.runtime.executor import Executor
+from flowc.runtime.lm import LMClient
+from flowc.runtime.policy import ModelPolicy
+from flowc.runtime.store import RunStore
+from flowc.runtime.tools import ToolRegistry
+
+
+def home() -> Path:
+    """Where flowc keeps runs and caches: $FLOWC_HOME, else ./.flowc (per project, like .git)."""
+    return Path(os.environ.get("FLOWC_HOME", ".flowc"))
+
+
+def policies(compiled: CompiledPipeline) -> dict[str, ModelPolicy]:
+    """One policy per model id; when two declarations share an id, the stricter limits win."""
+    out: dict[str, ModelPolicy] = {}
+    specs = [compiled.spec, *(s.spec for s in compiled.subflows.values())]
+    for spec in specs:
+        for decl in spec.models.values():
+            pol = ModelPolicy(
+                retries=decl.retries,
+                timeout_s=decl.timeout,
+                rpm=decl.rpm,
+                tpm=decl.tpm,
+                fallbacks=tuple(decl.fallbacks),
+                api_base=decl.api_base,
+            )
+            prev = out.get(decl.id)
+            if prev is not None:
+                pol = ModelPolicy(
+                    retries=max(prev.retries, pol.retries),
+                    timeout_s=pol.timeout_s or prev.timeout_s,
+                    rpm=min(filter(None, (prev.rpm, pol.rpm)), default=None),
+                    tpm=min(filter(None, (prev.tpm, pol.tpm)), default=None),
+                    fallbacks=prev.fallbacks or pol.fallbacks,
+                    api_base=prev.api_base or pol.api_base,
+                )
+            out[decl.id] = pol
+    return out
+
+
+def default_client(compiled: CompiledPipeline) -> LMClient:
+    """litellm for every provider, the embedded models included, under the spec's policies."""
+    from flowc.runtime.litellm_client import LiteLLMClient
+
+    client = LiteLLMClient(policies(compiled))
+    client.prepare(*policies(compiled))  # a bad model id or a missing model file fails now
+    return client
+
+
+def open_executor(
+    compiled: CompiledPipeline,
+    *,
+    lm: LMClient | None = None,
+    cache: bool = True,
+    store: bool = True,
+    tools: ToolRegistry | None = None,
+    config: RunConfig | None = None,
+    root: Path | None = None,
+) -> Executor:
+    """An executor with the default client, a response cache and a run store under `root`."""
+    base = root or home()
+    client = lm or default_client(compiled)
+    if cache:
+        client = CachedLM(client, ResponseCache(base / "cache.sqlite"), compiled.hash)
+    run_store = RunStore(base / "runs.sqlite") if store else None
+    return Executor(compiled, lm=client, tools=tools, store=run_store, config=config)
