@@ -122,7 +122,7 @@ async def evaluate(
                     scores[mb.name] = float(mb.metric.fn(result.outputs.get(mb.output), rec[mb.target]))
                 else:
                     scores[mb.name] = 0.0
-            row = {
+            row: dict[str, Any] = {
                 "id": str(rec["id"]),
                 "run_id": result.run_id,
                 "status": result.status,

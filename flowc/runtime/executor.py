@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from flowc.compile import CompiledPipeline
-from flowc.errors import FlowcError, LMError, RuntimeFlowError
+from flowc.errors import ERROR_CODES, FlowcError, LMError, RuntimeFlowError
 from flowc.ir.graph import INPUT, OUTPUT, FlowGraph, IRNode
 from flowc.runtime.config import RunConfig
 from flowc.runtime.lm import LMClient, LMRequest, LMResponse
@@ -500,9 +500,10 @@ class Executor:
             )
         res = await self._subs[alias].run(inputs)
         if res.status != "ok":
+            code = res.error_code if res.error_code in ERROR_CODES else "node-failed"
             raise RuntimeFlowError(
-                res.error_code or "node-failed",
-                f"subflow '{alias}' failed: {res.error}",  # type: ignore[arg-type]
+                code,  # type: ignore[arg-type]
+                f"subflow '{alias}' failed: {res.error}",
                 hint="run the subflow alone with 'flowc run' to see its trace",
             )
         return res.outputs
