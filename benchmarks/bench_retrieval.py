@@ -100,7 +100,13 @@ def main(argv: list[str] | None = None) -> int:
         "n_questions": len(questions),
         "n_docs": len(corpus),
         "encoder": encoder.model_id if encoder else None,
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
+        # Timings on a shared machine depend on what else runs: record the load around the run.
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "load_avg_1m_before": round(os.getloadavg()[0], 2),
+        },
         "methods": {},
     }
     print(f"{len(questions)} questions, {len(corpus)} documents")
@@ -112,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{m:<8} {r['recall@2']:>6.3f} {r['recall@5']:>6.3f} {r['recall@10']:>6.3f} {r['hit@5']:>6.3f}"
             f" {r['mrr']:>6.3f} {r['build_s']:>8.1f} {r['query_ms_median']:>7.2f}"
         )
+    results["machine"]["load_avg_1m_after"] = round(os.getloadavg()[0], 2)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     print(f"wrote {args.out}")

@@ -88,9 +88,14 @@ def init_params(key: jax.Array, cfg: ModelConfig, *, scale: float = 0.02) -> Par
     return params
 
 
+def _wide(x: jax.Array) -> jax.Array:
+    """`x` in at least float32 (bfloat16 inputs are widened; float64 ones, in tests, are kept)."""
+    return x.astype(jnp.promote_types(x.dtype, jnp.float32))
+
+
 def rms_norm(x: jax.Array, w: jax.Array, eps: float) -> jax.Array:
-    """x / rms(x) * w, computed in float32."""
-    x32 = x.astype(jnp.float32)
+    """x / rms(x) * w, computed in at least float32."""
+    x32 = _wide(x)
     y = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + eps)
     return (y * w).astype(x.dtype)
 
@@ -103,9 +108,9 @@ def rope(x: jax.Array, positions: jax.Array, cfg: ModelConfig) -> jax.Array:
     """
     half = cfg.head_dim // 2
     inv = cfg.rope_theta ** (-jnp.arange(half, dtype=jnp.float32) * 2.0 / cfg.head_dim)
-    ang = positions.astype(jnp.float32)[..., None] * inv  # (B, T, half)
+    ang = positions.astype(jnp.promote_types(x.dtype, jnp.float32))[..., None] * inv  # (B, T, half)
     cos, sin = jnp.cos(ang)[:, :, None, :], jnp.sin(ang)[:, :, None, :]
-    xf = x.astype(jnp.float32)
+    xf = _wide(x)
     if cfg.rope_style == "normal":
         x1, x2 = xf[..., 0::2], xf[..., 1::2]
         out = jnp.stack([x1 * cos - x2 * sin, x1 * sin + x2 * cos], axis=-1).reshape(x.shape)
@@ -130,7 +135,7 @@ def _attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, cfg: M
     g = cfg.n_heads // cfg.n_kv_heads
     # Query head h reads kv head h // g, as llama.cpp's broadcasting (and HF's repeat_kv) does.
     qg = q.reshape(b, t, cfg.n_kv_heads, g, hd)
-    scores = jnp.einsum("btkgd,bskd->bkgts", qg, k).astype(jnp.float32) / np.sqrt(hd)
+    scores = _wide(jnp.einsum("btkgd,bskd->bkgts", qg, k)) / np.sqrt(hd)
     scores = jnp.where(mask[:, None, None, :, :], scores, -1e30)
     probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
     out = jnp.einsum("bkgts,bskd->btkgd", probs, v)
@@ -196,8 +201,8 @@ def lm_head(params: Params, h: jax.Array) -> jax.Array:
     """Logits (..., V) of hidden states (..., D); tied embeddings unless the file has `output.weight`."""
     w = params.get("lm_head")
     if w is None:
-        return (h @ params["embed"].T).astype(jnp.float32)
-    return (h @ w).astype(jnp.float32)
+        return _wide(h @ params["embed"].T)
+    return _wide(h @ w)
 
 
 def forward(

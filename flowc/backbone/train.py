@@ -58,23 +58,29 @@ def _split(batch: dict[str, jax.Array], n: int) -> dict[str, jax.Array]:
 def accumulated_grad(
     loss_fn: LossFn, lora: Params, params: Params, batch: dict[str, jax.Array], micro_batches: int
 ) -> tuple[jax.Array, dict[str, jax.Array], Params]:
-    """Mean loss, metrics and gradient over `micro_batches` equal slices of `batch`."""
+    """Loss, metrics and gradient of `batch`, computed over `micro_batches` equal slices.
+
+    The losses are means over target tokens, so each slice is weighted by its share of the
+    batch's tokens: the result equals the whole batch's in one pass, whatever the padding.
+    """
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
     if micro_batches == 1:
         (loss, aux), grads = grad_fn(lora, params, batch)
         return loss, aux, grads
+    total_weight = jnp.maximum(jnp.sum(batch["weights"]), 1.0)
 
     def body(acc: Any, mb: dict[str, jax.Array]) -> tuple[Any, None]:
         (loss, aux), grads = grad_fn(lora, params, mb)
-        return jax.tree.map(jnp.add, acc, (loss, aux, grads)), None
+        share = jnp.sum(mb["weights"]) / total_weight
+        return jax.tree.map(lambda a, x: a + share * x, acc, (loss, aux, grads)), None
 
     parts = _split(batch, micro_batches)
     first = jax.tree.map(lambda x: x[0], parts)
-    shapes = jax.eval_shape(lambda: (grad_fn(lora, params, first)[0], grad_fn(lora, params, first)[1]))
+    shapes = jax.eval_shape(lambda: grad_fn(lora, params, first))
     (loss_s, aux_s), grads_s = shapes
     zero = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), (loss_s, aux_s, grads_s))
     total, _ = jax.lax.scan(body, zero, parts)
-    return jax.tree.map(lambda x: x / micro_batches, total)
+    return total  # type: ignore[no-any-return]
 
 
 @dataclass

@@ -105,6 +105,7 @@ class FlowGraph:
     def __init__(self, spec: Pipeline) -> None:
         self.spec = spec
         self._g: nx.MultiDiGraph = nx.MultiDiGraph()
+        self._payloads: dict[str, IRNode] = {}  # name -> node, the hot lookup, without networkx views
         self.params: dict[str, Param] = {}
         self.loops: dict[str, LoopInfo] = {}
         self.types: dict[str, TypeExpr] = {}
@@ -127,10 +128,12 @@ class FlowGraph:
 
     def add_node(self, node: IRNode) -> None:
         self._g.add_node(node.name, payload=node)
+        self._payloads[node.name] = node
         self._changed(structure=True)
 
     def replace_node(self, node: IRNode) -> None:
         self._g.nodes[node.name]["payload"] = node
+        self._payloads[node.name] = node
 
     def add_edge(self, edge: Edge) -> None:
         self._g.add_edge(edge.src, edge.dst, payload=edge)
@@ -179,8 +182,7 @@ class FlowGraph:
     # -- reading -----------------------------------------------------------------------------------
 
     def node(self, name: str) -> IRNode:
-        payload: IRNode = self._g.nodes[name]["payload"]
-        return payload
+        return self._payloads[name]
 
     def has_node(self, name: str) -> bool:
         return name in self._g

@@ -7,13 +7,15 @@ run: usually they wait on a cycle nothing enters, or on a node that itself never
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import ClassVar
 
 from flowc.ir.graph import INPUT, OUTPUT, FlowGraph, IRNode
 from flowc.passes.base import Pass, PassContext
-from flowc.spec.exprs import Coalesce, History, Lit, Ref
-from flowc.spec.models import MapNode
+from flowc.spec.exprs import Coalesce, Expr, History, Lit, Ref, refs
+from flowc.spec.models import MapNode, Pipeline
 
 
 def can_run(graph: FlowGraph) -> set[str]:
@@ -21,7 +23,11 @@ def can_run(graph: FlowGraph) -> set[str]:
     able: set[str] = {INPUT}
     route_sources: dict[str, set[str]] = {}
     for e in graph.edges():
-        if e.kind == "route" and e.loop is None:  # a loop's route back edge re-triggers; it does not gate
+        # A loop's route back edge re-triggers; it does not gate. Neither does a route back to an
+        # ancestor that no loop declares: check-cycles reports that (unbounded-cycle), and calling
+        # every node on the cycle unreachable as well would bury the one fix, declaring the loop.
+        # (`graph.reaches` is a bounded search; a full reachable_from per route edge was quadratic.)
+        if e.kind == "route" and e.loop is None and not (e.src == e.dst or graph.reaches(e.dst, {e.src})):
             route_sources.setdefault(e.dst, set()).add(e.src)
     changed = True
     while changed:
@@ -75,11 +81,9 @@ class CheckReachabilityPass(Pass):
                 spec.span("pipeline"),
                 "add 'output answer: str <- <node>.<output>'",
             )
-        read = _referenced_nodes(graph)
+        named_nodes, named_inputs = _named(spec)
         for node in graph.nodes():
-            # A node named by a binding that failed to resolve (a wrong port) is reported there;
-            # warning that nothing reads it as well would only repeat that error.
-            if not graph.out_edges(node.name) and node.name not in read:
+            if not graph.out_edges(node.name) and node.name not in named_nodes:
                 ctx.report(
                     "dead-end-node",
                     f"nothing uses the outputs of node '{node.name}'",
@@ -89,7 +93,7 @@ class CheckReachabilityPass(Pass):
                 )
         for port in graph.node(INPUT).outputs:
             used = any(e.src_port == port for e in graph.out_edges(INPUT))
-            if not used and not _used_in_map_or_condition(spec, port):
+            if not used and port not in named_inputs:
                 ctx.report(
                     "unused-pipeline-input",
                     f"pipeline input '{port}' is never read",
@@ -103,7 +107,15 @@ class CheckReachabilityPass(Pass):
 def _why_unreachable(graph: FlowGraph, name: str, able: set[str], an_input: str | None) -> tuple[str, str]:
     """Why `name` can never run, and a fix that names the actual edge."""
     ins = graph.in_edges(name)
-    waits = [e for e in ins if e.kind != "route" and e.src not in able and e.src != INPUT]
+    node = graph.node(name)
+    scope = {node.spec.item} if isinstance(node.spec, MapNode) else set()
+    # only bindings none of whose alternatives can get a value hold the node back
+    stuck = {
+        port
+        for port, expr in node.bindings.items()
+        if not any(_available(graph, o, able, scope) for o in (expr.options if isinstance(expr, Coalesce) else (expr,)))
+    }
+    waits = [e for e in ins if e.kind != "route" and e.src not in able and e.src != INPUT and e.dst_port in stuck]
     if waits:
         srcs = sorted({e.src for e in waits})
         e = waits[0]
@@ -122,32 +134,38 @@ def _why_unreachable(graph: FlowGraph, name: str, able: set[str], an_input: str 
     return "nothing starts it", "bind one of its inputs to a pipeline input or to a node that runs"
 
 
-def _referenced_nodes(graph: FlowGraph) -> set[str]:
-    """Every node that some binding or loop condition names, resolved or not."""
-    from flowc.spec.exprs import refs
+def _named(spec: Pipeline) -> tuple[set[str], set[str]]:
+    """The nodes and the pipeline inputs that some binding or loop condition names.
 
-    out: set[str] = set()
-    for node in graph.nodes(pseudo=True):
-        for expr in node.bindings.values():
-            out.update(r.node for r in refs(expr) if r.node)
-    for lp in graph.loops.values():
-        if lp.condition is not None:
-            out.update(r.node for r in refs(lp.condition) if r.node)
-    return out
-
-
-def _used_in_map_or_condition(spec: object, port: str) -> bool:
-    from flowc.spec.exprs import refs
-    from flowc.spec.models import Pipeline
-
-    assert isinstance(spec, Pipeline)
-    # a binding that names the input on a port its node lacks is reported as unknown-input-port;
-    # the input is still read there as far as the author is concerned
+    This counts what the author meant to read, not only the edges lowering could build: a binding
+    on a port its node lacks, a wrong output (`answer.text`), a bare node name, or a misspelt name
+    (`questio`, `answr.answer`: the closest declared name) is an error reported elsewhere, and a
+    warning that the node or input is unused would only repeat it in other words.
+    """
+    exprs: list[Expr] = [o.source for o in spec.outputs.values()]
     for node in spec.nodes.values():
-        exprs = [*node.inputs.values(), *(node.body.inputs.values() if isinstance(node, MapNode) else ())]
-        if any(r.node is None and r.port == port for e in exprs for r in refs(e)):
-            return True
-    for lp in spec.loops.values():
-        if lp.while_ is not None and any(r.node is None and r.port == port for r in refs(lp.while_)):
-            return True
-    return False
+        exprs.extend(node.inputs.values())
+        if isinstance(node, MapNode):
+            exprs.append(node.over)
+            exprs.extend(node.body.inputs.values())
+    exprs.extend(lp.while_ for lp in spec.loops.values() if lp.while_ is not None)
+    items = {n.item for n in spec.nodes.values() if isinstance(n, MapNode)}
+    nodes: set[str] = set()
+    inputs: set[str] = set()
+    for r in (r for e in exprs for r in refs(e)):
+        if r.node is None and r.port in items and r.port not in spec.inputs:
+            continue  # a map's element, not a pipeline input
+        if r.node is not None:
+            nodes.add(r.node if r.node in spec.nodes else _closest(r.node, spec.nodes))
+        elif r.port in spec.inputs:
+            inputs.add(r.port)
+        elif r.port in spec.nodes:
+            nodes.add(r.port)
+        else:
+            inputs.add(_closest(r.port, spec.inputs))
+    return nodes, inputs
+
+
+def _closest(word: str, names: Iterable[str]) -> str:
+    close = difflib.get_close_matches(word, sorted(names), n=1, cutoff=0.6)
+    return close[0] if close else word

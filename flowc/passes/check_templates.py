@@ -44,9 +44,10 @@ class CheckTemplatesPass(Pass):
                     if ph.name not in llm.inputs:
                         span = spec.span_in(*base, field, offset=ph.offset, length=ph.length, value=text)
                         bound = ", ".join(llm.inputs) or "none"
+                        which = "system prompt" if field == "system" else "prompt"
                         ctx.report(
                             "template-unbound-var",
-                            f"the prompt of '{name}' uses {{{{{ph.name}}}}}, which is not an input of the node",
+                            f"the {which} of '{name}' uses {{{{{ph.name}}}}}, which is not an input of the node",
                             span,
                             f"bind it: '{ph.name} <- <source>'",
                             notes=(f"inputs of '{name}': {bound}",),

@@ -11,7 +11,7 @@ from flowc.ir.graph import INPUT, OUTPUT, FlowGraph
 from flowc.passes.base import Pass, PassContext
 from flowc.spec.exprs import Coalesce, Compare, Expr, Lit, Ref, refs
 from flowc.spec.models import MapNode
-from flowc.spec.types import ANY, EnumT, ListT, OptionalT, Prim, RecordT, TypeExpr, is_assignable
+from flowc.spec.types import ANY, EnumT, ListT, OptionalT, Prim, RecordT, TypeExpr, is_assignable, named_refs
 
 
 def binding_path(graph: FlowGraph, dst: str, port: str) -> tuple[str | int, ...]:
@@ -88,6 +88,8 @@ class CheckTypesPass(Pass):
                         "bind 'over' to a list, e.g. an output of type list[str]",
                     )
                 continue
+            if named_refs(src_t) or named_refs(port.type):
+                continue  # a type name that did not resolve: reported once, as unknown-type
             binding = dst.bindings.get(e.dst_port)
             if isinstance(binding, Coalesce) and e.option < len(binding.options) - 1 and isinstance(src_t, OptionalT):
                 src_t = src_t.inner  # an absent (null) value falls through to the next alternative

@@ -436,3 +436,11 @@ def _missing_credentials(chain: list[BaseException]) -> bool:
 
 def _json_error(chain: list[BaseException]) -> bool:
     return any(isinstance(e, json.JSONDecodeError) for e in chain)
+
+
+def token_prices(model: str) -> tuple[float, float]:
+    """USD per prompt token and per completion token for `model` (0.0 for local or unknown models);
+    optimizers use it to project the cost of a job before spending anything."""
+    if model.startswith("local/"):
+        return 0.0, 0.0
+    return _prices(model)

@@ -249,6 +249,18 @@ def _unknown_field(name: str, data: Any, p: tuple[str | int, ...], spans: SpanTa
     """A field the model at that place does not have; the hint looks among the fields it does have."""
     container = p[:-1] if p and p[-1] == name else p
     fields = _fields_at(data, container)
+    if container[:1] == ("nodes",) and name in ("outputs", "demos") and fields is not None:
+        # written `output x: T` / `demo {...}` in a node whose kind has fixed outputs or no demos
+        what = "declares its outputs" if name == "outputs" else "takes demos"
+        return Diagnostic(
+            "unknown-field",
+            f"{_where(container)} is not an llm node; only llm{' and tool' if name == 'outputs' else ''} nodes "
+            f"{'declare outputs' if name == 'outputs' else 'take demos'}",
+            _span(spans, p, path, key=True),
+            hint="a retrieve node gives 'docs', a subflow its flow's outputs, a map its body's outputs as lists"
+            if name == "outputs"
+            else f"remove the demos, or make the node an llm node (only an llm node {what})",
+        )
     hint = did_you_mean(name, fields if fields is not None else FIELD_NAMES)
     if hint is None and container[:1] == ("nodes",) and fields is not None and "inputs" in fields:
         hint = f"to bind an input, write '{name} <- <source>'; properties here: {', '.join(fields)}"

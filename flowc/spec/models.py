@@ -321,12 +321,14 @@ class Pipeline(SpecModel):
     def span(self, *path: str | int, offset: int = 0, length: int | None = None) -> Span | None:
         """The span of the value at `path` (or its closest recorded ancestor), shifted by `offset`
         characters when the value is one line of text (to point inside an expression)."""
+        spans = self._spans  # private attributes are slow to read on a pydantic model: read once
         p: tuple[str | int, ...] = tuple(path)
-        while p and p not in self._spans:
+        while p and p not in spans:
             p = p[:-1]
-        s = self._spans.get(p)
+        s = spans.get(p)
         if s is None:
-            return Span(self._path, 1, 1) if self._path else None
+            where = self._path
+            return Span(where, 1, 1) if where else None
         if p != tuple(path):
             offset = 0
         col = s.column + offset

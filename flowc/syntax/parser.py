@@ -443,6 +443,10 @@ class _Walker:
         entry.clear()
         entry.update(ordered)
 
+    def keyword_span(self, st: Tree, word: str) -> Span:
+        """The span of the keyword that starts statement `st`."""
+        return Span(self.path, st.meta.line, st.meta.column, st.meta.line, st.meta.column + len(word))
+
     def equals_prop(self, st: Tree) -> tuple[Token, Tree | Token]:
         """`key = value` where `key: value` belongs: report it, and return (key, value) so the
         value is kept (no cascade of missing-field errors for a property that is there)."""
@@ -504,9 +508,13 @@ class _Walker:
                     self.put(node["inputs"], str(k), self.text(b), (*p, "inputs"), k, b, "input binding")
             elif kind == "node_output":
                 k, t = st.children
+                if "outputs" not in node:  # so "this kind has no outputs" points at the first 'output'
+                    self.spans[(*p, "outputs", "@key")] = self.keyword_span(st, "output")
                 node.setdefault("outputs", {})
                 self.put(node["outputs"], str(k), self.text(t), (*p, "outputs"), k, t, "output")
             elif kind == "demo":
+                if "demos" not in node:
+                    self.spans[(*p, "demos", "@key")] = self.keyword_span(st, "demo")
                 demos = node.setdefault("demos", [])
                 i = len(demos)
                 demos.append(self.value(st.children[0], (*p, "demos", i)))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -191,3 +192,30 @@ def test_real_corpora_load(path: str, count: int, first_title: str) -> None:
     c = load_corpus(SHARED / path)
     assert len(c) == count
     assert c[0].title == first_title and c[0].text
+
+
+def test_fixture_questions_are_answerable_from_the_fixture_corpus() -> None:
+    corpus = load_corpus(REPO / "pipelines" / "data" / "tiny_wiki.jsonl")
+    qa = [json.loads(line) for line in (REPO / "pipelines" / "data" / "tiny_qa.jsonl").read_text().splitlines()]
+    assert len(qa) == 20 and len({q["id"] for q in qa}) == 20
+    for q in qa:
+        assert q["question"] and q["answer"] and len(q["supporting_titles"]) == 2
+        assert all(corpus.get(t) is not None for t in q["supporting_titles"]), q["id"]
+    pubmed = [
+        json.loads(line) for line in (REPO / "pipelines" / "data" / "tiny_pubmedqa.jsonl").read_text().splitlines()
+    ]
+    assert len(pubmed) == 10 and {r["answer"] for r in pubmed} == {"yes", "no", "maybe"}
+    assert all(r["question"] and r["context"] for r in pubmed)
+    assert (REPO / "pipelines" / "data" / "tiny_wiki.jsonl").stat().st_size < 300_000
+
+
+@pytest.mark.skipif(not (SHARED / "hotpotqa").is_dir(), reason="../shared/data is absent")
+def test_fixtures_are_reproducible_from_shared_data(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        import make_fixtures
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+    assert make_fixtures.main(["--data", str(SHARED), "--out", str(tmp_path)]) == 0
+    for name in ("tiny_wiki.jsonl", "tiny_qa.jsonl", "tiny_pubmedqa.jsonl"):
+        assert (tmp_path / name).read_bytes() == (REPO / "pipelines" / "data" / name).read_bytes(), name

@@ -107,3 +107,14 @@ def test_importing_retrieval_does_not_import_heavy_packages() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
     assert out.stdout.strip() == "[]"
+
+
+def test_benchmark_skips_cleanly_without_data(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        import bench_retrieval
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+    out = tmp_path / "r.json"
+    assert bench_retrieval.main(["--data", str(tmp_path), "--out", str(out)]) == 0
+    assert "skipped" in capsys.readouterr().out and not out.exists()

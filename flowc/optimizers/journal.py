@@ -1,0 +1,62 @@
+"""The call journal of an optimization job: every answered LM call, appended as it happens.
+
+On resume, a request found in the journal is answered from it (the n-th identical request gets the
+n-th recorded answer), so the work of an interrupted step is not paid for twice and the resumed job
+sees exactly the answers the uninterrupted one would have.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import defaultdict
+from pathlib import Path
+
+from flowc.runtime.lm import LMClient, LMRequest, LMResponse
+
+
+class JournaledLM:
+    def __init__(self, inner: LMClient, path: Path) -> None:
+        self.inner = inner
+        self.path = path
+        self._recorded: dict[str, list[LMResponse]] = defaultdict(list)
+        self._seen: dict[str, int] = defaultdict(int)
+        self.replayed = 0
+        if path.exists():
+            for line in path.read_text(encoding="utf-8").splitlines():
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # a line cut short by a kill
+                self._recorded[row["key"]].append(LMResponse.model_validate(row["response"]))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._fh = path.open("a", encoding="utf-8")
+
+    def totals(self) -> tuple[int, int, float]:
+        """Calls, tokens and dollars of every journaled call (charged in earlier sessions)."""
+        calls = tokens = 0
+        usd = 0.0
+        for responses in self._recorded.values():
+            for r in responses:
+                if not r.cached:
+                    calls += 1
+                    tokens += r.total_tokens
+                    usd += r.cost_usd
+        return calls, tokens, usd
+
+    async def complete(self, request: LMRequest) -> LMResponse:
+        key = request.key()
+        n = self._seen[key]
+        self._seen[key] += 1
+        if n < len(self._recorded[key]):
+            self.replayed += 1
+            return self._recorded[key][n]
+        response = await self.inner.complete(request)
+        self._recorded[key].append(response)
+        self._fh.write(json.dumps({"key": key, "node": request.node, "response": response.model_dump()}) + "\n")
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+        return response
+
+    def close(self) -> None:
+        self._fh.close()

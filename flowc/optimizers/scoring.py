@@ -1,0 +1,120 @@
+"""Scoring a pipeline on examples: the one place optimizers run forward passes and apply the metric.
+
+A Metric maps (outputs of a run, the example) to a number in [0, 1]; `metric_from_spec` and
+`metric_by_name` build the usual ones (a registered metric on one output against one dataset field).
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from flowc.compile import CompiledPipeline
+from flowc.errors import FlowcError
+from flowc.runtime.executor import Executor
+from flowc.runtime.lm import LMClient
+from flowc.runtime.metrics import get_metric
+from flowc.runtime.resources import RetrieverPool
+from flowc.runtime.tools import ToolRegistry
+from flowc.runtime.trace import RunResult
+
+
+@dataclass(frozen=True)
+class Metric:
+    """`fn(outputs, example) -> score`, with a name and a sentence saying what it checks."""
+
+    name: str
+    fn: Callable[[Mapping[str, Any], Mapping[str, Any]], float]
+    output: str
+    target: str
+    description: str = ""
+
+    def __call__(self, outputs: Mapping[str, Any], example: Mapping[str, Any]) -> float:
+        if self.target not in example:
+            raise FlowcError(
+                "dataset-invalid",
+                f"an example has no field '{self.target}' for metric '{self.name}'",
+                hint=f"fields: {', '.join(example)}",
+            )
+        return float(self.fn(outputs, example))
+
+
+def metric_by_name(name: str, output: str, target: str | None = None) -> Metric:
+    m = get_metric(name)
+    tgt = target or output
+    return Metric(name, lambda outs, ex: m.fn(outs.get(output), ex[tgt]), output, tgt, m.description)
+
+
+def metric_from_spec(compiled: CompiledPipeline, name: str | None = None) -> Metric:
+    """A metric declared in the spec (the first, or the one named)."""
+    metrics = compiled.spec.metrics
+    if not metrics:
+        raise FlowcError(
+            "unknown-metric",
+            f"pipeline '{compiled.name}' declares no metric",
+            hint="pass --metric NAME, or add 'metric em: exact_match(output = answer, target = answer)'",
+        )
+    key = name or next(iter(metrics))
+    if key not in metrics:
+        raise FlowcError("unknown-metric", f"no metric '{key}' in the spec", hint=f"metrics: {', '.join(metrics)}")
+    decl = metrics[key]
+    return metric_by_name(decl.fn, decl.output, decl.target)
+
+
+@dataclass(frozen=True)
+class Scored:
+    example: Mapping[str, Any]
+    run: RunResult
+    score: float
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    mean: float
+    items: tuple[Scored, ...]
+
+    @property
+    def failures(self) -> list[Scored]:
+        return [s for s in self.items if s.score < 1.0]
+
+
+class Scorer:
+    """Runs a compiled pipeline on examples with one LM client and scores the results."""
+
+    def __init__(
+        self,
+        lm: LMClient,
+        *,
+        tools: ToolRegistry | None = None,
+        retrievers: RetrieverPool | None = None,
+        concurrency: int = 1,
+    ) -> None:
+        self.lm = lm
+        self.tools = tools
+        self.retrievers = retrievers or RetrieverPool()
+        self.concurrency = concurrency
+
+    async def evaluate(
+        self, compiled: CompiledPipeline, examples: Sequence[Mapping[str, Any]], metric: Metric
+    ) -> Evaluation:
+        ex = Executor(compiled, lm=self.lm, tools=self.tools, retrievers=self.retrievers)
+        names = list(compiled.spec.inputs)
+        runs = await ex.run_batch([{k: e[k] for k in names if k in e} for e in examples], concurrency=self.concurrency)
+        items = []
+        for example, run in zip(examples, runs, strict=True):
+            if run.status != "ok" and run.error_code == "budget-exceeded":
+                from flowc.optimizers.budget import BudgetExceeded
+
+                raise BudgetExceeded("calls", run.error or "budget spent during evaluation")
+            score = metric(run.outputs, example) if run.status == "ok" else 0.0
+            items.append(Scored(example, run, score))
+        mean = statistics.fmean(s.score for s in items) if items else 0.0
+        return Evaluation(mean, tuple(items))
+
+
+def accept(new: float, old: float) -> bool:
+    """The validation gate shared by every method that uses one: keep an update only if the
+    validation score does not drop."""
+    return new >= old

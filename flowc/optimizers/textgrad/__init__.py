@@ -1,0 +1,5 @@
+"""TextGrad-style optimization: textual gradients over the IR and textual gradient descent."""
+
+from flowc.optimizers.textgrad.optimizer import TextGrad
+
+__all__ = ["TextGrad"]
