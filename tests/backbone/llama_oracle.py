@@ -17,7 +17,15 @@ import httpx
 class LlamaOracle:
     """One xllamacpp server over one GGUF file (2 threads, greedy by default)."""
 
-    def __init__(self, path: str | Path, *, n_ctx: int = 1024, threads: int = 2, exact: bool = False) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        n_ctx: int = 1024,
+        threads: int = 2,
+        exact: bool = False,
+        lora: str | Path | None = None,
+    ) -> None:
         import xllamacpp
 
         params = xllamacpp.CommonParams()
@@ -34,6 +42,8 @@ class LlamaOracle:
             params.cache_type_k = xllamacpp.ggml_type.GGML_TYPE_F32
             params.cache_type_v = xllamacpp.ggml_type.GGML_TYPE_F32
             params.flash_attn_type = xllamacpp.llama_flash_attn_type.LLAMA_FLASH_ATTN_TYPE_DISABLED
+        if lora is not None:
+            params.lora_adapters = [xllamacpp.CommonAdapterLoraInfo(str(lora), 1.0)]
         self._server: Any = xllamacpp.Server(params)
         self.address = str(self._server.listening_address)
 

@@ -15,33 +15,17 @@ pytest.importorskip("optax")
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from jax.test_util import check_grads  # noqa: E402
+from tiny_models import LORA, TINY, TINY_QWEN, tiny_lora, tiny_params  # noqa: E402
 
 from flowc.backbone.batching import Example, make_batch  # noqa: E402
 from flowc.backbone.checkpoint import load_adapter, save_adapter  # noqa: E402
 from flowc.backbone.config import ModelConfig  # noqa: E402
 from flowc.backbone.generate import generate  # noqa: E402
 from flowc.backbone.lora import LoraConfig, init_lora, merge_lora  # noqa: E402
-from flowc.backbone.model import forward, init_params  # noqa: E402
+from flowc.backbone.model import forward  # noqa: E402
 from flowc.backbone.objectives import policy_loss, sft_loss, token_logprobs  # noqa: E402
 from flowc.backbone.train import LoraTrainer, accumulated_grad  # noqa: E402
 from flowc.errors import FlowcError  # noqa: E402
-
-TINY = ModelConfig(
-    arch="llama", vocab_size=61, dim=32, n_layers=2, n_heads=4, n_kv_heads=2, hidden_dim=48, head_dim=8,
-    rope_theta=10000.0, rms_eps=1e-5, context_length=128,
-)  # fmt: skip
-TINY_QWEN = dataclasses.replace(TINY, arch="qwen2", rope_style="neox", tied_embeddings=False, qkv_bias=True)
-LORA = LoraConfig(rank=4, alpha=8.0, targets=("q", "v", "down"))
-
-
-def _params(cfg: ModelConfig, seed: int = 0) -> Any:
-    return init_params(jax.random.PRNGKey(seed), cfg, scale=0.2)
-
-
-def _lora(cfg: ModelConfig, seed: int = 1) -> Any:
-    """An adapter with non-zero `b` so that its gradients flow through both factors."""
-    lora = init_lora(jax.random.PRNGKey(seed), LORA, cfg)
-    return jax.tree.map(lambda x: x + 0.05 * jax.random.normal(jax.random.PRNGKey(seed + 1), x.shape), lora)
 
 
 def _examples(n: int = 4, seed: int = 0) -> list[Example]:
@@ -68,8 +52,8 @@ class _TinyBackbone:
 @pytest.mark.parametrize("cfg", [TINY, TINY_QWEN], ids=["llama", "qwen2"])
 def test_sft_gradient_matches_finite_differences(cfg: ModelConfig) -> None:
     with jax.enable_x64(True):
-        params = jax.tree.map(lambda x: x.astype(jnp.float64), _params(cfg))
-        lora = jax.tree.map(lambda x: x.astype(jnp.float64), _lora(cfg))
+        params = jax.tree.map(lambda x: x.astype(jnp.float64), tiny_params(cfg))
+        lora = jax.tree.map(lambda x: x.astype(jnp.float64), tiny_lora(cfg))
         batch = _arrays(make_batch(_examples(), pad_id=0))
 
         def f(ad: Any) -> Any:
@@ -81,8 +65,8 @@ def test_sft_gradient_matches_finite_differences(cfg: ModelConfig) -> None:
 def test_policy_gradient_matches_finite_differences() -> None:
     cfg = TINY
     with jax.enable_x64(True):
-        params = jax.tree.map(lambda x: x.astype(jnp.float64), _params(cfg))
-        lora = jax.tree.map(lambda x: x.astype(jnp.float64), _lora(cfg))
+        params = jax.tree.map(lambda x: x.astype(jnp.float64), tiny_params(cfg))
+        lora = jax.tree.map(lambda x: x.astype(jnp.float64), tiny_lora(cfg))
         tb = make_batch(_examples(), pad_id=0)
         base = _arrays(tb)
         lp = token_logprobs(lora, params, cfg, base["tokens"], base["positions"], base["targets"], lora_scale=2.0)
@@ -104,13 +88,13 @@ def test_policy_gradient_matches_finite_differences() -> None:
 
 @pytest.mark.parametrize("cfg", [TINY, TINY_QWEN], ids=["llama", "qwen2"])
 def test_fresh_adapter_is_identity_and_merge_is_exact(cfg: ModelConfig) -> None:
-    params = _params(cfg)
+    params = tiny_params(cfg)
     tokens = jnp.asarray(np.random.RandomState(0).randint(0, cfg.vocab_size, (2, 11)))
     fwd = jax.jit(lambda p, ad: forward(p, cfg, tokens, lora=ad, lora_scale=LORA.scale))
     base = fwd(params, None)
     fresh = init_lora(jax.random.PRNGKey(0), LORA, cfg)
     np.testing.assert_array_equal(fwd(params, fresh), base)
-    lora = _lora(cfg)
+    lora = tiny_lora(cfg)
     adapted = fwd(params, lora)
     merged = fwd(merge_lora(params, lora, LORA), None)
     assert float(jnp.abs(adapted - base).max()) > 1e-3
@@ -119,7 +103,7 @@ def test_fresh_adapter_is_identity_and_merge_is_exact(cfg: ModelConfig) -> None:
 
 @pytest.mark.parametrize("cfg", [TINY, TINY_QWEN], ids=["llama", "qwen2"])
 def test_greedy_generation_with_cache_matches_full_recompute(cfg: ModelConfig) -> None:
-    params, lora = _params(cfg), _lora(cfg)
+    params, lora = tiny_params(cfg), tiny_lora(cfg)
     prompt = [5, 17, 3, 44, 9]
     out = generate(params, cfg, prompt, max_new_tokens=12, lora=lora, lora_scale=LORA.scale)[0]
     fwd = jax.jit(lambda p, ad, t: forward(p, cfg, t, lora=ad, lora_scale=LORA.scale))
@@ -136,7 +120,7 @@ def test_greedy_generation_with_cache_matches_full_recompute(cfg: ModelConfig) -
 
 
 def test_sampling_is_seeded_and_stops_at_stop_tokens() -> None:
-    params = _params(TINY)
+    params = tiny_params(TINY)
     a = generate(params, TINY, [1, 2, 3], max_new_tokens=8, temperature=1.0, n=3, seed=7)
     b = generate(params, TINY, [1, 2, 3], max_new_tokens=8, temperature=1.0, n=3, seed=7)
     assert a == b and len({s.ids for s in a}) > 1
@@ -146,7 +130,7 @@ def test_sampling_is_seeded_and_stops_at_stop_tokens() -> None:
 
 
 def test_micro_batches_give_the_same_gradient() -> None:
-    cfg, params, lora = TINY, _params(TINY), _lora(TINY)
+    cfg, params, lora = TINY, tiny_params(TINY), tiny_lora(TINY)
     # Unequal completion lengths: slices are weighted by their share of the target tokens.
     batch = _arrays(make_batch(_examples(), pad_id=0))
 
@@ -163,7 +147,7 @@ def test_micro_batches_give_the_same_gradient() -> None:
 
 @pytest.mark.parametrize("remat", [False, True])
 def test_sft_steps_lower_the_loss(remat: bool) -> None:
-    bb = _TinyBackbone(TINY, _params(TINY))
+    bb = _TinyBackbone(TINY, tiny_params(TINY))
     trainer = LoraTrainer.create(bb, LORA, learning_rate=1e-2, micro_batches=2, remat=remat)  # type: ignore[arg-type]
     batch = make_batch(_examples(), pad_id=0)
     before = trainer.loss(batch)
@@ -174,7 +158,7 @@ def test_sft_steps_lower_the_loss(remat: bool) -> None:
 
 
 def test_policy_step_raises_rewarded_and_lowers_penalized_completions() -> None:
-    bb = _TinyBackbone(TINY, _params(TINY))
+    bb = _TinyBackbone(TINY, tiny_params(TINY))
     trainer = LoraTrainer.create(bb, LORA, learning_rate=1e-2)  # type: ignore[arg-type]
     batch = make_batch(_examples(2), pad_id=0)
     pb = trainer.policy_batch(batch, np.array([1.0, -1.0]))
@@ -189,8 +173,10 @@ def test_policy_step_raises_rewarded_and_lowers_penalized_completions() -> None:
 
 
 def test_adapter_save_load_round_trip(tmp_path: Path) -> None:
-    lora = jax.tree.map(np.asarray, _lora(TINY))
-    path = save_adapter(tmp_path / "a.safetensors", lora, LORA, base_sha256="ab" * 32, model_config=TINY, extra={"k": 1})
+    lora = jax.tree.map(np.asarray, tiny_lora(TINY))
+    path = save_adapter(
+        tmp_path / "a.safetensors", lora, LORA, base_sha256="ab" * 32, model_config=TINY, extra={"k": 1}
+    )
     loaded, cfg, info = load_adapter(path, expected_base_sha256="ab" * 32)
     assert cfg == LORA and info["model_config"] == TINY and info["extra"] == {"k": 1}
     for x, y in zip(jax.tree.leaves(lora), jax.tree.leaves(loaded)):
@@ -201,7 +187,7 @@ def test_adapter_save_load_round_trip(tmp_path: Path) -> None:
 
 
 def test_trainer_load_restores_the_adapter(tmp_path: Path) -> None:
-    bb = _TinyBackbone(TINY, _params(TINY))
+    bb = _TinyBackbone(TINY, tiny_params(TINY))
     trainer = LoraTrainer.create(bb, LORA, learning_rate=1e-2)  # type: ignore[arg-type]
     batch = make_batch(_examples(), pad_id=0)
     for _ in range(2):

@@ -11,8 +11,8 @@ import pytest
 pytest.importorskip("gguf")
 pytest.importorskip("xllamacpp")
 
-from flowc.backbone.tokenizer import Tokenizer  # noqa: E402
-from flowc.errors import FlowcError  # noqa: E402
+from flowc.backbone.tokenizer import Tokenizer
+from flowc.errors import FlowcError
 
 TEXTS = [
     "Hello  world 12345 éà 🙂",

@@ -10,7 +10,7 @@ import asyncio
 import httpx
 import pytest
 
-from flowc.errors import LMConnectionError
+from flowc.errors import LMConnectionError, LMTimeout
 from flowc.runtime import local_provider
 from flowc.runtime.litellm_client import LiteLLMClient
 from flowc.runtime.lm import LMRequest, chat
@@ -73,3 +73,23 @@ async def test_served_model_answers_through_openai_route() -> None:
     lm = LiteLLMClient({"openai/smollm2": ModelPolicy(api_base=served.base_url, retries=0, timeout_s=5)})
     with pytest.raises(LMConnectionError):
         await lm.complete(LMRequest(model="openai/smollm2", messages=QUESTION, max_tokens=2))
+
+
+async def test_local_timeout_is_typed_and_the_model_stays_usable() -> None:
+    lm = LiteLLMClient({"local/smollm2": ModelPolicy(retries=0)})
+    long = LMRequest(model="local/smollm2", messages=chat(None, "Write a long story."), max_tokens=400,
+                     timeout_s=0.05, node="writer")
+    with pytest.raises(LMTimeout) as info:
+        await lm.complete(long)
+    assert info.value.node == "writer" and info.value.model == "local/smollm2"
+    # llama.cpp stops decoding the abandoned call (t_max_predict_ms), so the next one is served.
+    r = await lm.complete(LMRequest(model="local/smollm2", messages=QUESTION, max_tokens=4))
+    assert r.completion_tokens > 0
+
+
+def test_sync_litellm_completion_uses_the_same_provider() -> None:
+    import litellm
+
+    local_provider.register()
+    r = litellm.completion(model="local/smollm2", messages=[{"role": "user", "content": "Hi"}], max_tokens=4)
+    assert r.choices[0].message.content and r.usage.completion_tokens <= 4

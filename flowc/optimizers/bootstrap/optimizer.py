@@ -59,6 +59,17 @@ class BootstrapFewShot:
             "frozen": list(self.frozen),
         }
 
+    def projected_calls(self, compiled: CompiledPipeline, n_train: int, n_val: int) -> dict[str, tuple[int, int]]:
+        """LM calls (best, worst) of each phase, for --dry-run."""
+        from flowc.optimizers.projection import forward_calls
+
+        best, worst = forward_calls(compiled)
+        return {
+            "validation baseline": (n_val * best, n_val * worst),
+            "harvest (train runs)": (min(n_train, self.max_bootstrapped) * best, n_train * worst),
+            "candidate scoring": (0, self.num_candidates * n_val * worst),
+        }
+
     def optimize(
         self,
         compiled: CompiledPipeline,

@@ -105,6 +105,25 @@ class TextGrad:
             "model": self.optimizer_model,
         }
 
+    def projected_calls(self, compiled: CompiledPipeline, n_train: int, n_val: int) -> dict[str, tuple[int, int]]:
+        """LM calls (best, worst) of each phase, for --dry-run."""
+        from flowc.optimizers.projection import forward_calls
+
+        best, worst = forward_calls(compiled)
+        params = len(trainable_params(compiled, self.only, self.frozen, kinds=("prompt", "system")))
+        b = min(self.batch_size, n_train)
+        # backward: per example, one call per edge into a variable that needs feedback: at most the
+        # node's prompt and one upstream output per LLM call (plus the judge when loss="judge").
+        backward = b * (2 * worst + (1 if self.loss == "judge" else 0))
+        per_step_val = n_val * worst if self.validate else 0
+        return {
+            "validation baseline": (n_val * best if self.validate else 0, per_step_val),
+            "forward (minibatches)": (self.steps * b * best, self.steps * b * worst),
+            "backward (feedback)": (0, self.steps * backward),
+            "updates (TGD, with one repair)": (0, self.steps * params * 2),
+            "validation gate": (0, self.steps * per_step_val),
+        }
+
     def optimize(
         self,
         compiled: CompiledPipeline,

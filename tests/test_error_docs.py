@@ -1,0 +1,135 @@
+"""docs/errors.md and the ErrorCode Literal stay in step (pydantic's `tests/test_docs.py` idea).
+
+- the `## <code>` headings are exactly the codes, once each, in the Literal's order;
+- every code that flowc's source raises or reports is a documented code (found by reading the
+  source: the first argument of Diagnostic(...), FlowcError(...) and its subclasses, report(...));
+- every documented example spec still produces its section's code, and the positions shown in the
+  section's output are the positions flowc reports today.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+import flowc
+from flowc.errors import ERROR_CODES, FlowcError, SpecErrors
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = ROOT / "docs" / "errors.md"
+LIB = Path(__file__).parent / "syntax" / "wrong" / "lib" / "qa_step.flow"
+CODE = re.compile(r"^[a-z]+(?:-[a-z]+)+$")
+
+#: Codes in the Literal that nothing raises yet, each with the reason (kept short on purpose).
+RESERVED = {"unknown-tool": "tool names are checked at run time (tool-not-registered) for now"}
+
+
+def _sections() -> dict[str, str]:
+    text = DOCS.read_text(encoding="utf-8")
+    parts = re.split(r"^## (.+)$", text, flags=re.M)
+    return {parts[i].strip(): parts[i + 1] for i in range(1, len(parts), 2)}
+
+
+def _headings() -> list[str]:
+    return [m.group(1).strip() for m in re.finditer(r"^## (.+)$", DOCS.read_text(encoding="utf-8"), re.M)]
+
+
+def test_headings_are_the_codes_once_each_in_order() -> None:
+    heads = _headings()
+    dupes = sorted({h for h in heads if heads.count(h) > 1})
+    assert not dupes, f"documented twice: {dupes}"
+    assert set(heads) - set(ERROR_CODES) == set(), "sections for codes not in ErrorCode"
+    assert set(ERROR_CODES) - set(heads) == set(), "codes without a '## <code>' section in docs/errors.md"
+    assert heads == list(ERROR_CODES), "sections are not in the order of ErrorCode in flowc/errors.py"
+
+
+@pytest.mark.parametrize("code", ERROR_CODES)
+def test_each_section_explains_and_fixes(code: str) -> None:
+    body = _sections()[code]
+    assert len(body.split()) >= 25, f"section '{code}' is too thin to explain the code"
+    assert "**Fix:**" in body, f"section '{code}' has no '**Fix:**'"
+
+
+def _raised_codes() -> dict[str, list[str]]:
+    """Codes passed as the first argument (or `code=`) to the calls that create diagnostics."""
+    found: dict[str, list[str]] = {}
+    for path in sorted((ROOT / "flowc").rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.Call):
+                continue
+            f = node.func
+            name = f.id if isinstance(f, ast.Name) else f.attr if isinstance(f, ast.Attribute) else ""
+            if not (
+                name in ("Diagnostic", "report", "err", "_Limits", "PydanticCustomError")
+                or name.endswith(("Error", "Exceeded", "Timeout", "Limited"))
+            ):
+                continue
+            args = [*node.args[:1], *(k.value for k in node.keywords if k.arg == "code")]
+            for a in args:
+                if isinstance(a, ast.Constant) and isinstance(a.value, str) and CODE.match(a.value):
+                    found.setdefault(a.value, []).append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    return found
+
+
+def test_every_raised_code_is_a_documented_code() -> None:
+    found = _raised_codes()
+    assert len(found) >= 40, "the source scan found too few codes; did the call names change?"
+    unknown = {c: where for c, where in found.items() if c not in ERROR_CODES}
+    assert not unknown, f"codes used in flowc but missing from ErrorCode and docs/errors.md: {unknown}"
+
+
+def test_every_code_is_raised_somewhere() -> None:
+    found = _raised_codes()
+    unused = [c for c in ERROR_CODES if c not in found and c not in RESERVED]
+    assert not unused, f"codes in ErrorCode that nothing raises (remove them or add to RESERVED): {unused}"
+    stale = [c for c in RESERVED if c in found]
+    assert not stale, f"codes listed as reserved but raised now: {stale}"
+
+
+_EXAMPLE = re.compile(r"```(flow|yaml)\n(.*?)```", re.S)
+_OUTPUT = re.compile(r"```text\n(.*?)```", re.S)
+_FINDING = re.compile(r"^(spec\.\w+:\d+:\d+: \w+\[[a-z-]+\])", re.M)
+
+
+def _documented_examples() -> list[tuple[str, str, str, str]]:
+    out = []
+    for code, body in _sections().items():
+        ex = _EXAMPLE.search(body)
+        said = _OUTPUT.search(body, ex.end()) if ex else None
+        if ex and said:
+            out.append((code, ex.group(1), ex.group(2), said.group(1)))
+    return out
+
+
+EXAMPLES = _documented_examples()
+
+
+def test_most_spec_codes_have_a_runnable_example() -> None:
+    assert len(EXAMPLES) >= 40
+
+
+@pytest.mark.parametrize(("code", "lang", "spec", "shown"), EXAMPLES, ids=[e[0] for e in EXAMPLES])
+def test_documented_example_reports_its_code(
+    code: str, lang: str, spec: str, shown: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shutil.copy(LIB, tmp_path / "qa_step.flow")  # the examples that import a flow import this one
+    (tmp_path / f"spec.{lang}").write_text(spec, encoding="utf-8")
+    monkeypatch.chdir(tmp_path)  # the docs show paths as `spec.flow`
+    try:
+        diags = list(flowc.compile(f"spec.{lang}").diagnostics)
+    except SpecErrors as e:
+        diags = list(e.diagnostics)
+    except FlowcError as e:
+        diags = [e.diagnostic]
+    reported = {f"{d.span}: {d.severity}[{d.code}]" for d in diags}
+    assert any(f"[{code}]" in r for r in reported), f"the example of '{code}' no longer reports it: {reported}"
+    documented = set(_FINDING.findall(shown))
+    assert documented <= reported, (
+        f"docs/errors.md#{code} shows findings flowc no longer reports there: {sorted(documented - reported)}; "
+        f"flowc reports {sorted(reported)} — update the section's output"
+    )
