@@ -54,8 +54,8 @@ names = st.builds(
 _ALPHABET = st.characters(
     codec="utf-8",
     exclude_categories=("Cs", "Cc", "Zl", "Zp"),
-) | st.sampled_from(list('"\\{}#\'`:- \t') + ["é", "ß", "→", "日本", "😀", '"""'])
-line_text = st.text(_ALPHABET, max_size=30)
+) | st.sampled_from(list('"\\{}#\'`:- \t') + ["é", "ß", "→", "日", "😀"])
+line_text = st.lists(st.text(_ALPHABET, max_size=6) | st.sampled_from(['"""', "\\n", "日本", "{{x}}"]), max_size=5).map("".join)
 single_line = line_text
 multi_line = st.lists(line_text, min_size=1, max_size=5).map("\n".join)
 any_text = st.one_of(single_line, multi_line, st.sampled_from(["", " ", "x\n", "  indented\n  more", "a\\nb"]))

@@ -60,12 +60,18 @@ def _raised_codes() -> dict[str, list[str]]:
     for path in sorted((ROOT / "flowc").rglob("*.py")):
         tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
         for node in ast.walk(tree):
+            if isinstance(node, ast.AnnAssign) and ast.unparse(node.annotation) == "ErrorCode" and node.value:
+                # `code: ErrorCode = "a" if ... else "b"`, then report(code, ...)
+                for c in ast.walk(node.value):
+                    if isinstance(c, ast.Constant) and isinstance(c.value, str) and CODE.match(c.value):
+                        found.setdefault(c.value, []).append(f"{path.relative_to(ROOT)}:{node.lineno}")
+                continue
             if not isinstance(node, ast.Call):
                 continue
             f = node.func
             name = f.id if isinstance(f, ast.Name) else f.attr if isinstance(f, ast.Attribute) else ""
             if not (
-                name in ("Diagnostic", "report", "err", "_Limits", "PydanticCustomError")
+                name in ("Diagnostic", "report", "err", "_Limits", "PydanticCustomError", "__init__")
                 or name.endswith(("Error", "Exceeded", "Timeout", "Limited"))
             ):
                 continue

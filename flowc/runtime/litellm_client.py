@@ -29,6 +29,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from flowc.errors import (
+    FlowcError,
     LMConnectionError,
     LMError,
     LMRateLimited,
@@ -233,6 +234,11 @@ class LiteLLMClient:
                 reservation.settle(None)
             if isinstance(e, asyncio.CancelledError | KeyboardInterrupt | SystemExit):
                 raise
+            # A flowc error raised inside a provider (the local model failing to load) already
+            # says what is wrong; litellm wraps it, so unwrap it instead of re-mapping.
+            inner = next((c for c in _chain(e) if isinstance(c, FlowcError)), None)
+            if inner is not None:
+                raise inner from e
             raise _map_error(e, route, request) from e
         latency = time.perf_counter() - start
         try:

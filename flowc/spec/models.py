@@ -198,6 +198,8 @@ class LLMNode(NodeBase):
     demos: list[dict[Name, JSONValue]] = Field(default_factory=list)
     trainable: bool = True
     fallback: Name | None = None
+    # Task-specific criteria a local critic scores this node's output on (TEP); defaults apply if empty.
+    criteria: list[str] = Field(default_factory=list)
 
 
 class RetrieveNode(NodeBase):

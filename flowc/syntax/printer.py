@@ -148,6 +148,7 @@ _NODE_PROPS = (
     "format",
     "trainable",
     "fallback",
+    "criteria",
     "system",
     "prompt",
 )

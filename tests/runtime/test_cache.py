@@ -16,7 +16,7 @@ from flowc.runtime.lm import LMRequest, LMResponse, chat
 
 
 def req(user: str, **kw: object) -> LMRequest:
-    return LMRequest(model="m", messages=chat("s", user), **kw)  # type: ignore[arg-type]
+    return LMRequest(model="m", messages=chat("s", user), **kw)
 
 
 class PricedLM:

@@ -13,7 +13,7 @@ from flowc.runtime.lm import LMClient, LMRequest, chat
 
 
 def req(user: str, *, model: str = "m", system: str | None = "be brief", **kw: object) -> LMRequest:
-    return LMRequest(model=model, messages=chat(system, user), **kw)  # type: ignore[arg-type]
+    return LMRequest(model=model, messages=chat(system, user), **kw)
 
 
 def test_fakes_satisfy_the_protocol() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from pathlib import Path
 
 import pytest
 
@@ -109,3 +110,20 @@ async def test_request_timeout_overrides_the_policy() -> None:
         with pytest.raises(LMError) as info:
             await lm.complete(req)
     assert info.value.code == "lm-timeout"
+
+
+async def test_litellm_mock_response_offline() -> None:
+    # litellm's documented offline mode: no server at all.
+    lm = LiteLLMClient()
+    req = LMRequest(model="openai/gpt-4o-mini", messages=chat(None, "q"), node="n", extra={"mock_response": "mocked"})
+    r = await lm.complete(req)
+    assert r.text == "mocked" and r.model == "openai/gpt-4o-mini" and r.completion_tokens > 0
+
+
+async def test_flowc_errors_raised_inside_a_provider_are_not_remapped(tmp_path: Path) -> None:
+    bad = tmp_path / "broken.gguf"
+    bad.write_bytes(b"not a gguf file")
+    lm = LiteLLMClient({f"local/gguf:{bad}": ModelPolicy(retries=0)})
+    with pytest.raises(FlowcError) as info:
+        await lm.complete(LMRequest(model=f"local/gguf:{bad}", messages=chat(None, "q"), max_tokens=2))
+    assert info.value.code == "model-file-not-found" and "could not load" in str(info.value)

@@ -46,7 +46,7 @@ def mean_pool_normalize(hidden: np.ndarray, mask: np.ndarray) -> FloatArray:
 
 
 class MiniLMEncoder:
-    """all-MiniLM-L6-v2 (384-d) as int8 ONNX: 10–30 Wikipedia paragraphs/s on two busy-to-idle cores.
+    """all-MiniLM-L6-v2 (384-d) as int8 ONNX: about 10 Wikipedia paragraphs per CPU-second (~20/s on two idle cores).
 
     Texts are encoded in batches of `batch_size`, sorted by length first so that a batch pads to
     similar lengths; the output keeps the input order.
