@@ -18,6 +18,7 @@ import asyncio
 import json
 import os
 import platform
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -76,18 +77,21 @@ def main() -> None:
         await via_flowc(PROMPTS[0])
         totals = {"direct": [0, 0.0], "flowc": [0, 0.0]}
         same = 0
+        paired_ms: list[float] = []  # flowc minus direct, same prompt, back to back
         for r in range(args.rounds):
             for i, prompt in enumerate(PROMPTS):
                 order = ("direct", "flowc") if (i + r) % 2 == 0 else ("flowc", "direct")
-                texts = {}
+                texts, times = {}, {}
                 for side in order:
                     tokens, dt, text = direct(prompt) if side == "direct" else await via_flowc(prompt)
                     totals[side][0] += tokens
                     totals[side][1] += dt
-                    texts[side] = text
+                    texts[side], times[side] = text, dt
                 same += texts["direct"] == texts["flowc"]
+                paired_ms.append((times["flowc"] - times["direct"]) * 1000)
         out = {side: {"completion_tokens": t, "seconds": s, "tokens_per_s": t / s} for side, (t, s) in totals.items()}
         out["identical_outputs"] = {"count": same, "of": args.rounds * len(PROMPTS)}
+        out["paired_overhead_ms"] = {"median": statistics.median(paired_ms), "min": min(paired_ms)}
         return out
 
     results = asyncio.run(run())
@@ -100,6 +104,9 @@ def main() -> None:
         print(f"{label:34} {r['completion_tokens']:7.0f} {r['seconds']:8.2f} {r['tokens_per_s']:7.1f}")
     print(f"ratio flowc/direct: {ratio:.3f} (goal >= 0.9); identical outputs: "
           f"{results['identical_outputs']['count']:.0f}/{results['identical_outputs']['of']:.0f}")
+    paired = results["paired_overhead_ms"]
+    print(f"per-call time flowc minus direct, same prompt back to back: median {paired['median']:+.1f} ms, "
+          f"min {paired['min']:+.1f} ms")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({
         "benchmark": "local_throughput",

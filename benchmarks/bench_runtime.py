@@ -363,52 +363,71 @@ async def _measure(systems: dict[str, Run], runs: int, rounds: int, calls_per_ru
     return out
 
 
-async def _own_work(runs: int, profile_out: Path | None) -> dict[str, Any]:
-    """flowc's own work per call: the Executor with `litellm.acompletion` replaced by a coroutine
-    returning a prebuilt response (so what remains is flowc: scheduling, prompts, parsing, records,
-    LiteLLMClient's request and response handling)."""
+def _stub_acompletion() -> Callable[..., Awaitable[Any]]:
+    """A stand-in for `litellm.acompletion`: the fake server's answer, built in process."""
     import litellm
 
-    prebuilt = litellm.ModelResponse(
-        model="fake", choices=[{"index": 0, "message": {"role": "assistant", "content": "ok"},
-                                "finish_reason": "stop"}],
-        usage={"prompt_tokens": 12, "completion_tokens": 1, "total_tokens": 13},
-    )
-
     async def stub(**kwargs: Any) -> Any:
-        return prebuilt
+        text = _reply_for({"model": kwargs.get("model", ""), "messages": kwargs.get("messages") or []}).text
+        return litellm.ModelResponse(
+            model="fake", choices=[{"index": 0, "message": {"role": "assistant", "content": text},
+                                    "finish_reason": "stop"}],
+            usage={"prompt_tokens": 12, "completion_tokens": 1, "total_tokens": 13},
+        )
 
-    ex = executor_for(compile_spec(CHAIN4, MODEL="openai/fake", URL="http://127.0.0.1:9/v1"))
-    q = {"question": "Which city hosted the 1900 Summer Olympics?"}
+    return stub
+
+
+async def _own_work(url: str, runs: int, rounds: int, profile_out: Path | None) -> dict[str, Any]:
+    """Each system's own work per call: `litellm.acompletion` replaced by a coroutine that builds the
+    server's answer in process, so no I/O and no litellm remain, only what the system itself does
+    around the call (flowc: scheduling, prompts, parsing, records, LiteLLMClient's request and
+    response handling; DSPy: its adapter, signatures, callbacks). CPU-bound and in one process, so
+    this is far less sensitive to a loaded machine than (a)'s end-to-end figures."""
+    import litellm
+
+    stub = _stub_acompletion()
     real = litellm.acompletion
     litellm.acompletion = stub
+    notes: list[str] = []
     try:
-        for _ in range(50):
-            _check(await ex.run(q))
-        ts = []
-        for _ in range(runs):
-            t0 = time.perf_counter()
-            await ex.run(q)
-            ts.append((time.perf_counter() - t0) * 1e6 / 4)
+        systems = await _make_systems(url, notes, Path(tempfile.mkdtemp(prefix="flowc-bench-")))
+        keep = ("litellm.acompletion", "flowc Executor", "flowc open_executor (store on, cache off)")
+        chosen = {k: v for k, v in systems.items() if k in keep or "engine=litellm" in k}
+        chosen = {("stub (4 calls)" if k == "litellm.acompletion" else k): v for k, v in chosen.items()}
+        results = await _measure(chosen, runs, rounds, 4)
         top: list[str] = []
         if profile_out is not None:
             import cProfile
             import io
             import pstats
 
+            flowc_run = chosen["flowc Executor"]
             prof = cProfile.Profile()
             prof.enable()
             for _ in range(runs):
-                await ex.run(q)
+                await flowc_run()
             prof.disable()
             profile_out.parent.mkdir(parents=True, exist_ok=True)
             prof.dump_stats(profile_out)
             buf = io.StringIO()
             pstats.Stats(prof, stream=buf).sort_stats("tottime").print_stats(25)
-            top = buf.getvalue().splitlines()
+            top = [line for line in buf.getvalue().splitlines() if line.strip()]
     finally:
         litellm.acompletion = real
-    return {"own_work_us_per_call": statistics.median(ts), "runs": runs, "profile_top_tottime": top}
+    base = results["stub (4 calls)"]
+    out: dict[str, Any] = {"per_call_us": {}, "profile_top_tottime": top}
+    for name, r in results.items():
+        out["per_call_us"][name] = {
+            "median_us_per_call": (r["median_ms_per_call"] - base["median_ms_per_call"]) * 1000,
+            "mean_cpu_us_per_call": (r["mean_cpu_ms_per_call"] - base["mean_cpu_ms_per_call"]) * 1000,
+        }
+    flowc = out["per_call_us"]["flowc Executor"]["median_us_per_call"]
+    dspy_name = next((k for k in results if "engine=litellm" in k), None)
+    if dspy_name is not None:
+        dspy_us = out["per_call_us"][dspy_name]["median_us_per_call"]
+        out["ratio flowc/dspy own work"] = flowc / dspy_us if dspy_us > 0 else None
+    return out
 
 
 def section_a(url: str, args: argparse.Namespace, notes: list[str]) -> dict[str, Any]:
@@ -419,7 +438,8 @@ def section_a(url: str, args: argparse.Namespace, notes: list[str]) -> dict[str,
             return await _measure(systems, args.runs, args.rounds, 4)
 
         results = asyncio.run(go())
-    own = asyncio.run(_own_work(args.runs * 2, Path(tempfile.gettempdir()) / "flowc_bench_runtime_executor.prof"))
+    own = asyncio.run(_own_work(url, args.runs * 2, args.rounds,
+                                Path(tempfile.gettempdir()) / "flowc_bench_runtime_executor.prof"))
     out: dict[str, Any] = {"per_call_ms": results, "own_work": own}
     for metric in ("median_ms_per_call", "mean_cpu_ms_per_call"):
         raw = results["litellm.acompletion"][metric]
@@ -671,7 +691,15 @@ def main() -> None:
             print(f"    {name:42} {r['median_ms_per_call']:8.3f} {r['p90_ms_per_call']:7.3f} "
                   f"{r['median_of_round_medians_ms']:7.3f} {r['median_ms_per_call'] - raw:+12.3f} "
                   f"{r['mean_cpu_ms_per_call']:8.3f} {r['mean_cpu_ms_per_call'] - raw_cpu:+12.3f}")
-        print(f"    flowc's own work per call (litellm stubbed): {a['own_work']['own_work_us_per_call']:.0f} us")
+        own = a["own_work"]
+        print("    Own work per call, litellm.acompletion stubbed out (minus the stub's own time):")
+        for name, r in own["per_call_us"].items():
+            print(f"      {name:44} {r['median_us_per_call']:8.0f} us (wall median) "
+                  f"{r['mean_cpu_us_per_call']:8.0f} us (CPU mean)")
+        if own.get("ratio flowc/dspy own work") is not None:
+            ratio = own["ratio flowc/dspy own work"]
+            print(f"      flowc own work / DSPy (engine=litellm) own work: {ratio:.2f} -> "
+                  f"{_verdict(ratio <= 0.25)} (<= 0.25)")
         for basis in ("wall", "cpu"):
             for key in ("engine=litellm", "engine=auto"):
                 if f"dspy_overhead_ms ({key})" not in a[basis]:

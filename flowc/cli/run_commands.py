@@ -66,13 +66,20 @@ def _parse_inputs(args: argparse.Namespace) -> dict[str, Any]:
     inputs: dict[str, Any] = {}
     if args.input_file:
         try:
-            inputs.update(json.loads(Path(args.input_file).read_text(encoding="utf-8")))
+            loaded = json.loads(Path(args.input_file).read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as e:
             raise FlowcError(
                 "dataset-invalid",
                 f"cannot read inputs from '{args.input_file}': {e}",
                 hint="write a JSON object of input names to values",
             ) from None
+        if not isinstance(loaded, dict):
+            raise FlowcError(
+                "dataset-invalid",
+                f"'{args.input_file}' holds a JSON {type(loaded).__name__}, not an object of inputs",
+                hint='write a JSON object of input names to values, e.g. {"question": "..."}',
+            )
+        inputs.update(loaded)
     for item in args.input:
         key, sep, value = item.partition("=")
         if not sep:
@@ -213,14 +220,21 @@ def cmd_trace(args: argparse.Namespace) -> int:
     from flowc.runtime.session import home
     from flowc.runtime.store import RunStore
 
-    run = RunStore(home() / "runs.sqlite").load(args.run_id)
+    store = RunStore(home() / "runs.sqlite")
+    run = store.load(args.run_id)
+    # RunResult knows only ok/error; the store also knows a run that never finished (still
+    # running, or killed), which must not be shown as a success.
+    status = store.status_of(run.run_id)
     if args.json:
         print(run.model_dump_json(indent=2))
         return 0
-    print(f"run {run.run_id} of {run.pipeline} (artifact {run.artifact_hash[:12]}…): {run.status}")
+    print(f"run {run.run_id} of {run.pipeline} (artifact {run.artifact_hash[:12]}…): {status}")
     print(f"inputs: {json.dumps(run.inputs, ensure_ascii=False)}\n")
     print_trace(run)
-    print_result(run)
+    if status == "running":
+        print(f"run {run.run_id} has not finished (still running, or killed) after {len(run.steps)} step(s)")
+    else:
+        print_result(run)
     return 0
 
 

@@ -29,8 +29,9 @@ def register(sub: Any) -> None:
     p.add_argument("--quiet", "-q", action="store_true", help="print nothing when a spec is fine")
     p.set_defaults(func=cmd_check)
 
-    p = sub.add_parser("lint", help="check, treat warnings as errors, and require canonical formatting")
+    p = sub.add_parser("lint", help="check with warnings as errors, and compare with canonical formatting")
     p.add_argument("specs", nargs="+", metavar="SPEC")
+    p.add_argument("--strict-format", action="store_true", help="fail when a file is not canonically formatted")
     p.set_defaults(func=cmd_lint)
 
     p = sub.add_parser("compile", help="compile a spec into a content-hashed artifact and lockfile")
@@ -107,8 +108,9 @@ def cmd_lint(args: argparse.Namespace) -> int:
         e, _w = _check_one(path, werror=True, quiet=True)
         bad += e
         if e == 0 and _needs_format(path):
-            print(f"{path}: not canonically formatted (run 'flowc fmt -w {path}')", file=sys.stderr)
-            bad += 1
+            # Comments and hand layout are the author's; only --strict-format makes this fail.
+            print(f"{path}: note: differs from canonical formatting ('flowc fmt {path}' shows it)", file=sys.stderr)
+            bad += 1 if args.strict_format else 0
     if not bad:
         print(f"{len(args.specs)} spec(s) clean")
     return 1 if bad else 0

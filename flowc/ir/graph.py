@@ -152,11 +152,7 @@ class FlowGraph:
             g = nx.DiGraph()
             g.add_nodes_from(comp)
             g.add_edges_from(
-                (e.src, e.dst)
-                for n in comp
-                if n != src
-                for e in self.out_edges(n)
-                if e.loop is None and e.dst in comp
+                (e.src, e.dst) for n in comp if n != src for e in self.out_edges(n) if e.loop is None and e.dst in comp
             )
             body = (nx.descendants(g, dst) | {dst}) & (nx.ancestors(g, src) | {src})
         n = 0

@@ -287,13 +287,21 @@ class _Lowerer:
                     span,
                     f"write '{ref.port}.{outs[0]}'" if outs else None,
                 )
+            elif ref.port in {n.item for n in spec.nodes.values() if isinstance(n, MapNode)}:
+                self.err(
+                    "unknown-name",
+                    f"'{ref.port}' is the element of a map; only the map's body can read it",
+                    span,
+                    "move this binding into the map's 'do:' body, or read the map's outputs (lists)",
+                )
             else:
+                # did-you-mean looks at nodes too (a node named without '.port'); the list shows inputs
                 names = set(spec.inputs) | set(scope)
                 self.err(
                     "unknown-name",
                     f"'{ref.port}' is not a pipeline input",
                     span,
-                    _hint(ref.port, names | set(spec.nodes), "inputs"),
+                    _close(ref.port, names | set(spec.nodes)) or _hint(ref.port, names, "inputs"),
                 )
             return ANY
         if ref.node not in spec.nodes:

@@ -7,7 +7,8 @@ from typing import ClassVar
 
 from flowc.ir.graph import FlowGraph
 from flowc.passes.base import Pass, PassContext
-from flowc.spec.models import LLMNode
+from flowc.spec.models import LLMNode, MapNode
+from flowc.spec.types import EnumT
 
 
 @dataclass(frozen=True)
@@ -43,4 +44,28 @@ class CheckRoutesPass(Pass):
                     spec.span("nodes", node.name, "fallback"),
                     f"add '{r.fallback}' to route[...] or choose one of: {', '.join(r.choices)}",
                 )
+        for name, spec_node in spec.nodes.items():
+            if isinstance(spec_node, MapNode) and isinstance(spec_node.body, LLMNode):
+                self.map_body(ctx, name, spec_node.body)
         return graph
+
+    def map_body(self, ctx: PassContext, name: str, body: LLMNode) -> None:
+        """A map's body runs once per item, so it cannot pick the next node: lowering drops its
+        route (the map node has none), and without this check the spec would silently not route."""
+        spec = ctx.spec
+        routes = [k for k, t in body.outputs.items() if isinstance(t, EnumT) and t.route]
+        if routes:
+            ctx.report(
+                "invalid-value",
+                f"the body of map '{name}' has a route output '{routes[0]}'; a body runs once per item "
+                "and cannot pick the next node",
+                spec.key_span("nodes", name, "body", "outputs", routes[0]),
+                "make it an enum[...] output, or route from a node after the map",
+            )
+        elif body.fallback is not None:
+            ctx.report(
+                "route-fallback-not-a-choice",
+                f"the body of map '{name}' has a fallback but no route output",
+                spec.span("nodes", name, "body", "fallback"),
+                "remove the fallback: a map's body does not route",
+            )

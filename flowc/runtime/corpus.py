@@ -4,7 +4,7 @@ A corpus is an ordered tuple of `Doc`s with unique ids. It loads from the layout
 retrieval data sets ship in, so `../shared/data` and users' files load without conversion:
 
 - JSONL, one record per line (blank lines skipped);
-- a JSON list of records;
+- a JSON list of records (or of `[title, [sentences]]` pairs, HotpotQA's context layout);
 - a JSON object: `{title: [sentences]}` (HotpotQA's corpus), `{title: text}`, or `{id: record}`.
 
 A record is an object with a text field and optionally an id and a title. Accepted names:
@@ -265,6 +265,11 @@ def _entry_to_doc(key: str, value: Any, index: int, place: str) -> Doc:
 
 
 def _record_to_doc(rec: Any, index: int, place: str) -> Doc:
+    if isinstance(rec, list) and len(rec) == 2 and isinstance(rec[0], str):
+        # HotpotQA's own context layout: [title, [sentences]] (or [title, text]).
+        title, body = rec
+        text = body.strip() if isinstance(body, str) else _join_sentences(body, place)
+        return Doc(id=str(index), title=title.strip(), text=_non_empty(text, place))
     if not isinstance(rec, dict):
         raise FlowcError(
             "corpus-invalid",

@@ -20,6 +20,7 @@ it completes, so a crash loses no finished work.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 from collections.abc import Mapping, Sequence
@@ -27,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from flowc.compile import CompiledPipeline
-from flowc.errors import ERROR_CODES, FlowcError, LMError, RuntimeFlowError
+from flowc.errors import ERROR_CODES, FlowcError, RuntimeFlowError
 from flowc.ir.graph import INPUT, OUTPUT, FlowGraph, IRNode
 from flowc.runtime.config import RunConfig
 from flowc.runtime.lm import LMClient, LMRequest, LMResponse
@@ -41,6 +42,10 @@ from flowc.spec.models import MapNode
 from flowc.spec.types import OptionalT, coerce_input
 
 __all__ = ["Executor", "RecordingClient"]
+
+log = logging.getLogger(__name__)
+
+_Pending = tuple[str, Mapping[str, Any]]  # a firing whose outputs are not recorded yet: (node, outputs)
 
 
 class _NotReady(Exception):
@@ -79,6 +84,7 @@ class _Plan:
 @dataclass
 class _RunState:
     inputs: dict[str, Any]
+    lm: LMClient  # the run's client: the executor's, or the calling step's recorder in a subflow
     values: dict[tuple[str, str], list[Any]] = field(default_factory=dict)  # (node, port) -> history
     version: dict[str, int] = field(default_factory=dict)  # node -> completed firings
     visible: dict[tuple[str, str], int] = field(default_factory=dict)  # (src, dst) -> version dst may see
@@ -104,14 +110,15 @@ class RecordingClient:
     async def complete(self, request: LMRequest) -> LMResponse:
         try:
             resp = await self.inner.complete(request)
-        except LMError as e:
+        except Exception as e:  # a failed call is part of the trace too, whatever raised it
+            error = f"{e.code}: {e.diagnostic.message}" if isinstance(e, FlowcError) else f"{type(e).__name__}: {e}"
             self.records.append(
                 LMCallRecord(
                     node=request.node,
                     model=request.model,
                     request=request.canonical(),
                     response=None,
-                    error=f"{e.code}: {e.diagnostic.message}",
+                    error=error,
                 )
             )
             raise
@@ -168,6 +175,9 @@ class Executor:
     async def run(self, inputs: Mapping[str, Any], *, run_id: str | None = None) -> RunResult:
         """Run once. Never raises for a failure inside the pipeline: the result says status='error'
         with the error's code and message (and every step completed before it)."""
+        return await self._run(inputs, run_id=run_id, lm=self.lm)
+
+    async def _run(self, inputs: Mapping[str, Any], *, run_id: str | None, lm: LMClient) -> RunResult:
         run_id = run_id or uuid.uuid4().hex[:12]
         result = RunResult(
             run_id=run_id, pipeline=self.compiled.name, artifact_hash=self.compiled.hash, inputs=dict(inputs)
@@ -176,7 +186,7 @@ class Executor:
         if self.store is not None:
             self.store.begin_run(result)
         try:
-            state = _RunState(self.check_inputs(inputs))
+            state = _RunState(self.check_inputs(inputs), lm)
             result.inputs = state.inputs
             await self._drive(state, result)
             result.outputs = self._read_outputs(state)
@@ -248,17 +258,24 @@ class Executor:
                     return
                 done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
                 candidates = []
-                for t in done:
+                errors: list[FlowcError] = []
+                for t in [t for t in tasks if t in done]:  # in firing order, so traces are stable
                     name = tasks.pop(t)
                     state.running.discard(name)
                     _, outputs, step, error = t.result()
+                    # Numbered as they complete (concurrent steps start at the same count), so
+                    # `seq` is unique within the run and follows `RunResult.path`.
+                    step.seq = len(state.steps)
                     state.steps.append(step)
                     result.steps.append(step)
                     if self.store is not None:
                         self.store.add_step(result.run_id, step)
                     if error is not None:
-                        raise error
+                        errors.append(error)  # record every step that finished alongside it first
+                        continue
                     candidates += self._complete(state, name, outputs, step)
+                if errors:
+                    raise errors[0]
                 candidates = list(dict.fromkeys(candidates))
         finally:
             for t in tasks:
@@ -383,31 +400,39 @@ class Executor:
             return self._plan.loop_of_edge.get((node.name, choice)) == loop
         return True
 
-    def _loop_allows(self, state: _RunState, loop: str) -> bool:
+    def _loop_allows(self, state: _RunState, loop: str, pending: _Pending | None = None) -> bool:
+        """Whether `loop` may be taken once more. `pending` is a (node, outputs) firing not yet
+        recorded (a router settling its choice), which the condition sees as the latest values."""
         info = self.graph.loops[loop]
         if state.loop_count.get(loop, 0) >= info.max:
             return False
-        return info.condition is None or bool(self._eval(state, info.condition))
+        return info.condition is None or bool(self._eval(state, info.condition, pending))
 
-    def _eval(self, state: _RunState, e: Expr) -> Any:
+    def _eval(self, state: _RunState, e: Expr, pending: _Pending | None = None) -> Any:
         if isinstance(e, Lit):
             return e.value
         if isinstance(e, Ref):
             if e.node is None:
                 return state.inputs.get(e.port)
+            if pending is not None and e.node == pending[0] and e.port in pending[1]:
+                v = pending[1][e.port]
+                return None if v is MISSING else v
             hist = state.values.get((e.node, e.port))
             return hist[-1] if hist else None
         if isinstance(e, History):
-            return list(state.values.get((e.ref.node or "", e.ref.port), []))
+            past = list(state.values.get((e.ref.node or "", e.ref.port), []))
+            if pending is not None and e.ref.node == pending[0] and e.ref.port in pending[1]:
+                past.append(pending[1][e.ref.port])
+            return past
         if isinstance(e, Coalesce):
-            return next((v for v in (self._eval(state, o) for o in e.options) if v is not None), None)
+            return next((v for v in (self._eval(state, o, pending) for o in e.options) if v is not None), None)
         if isinstance(e, Not):
-            return not self._eval(state, e.item)
+            return not self._eval(state, e.item, pending)
         if isinstance(e, BoolOp):
-            vals = (bool(self._eval(state, i)) for i in e.items)
+            vals = (bool(self._eval(state, i, pending)) for i in e.items)
             return all(vals) if e.op == "and" else any(vals)
         assert isinstance(e, Compare)
-        a, b = self._eval(state, e.left), self._eval(state, e.right)
+        a, b = self._eval(state, e.left, pending), self._eval(state, e.right, pending)
         try:
             return {
                 "==": lambda: a == b,
@@ -436,13 +461,18 @@ class Executor:
             started_s=time.perf_counter() - state.started,
         )
         t0 = time.perf_counter()
+        recorder = RecordingClient(state.lm, step.lm_calls)
+
+        async def subflow(alias: str, sub_inputs: dict[str, Any]) -> dict[str, Any]:
+            return await self._subflow(alias, sub_inputs, lm=recorder, node=name)
+
         ctx = NodeContext(
             compiled=self.compiled,
-            lm=RecordingClient(self.lm, step.lm_calls),
+            lm=recorder,
             tools=self.tools,
             retrievers=self.retrievers,
             config=self.config,
-            subflow_executor=self._subflow,
+            subflow_executor=subflow,
             map_item=_MAP_ITEM,
         )
         try:
@@ -452,6 +482,18 @@ class Executor:
             step.status, step.error = "error", str(e)
             step.duration_s = time.perf_counter() - t0
             return name, {}, step, e
+        except Exception as e:  # a bug in a client, tool wrapper or retriever: still a typed, recorded failure
+            log.debug("node '%s' raised %s", name, type(e).__name__, exc_info=e)
+            err = RuntimeFlowError(
+                "node-failed",
+                f"{type(e).__name__}: {e}",
+                node=name,
+                hint="an unexpected exception (not a flowc error); run with -vv to see its traceback",
+            )
+            err.__cause__ = e
+            step.status, step.error = "error", str(err)
+            step.duration_s = time.perf_counter() - t0
+            return name, {}, step, err
         step.outputs = _jsonable(outputs)
         step.duration_s = time.perf_counter() - t0
         return name, outputs, step, None
@@ -474,7 +516,7 @@ class Executor:
             note = f"no valid choice in the reply: took fallback '{r.fallback}'"
             choice = r.fallback
         loop = self._plan.loop_of_edge.get((node.name, choice))
-        if loop is not None and not self._loop_allows(state, loop):
+        if loop is not None and not self._loop_allows(state, loop, (node.name, {**outputs, r.port: choice})):
             exit_to = (
                 r.fallback
                 if r.fallback and (node.name, r.fallback) not in self._plan.loop_of_edge
@@ -492,18 +534,21 @@ class Executor:
         outputs[r.port] = choice
         return note
 
-    async def _subflow(self, alias: str, inputs: dict[str, Any]) -> dict[str, Any]:
+    async def _subflow(self, alias: str, inputs: dict[str, Any], *, lm: LMClient, node: str) -> dict[str, Any]:
+        """Run an imported pipeline for the step of `node`; its model calls go through that step's
+        recorder `lm`, so they show in the step's trace and count in the run's tokens and cost."""
         sub = self.compiled.subflows[alias]
         if alias not in self._subs:
             self._subs[alias] = Executor(
                 sub, lm=self.lm, tools=self.tools, retrievers=self.retrievers, config=self.config
             )
-        res = await self._subs[alias].run(inputs)
+        res = await self._subs[alias]._run(inputs, run_id=None, lm=lm)
         if res.status != "ok":
             code = res.error_code if res.error_code in ERROR_CODES else "node-failed"
             raise RuntimeFlowError(
                 code,  # type: ignore[arg-type]
                 f"subflow '{alias}' failed: {res.error}",
+                node=node,
                 hint="run the subflow alone with 'flowc run' to see its trace",
             )
         return res.outputs

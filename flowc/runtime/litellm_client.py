@@ -218,6 +218,7 @@ class LiteLLMClient:
         if request.timeout_s is not None:
             kwargs["timeout"] = request.timeout_s
         if request.extra:
+            _refuse_credentials(request)
             kwargs.update(request.extra)
         timeout = kwargs.get("timeout")
 
@@ -287,6 +288,24 @@ class LiteLLMClient:
 _BAD_RESPONSE_HINT = (
     "the provider answered without text; check the model id and max_tokens, or add a fallback model"
 )
+
+
+_CREDENTIAL_ARGS = frozenset({"api_key", "api_secret", "azure_ad_token", "aws_secret_access_key",
+                              "aws_session_token", "vertex_credentials", "headers", "extra_headers"})
+
+
+def _refuse_credentials(request: LMRequest) -> None:
+    """Requests are cached, recorded and traced, so they must never carry a credential."""
+    found = sorted(_CREDENTIAL_ARGS.intersection(request.extra))
+    if found:
+        raise LMError(
+            "lm-bad-request",
+            f"the request's extra settings carry credentials or headers ({', '.join(found)}); "
+            "requests are cached, recorded and traced, so they may not",
+            node=request.node,
+            model=request.model,
+            hint="set the provider's API key in the environment (e.g. OPENAI_API_KEY) instead",
+        )
 
 
 # -- resolution helpers ---------------------------------------------------------------------

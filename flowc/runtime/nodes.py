@@ -65,7 +65,16 @@ async def _run_map(node: IRNode, spec: MapNode, inputs: dict[str, Any], ctx: Nod
         async with sem:
             return await _run_kind(node, spec.body, body_inputs, ports, ctx)
 
-    results = await asyncio.gather(*(one(x) for x in items))
+    tasks = [asyncio.ensure_future(one(x)) for x in items]
+    try:
+        results = await asyncio.gather(*tasks)
+    except BaseException:
+        # One item failed (or the step was cancelled): stop the others instead of letting them
+        # call models in the background after the step has ended.
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
     return {port: [r.get(port) for r in results] for port in ports}
 
 
@@ -111,18 +120,29 @@ async def _run_llm(
     except OutputParseError as first:
         if not ctx.config.repair:
             raise
-        retry = (*messages, Message(role="assistant", content=resp.text), repair_message(first.diagnostic.message, out))
+        # The model is told what was wrong with its reply, not flowc's node and model names.
+        problem = _bare_message(first, node.name, decl.id)
+        retry = (*messages, Message(role="assistant", content=resp.text), repair_message(problem, out))
         resp2 = await ctx.lm.complete(request(retry))
         try:
             return parse_outputs(resp2.text, out, node=node.name, model=decl.id)
         except OutputParseError as second:
             raise OutputParseError(
                 "output-parse-error",
-                f"{second.diagnostic.message} (also after one repair); reply was {resp2.text[:120]!r}",
+                f"{_bare_message(second, node.name, decl.id)} (also after one repair); "
+                f"reply was {resp2.text[:120]!r}",
                 node=node.name,
                 model=decl.id,
                 hint=second.hint,
             ) from None
+
+
+def _bare_message(e: OutputParseError, node: str, model: str) -> str:
+    """The error's message without the "node '...', model '...': " place that RuntimeFlowError adds
+    (re-raising with the full message would name the place twice)."""
+    message = e.diagnostic.message
+    prefix = f"node '{node}', model '{model}': "
+    return message[len(prefix) :] if message.startswith(prefix) else message
 
 
 async def _run_retrieve(node: IRNode, spec: RetrieveNode, inputs: dict[str, Any], ctx: NodeContext) -> dict[str, Any]:

@@ -164,15 +164,18 @@ def _fields_at(data: Any, p: tuple[str | int, ...]) -> list[str] | None:
     elif len(p) == 2 and p[0] in _SECTION_MODEL:
         cls = _SECTION_MODEL[str(p[0])]
     elif p[0] == "nodes" and (len(p) == 2 or (len(p) == 3 and p[2] == "body")):
-        cur = data
-        for part in p:
-            cur = cur.get(part) if isinstance(cur, dict) else None
-        cls = _KIND_MODEL.get(str(cur.get("kind"))) if isinstance(cur, dict) else None
+        cls = _KIND_MODEL.get(str(_value_at(data, (*p, "kind"))))
     elif p[0] == "tests" and len(p) == 4 and p[2] == "expect":
         cls = m.Expectation
     if cls is None:
         return None
     return [f.alias or n for n, f in cls.model_fields.items() if n != "kind"]
+
+
+def _value_at(data: Any, p: tuple[str | int, ...]) -> Any:
+    for part in p:
+        data = data.get(part) if isinstance(data, dict) else None
+    return data
 
 
 def _diagnostic(err: Any, data: Any, spans: SpanTable, path: str | None) -> Diagnostic:
@@ -186,7 +189,7 @@ def _diagnostic(err: Any, data: Any, spans: SpanTable, path: str | None) -> Diag
         name = str(loc[-1]).rstrip("_")
         return Diagnostic(
             "missing-field",
-            f"{_where(p)} needs a '{name}'",
+            f"{_where(p)} needs {'an' if name[0] in 'aeiou' else 'a'} '{name}'",
             _span(spans, p, path, key=True),
             hint=_ADD_FIELD.get(name, f"add '{name}: ...'"),
         )
@@ -252,9 +255,10 @@ def _unknown_field(name: str, data: Any, p: tuple[str | int, ...], spans: SpanTa
     if container[:1] == ("nodes",) and name in ("outputs", "demos") and fields is not None:
         # written `output x: T` / `demo {...}` in a node whose kind has fixed outputs or no demos
         what = "declares its outputs" if name == "outputs" else "takes demos"
+        kind = _value_at(data, (*container, "kind"))
         return Diagnostic(
             "unknown-field",
-            f"{_where(container)} is not an llm node; only llm{' and tool' if name == 'outputs' else ''} nodes "
+            f"{_where(container)} is a {kind} node; only llm{' and tool' if name == 'outputs' else ''} nodes "
             f"{'declare outputs' if name == 'outputs' else 'take demos'}",
             _span(spans, p, path, key=True),
             hint="a retrieve node gives 'docs', a subflow its flow's outputs, a map its body's outputs as lists"
@@ -291,6 +295,8 @@ _KIND_OF_VALUE = {
     "string_type": ("text", 'write it in double quotes: "..."'),
     "dict_type": ("a mapping of name: value", "write {name: value, ...}, not a list or a single value"),
     "list_type": ("a list", "write [a, b, ...]"),
+    "model_type": ("a mapping of its fields", "write {field: value, ...}, e.g. question: {type: str}"),
+    "model_attributes_type": ("a mapping of its fields", "write {field: value, ...}, e.g. kind: llm, prompt: ..."),
 }
 
 

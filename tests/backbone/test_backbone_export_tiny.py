@@ -43,8 +43,20 @@ def _agree(oracle: LlamaOracle, params: Any, cfg: ModelConfig, *, lora: Any = No
         ref = oracle.top_logprobs(ids, 20)
         mine = np.asarray(fwd(params, lora, jnp.asarray([ids])))
         assert max(abs(float(mine[t]) - lp) for t, lp in ref.items()) < TOL
-        ours = generate(params, cfg, ids, max_new_tokens=16, lora=lora, lora_scale=scale)[0].ids
-        assert list(ours) == oracle.greedy_ids(ids, 16)
+        ours = list(generate(params, cfg, ids, max_new_tokens=16, lora=lora, lora_scale=scale)[0].ids)
+        assert_same_greedy(ours, oracle.greedy_ids(ids, 16), ids, lambda t: fwd(params, lora, jnp.asarray([t])))
+
+
+def assert_same_greedy(ours: list[int], theirs: list[int], prompt: list[int], logprobs: Any) -> None:
+    """Greedy continuations agree, except where the two next tokens are tied within `TOL`
+    (random tiny models have near-ties; after a tie the sequences legitimately part)."""
+    for i, (a, b) in enumerate(zip(ours, theirs)):
+        if a != b:
+            lp = np.asarray(logprobs(prompt + ours[:i]))
+            assert abs(float(lp[a]) - float(lp[b])) < TOL, f"step {i}: {a} vs {b} is not a near-tie"
+            return
+    # Equal up to the shorter one; the longer one ended past an end-of-generation token.
+    assert abs(len(ours) - len(theirs)) <= 1
 
 
 @pytest.mark.parametrize("base", [TINY, TINY_QWEN], ids=["llama", "qwen2"])

@@ -55,6 +55,12 @@ def test_json_object_of_sentences_joins_them(tmp_path: Path) -> None:
     assert c[2] == Doc("Plain", "Plain", "Just text.")
 
 
+def test_json_list_of_title_sentence_pairs(tmp_path: Path) -> None:
+    data = [["Alû", ["Alû is a demon.", " It lurks."]], ["Other", "Plain text."]]
+    c = load_corpus(write(tmp_path, "c.json", json.dumps(data)))
+    assert list(c) == [Doc("0", "Alû", "Alû is a demon. It lurks."), Doc("1", "Other", "Plain text.")]
+
+
 def test_json_object_of_records_uses_key_as_default_id(tmp_path: Path) -> None:
     data = {"k1": {"title": "A", "text": "x"}, "k2": {"id": "own", "text": "y"}}
     c = load_corpus(write(tmp_path, "c.json", json.dumps(data)))

@@ -127,3 +127,29 @@ async def test_flowc_errors_raised_inside_a_provider_are_not_remapped(tmp_path: 
     with pytest.raises(FlowcError) as info:
         await lm.complete(LMRequest(model=f"local/gguf:{bad}", messages=chat(None, "q"), max_tokens=2))
     assert info.value.code == "model-file-not-found" and "could not load" in str(info.value)
+
+
+def test_token_prices() -> None:
+    from flowc.runtime.litellm_client import token_prices
+
+    assert token_prices("openai/gpt-4o-mini") == pytest.approx((0.15e-6, 0.6e-6))
+    assert token_prices("local/smollm2") == (0.0, 0.0)
+    assert token_prices("openai/some-self-hosted-model") == (0.0, 0.0)
+
+
+async def test_credentials_in_request_extra_are_refused() -> None:
+    req = LMRequest(model="openai/gpt-4o-mini", messages=chat(None, "q"), node="n",
+                    extra={"api_key": "sk-should-not-be-here", "mock_response": "x"})
+    with pytest.raises(LMError) as info:
+        await LiteLLMClient().complete(req)
+    assert info.value.code == "lm-bad-request" and "environment" in (info.value.hint or "")
+    assert "sk-should-not-be-here" not in str(info.value)
+
+
+async def test_missing_api_key_is_an_auth_error_naming_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    lm = LiteLLMClient({"openai/gpt-4o-mini": ModelPolicy(retries=0, timeout_s=5)})
+    with pytest.raises(LMError) as info:
+        await lm.complete(LMRequest(model="openai/gpt-4o-mini", messages=chat(None, "q"), node="gen"))
+    assert info.value.code == "lm-auth" and "OPENAI_API_KEY" in (info.value.hint or "")
+    assert info.value.node == "gen"
