@@ -11,7 +11,10 @@ and map nodes, routers with fallbacks and bounded loops) is printed as `.flow` t
 - lower: spec → FlowGraph (names resolved, edges typed, loops marked);
 - passes: every default pass, each followed by IR verification (as `compile` runs them);
 - artifact: the frozen CompiledPipeline and its content hash;
-- total: the sum; `compile` is one end-to-end `flowc.compile(text)` call, as a cross-check.
+- total: the sum; `cpu` the process CPU time of the same run (less disturbed by other load on
+  the machine); `gc` the part of it spent in Python's cyclic garbage collector, which grows faster
+  than linearly with the number of live objects; `compile` is one end-to-end `flowc.compile(text)`
+  call, as a cross-check.
 
 Prints a table and writes `benchmarks/results/compile.json` with the figures, the time per pass
 and the growth ratio per 10× size (≈10 for linear growth).
@@ -20,6 +23,8 @@ and the growth ratio per 10× size (≈10 for linear growth).
 from __future__ import annotations
 
 import argparse
+import gc
+import itertools
 import json
 import os
 import platform
@@ -48,6 +53,24 @@ from flowc.testing.generators import synthetic_spec  # noqa: E402
 STAGES = ("parse", "check", "lower", "passes", "artifact")
 
 
+class GCClock:
+    """Seconds spent in Python's cyclic garbage collector (via `gc.callbacks`)."""
+
+    def __init__(self) -> None:
+        self.total = 0.0
+        self._start = 0.0
+
+    def __call__(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._start = time.perf_counter()
+        else:
+            self.total += time.perf_counter() - self._start
+
+
+GC = GCClock()
+gc.callbacks.append(GC)
+
+
 def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
     t = time.perf_counter()
     out = fn()
@@ -55,6 +78,8 @@ def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
 
 
 def one_run(text: str, path: str) -> dict[str, Any]:
+    gc.collect()
+    gc0, cpu0 = GC.total, time.process_time()
     source = SourceFile(path, text)
     (data, spans, diags), t_parse = timed(lambda: parse_flow_data(source))
     assert data is not None and not diags, diags
@@ -81,16 +106,26 @@ def one_run(text: str, path: str) -> dict[str, Any]:
         return c
 
     _, t_art = timed(artifact)
-    _, t_compile = timed(lambda: flowc.compile(text))
+    gc_s, cpu = GC.total - gc0, time.process_time() - cpu0
     stages = {"parse": t_parse, "check": t_check, "lower": t_lower, "passes": t_passes, "artifact": t_art}
-    return {**stages, "total": sum(stages.values()), "compile": t_compile, "per_pass": per_pass}
+    total = sum(stages.values())
+    return {**stages, "total": total, "cpu": cpu, "gc": gc_s, "per_pass": per_pass}
+
+
+def compile_run(text: str) -> float:
+    gc.collect()
+    _, t = timed(lambda: flowc.compile(text))
+    return t
 
 
 def bench(n: int, runs: int, seed: int) -> dict[str, Any]:
     spec = synthetic_spec(n, seed)
     text = print_flow(spec)
-    results = [one_run(text, f"synthetic_{n}.flow") for _ in range(runs)]
-    med = {k: statistics.median(r[k] for r in results) for k in (*STAGES, "total", "compile")}
+    results = []
+    for _ in range(runs):
+        results.append(one_run(text, f"synthetic_{n}.flow"))
+        results[-1]["compile"] = compile_run(text)
+    med = {k: statistics.median(r[k] for r in results) for k in (*STAGES, "total", "cpu", "gc", "compile")}
     passes = {p: statistics.median(r["per_pass"][p] for r in results) for p in results[0]["per_pass"]}
     kinds: dict[str, int] = {}
     for node in spec.nodes.values():
@@ -128,21 +163,24 @@ def main() -> int:
         print(
             f"{n:>6} nodes {row['chars']:>9,} chars | "
             + " ".join(f"{k} {s[k]:7.3f}" for k in STAGES)
-            + f" | total {s['total']:7.3f} s (compile() {s['compile']:.3f} s)",
+            + f" | total {s['total']:7.3f} s (cpu {s['cpu']:.3f}, gc {s['gc']:.3f}; compile() {s['compile']:.3f} s)",
             flush=True,
         )
     growth = {}
-    for a, b in zip(rows, rows[1:]):
+    for a, b in itertools.pairwise(rows):
         factor = b["nodes"] / a["nodes"]
         key = f"{a['nodes']}->{b['nodes']}"
         growth[key] = {
             "size_factor": factor,
-            **{k: round(b["seconds"][k] / a["seconds"][k], 2) for k in (*STAGES, "total")},
+            **{k: round(b["seconds"][k] / a["seconds"][k], 2) for k in (*STAGES, "total", "cpu", "gc")},
+            "total_without_gc": round(
+                (b["seconds"]["total"] - b["seconds"]["gc"]) / (a["seconds"]["total"] - a["seconds"]["gc"]), 2
+            ),
         }
     print()
     header = f"{'stage':<9}" + "".join(f"{n:>12,}" for n in sizes) + "".join(f"{k:>16}" for k in growth)
     print(header)
-    for k in (*STAGES, "total"):
+    for k in (*STAGES, "total", "cpu", "gc"):
         cells = "".join(f"{r['seconds'][k]:>11.3f}s" for r in rows)
         ratios = "".join(f"{g[k]:>15.1f}×" for g in growth.values())
         print(f"{k:<9}{cells}{ratios}")
@@ -159,6 +197,7 @@ def main() -> int:
         "goal": {
             "1000_nodes_under_1s": None if one_k is None else one_k["seconds"]["total"] < 1.0,
             "linear": all(g["total"] <= 1.5 * g["size_factor"] for g in growth.values()),
+            "linear_without_gc": all(g["total_without_gc"] <= 1.5 * g["size_factor"] for g in growth.values()),
         },
     }
     out = Path(args.out)

@@ -10,6 +10,8 @@ subflow; map with a body), loops with `while` conditions, metrics and tests.
 
 from __future__ import annotations
 
+import json
+import re
 import string
 from typing import Any
 
@@ -68,13 +70,13 @@ json_values = st.recursive(
         st.lists(inner, max_size=3),
         st.dictionaries(st.one_of(names, single_line), inner, max_size=3),
     ),
-    max_leaves=6,
+    max_leaves=4,
 )
 
 
 # -- types --------------------------------------------------------------------------------------
 
-_enum_value = st.one_of(names, st.text(string.ascii_letters + " -_.,'", min_size=1, max_size=8))
+_enum_value = st.one_of(names, st.text(string.ascii_letters + " -_.,'", min_size=1, max_size=8), line_text.filter(bool))
 
 
 def _type_text(leaves: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
@@ -93,9 +95,7 @@ def _type_text(leaves: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
 
 def _enum(word: str) -> st.SearchStrategy[str]:
     def show(v: str) -> str:
-        import re
-
-        return v if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", v) else '"' + v.replace('"', '\\"') + '"'
+        return v if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", v) else json.dumps(v, ensure_ascii=False)
 
     return st.lists(_enum_value, min_size=1, max_size=4, unique=True).map(
         lambda vs: f"{word}[" + ", ".join(show(v) for v in vs) + "]"

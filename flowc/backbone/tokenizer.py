@@ -205,6 +205,14 @@ class Tokenizer:
         """Whether a token is a control or user-defined token."""
         return self.token_types[token_id] in (_CONTROL, _USER_DEFINED)
 
+    def token_bytes(self, token_id: int) -> bytes:
+        """The raw bytes of one token (a token may hold part of a UTF-8 character)."""
+        tok = self.tokens[int(token_id)]
+        if self.is_special(int(token_id)):
+            return tok.encode("utf-8")
+        _, dec = _byte_alphabet()
+        return bytes(dec[c] for c in tok)
+
     def decode(self, ids: Sequence[int], *, skip_special: bool = True) -> str:
         """Text of token ids; invalid UTF-8 (a character cut between tokens) becomes U+FFFD."""
         _, dec = _byte_alphabet()

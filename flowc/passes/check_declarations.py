@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import ClassVar
 
-from flowc.ir.graph import FlowGraph
+from flowc.ir.graph import INPUT, FlowGraph
 from flowc.passes.base import Pass, PassContext
+from flowc.passes.check_types import value_fits
 from flowc.spec.build import did_you_mean
 from flowc.spec.models import METRIC_NAMES, LLMNode, MapNode
 
@@ -36,13 +38,23 @@ class CheckDeclarationsPass(Pass):
                 )
         for name, t in spec.tests.items():
             p = ("tests", name)
-            for k in t.inputs:
+            for k, v in t.inputs.items():
                 if k not in inputs:
                     ctx.report(
                         "test-unknown-name",
                         f"test '{name}' sets '{k}', which is not a pipeline input",
                         spec.key_span(*p, "inputs", k),
                         did_you_mean(k, inputs) or _listing("inputs", inputs),
+                    )
+                    continue
+                port = graph.node(INPUT).outputs.get(k)
+                if port is not None and not value_fits(v, port.type):
+                    ctx.report(
+                        "invalid-value",
+                        f"test '{name}' sets input '{k}' to {json.dumps(v, ensure_ascii=False)}, "
+                        f"which does not fit its type {port.type}",
+                        spec.span(*p, "inputs", k),
+                        f"write a value of type {port.type}",
                     )
             for i, ex in enumerate(t.expect):
                 if ex.output not in outputs:

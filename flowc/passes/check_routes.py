@@ -7,7 +7,7 @@ from typing import ClassVar
 
 from flowc.ir.graph import FlowGraph
 from flowc.passes.base import Pass, PassContext
-from flowc.spec.models import LLMNode, MapNode
+from flowc.spec.models import LLMNode, MapNode, ToolNode
 from flowc.spec.types import EnumT
 
 
@@ -47,6 +47,17 @@ class CheckRoutesPass(Pass):
         for name, spec_node in spec.nodes.items():
             if isinstance(spec_node, MapNode) and isinstance(spec_node.body, LLMNode):
                 self.map_body(ctx, name, spec_node.body)
+            tool = spec_node.body if isinstance(spec_node, MapNode) else spec_node
+            if isinstance(tool, ToolNode):
+                base = ("nodes", name) if tool is spec_node else ("nodes", name, "body")
+                for port, t in tool.outputs.items():
+                    if isinstance(t, EnumT) and t.route:  # lowering builds routes for llm nodes only
+                        ctx.report(
+                            "invalid-value",
+                            f"tool node '{name}' has a route output '{port}'; only llm nodes route",
+                            spec.key_span(*base, "outputs", port),
+                            "make it an enum[...] output and route with an llm node, or drop it",
+                        )
         return graph
 
     def map_body(self, ctx: PassContext, name: str, body: LLMNode) -> None:

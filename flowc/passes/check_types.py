@@ -35,12 +35,12 @@ def _lit_type(v: object) -> TypeExpr:
     return ANY
 
 
-def _value_fits(v: object, t: TypeExpr) -> bool:
+def value_fits(v: object, t: TypeExpr) -> bool:
     """Does the plain value `v` (a default from the spec) fit type `t`? Unknown names fit anything."""
     if t == ANY or v is None:
         return True
     if isinstance(t, OptionalT):
-        return _value_fits(v, t.inner)
+        return value_fits(v, t.inner)
     if isinstance(t, Prim):
         if isinstance(v, bool):
             return t.name == "bool"
@@ -50,12 +50,12 @@ def _value_fits(v: object, t: TypeExpr) -> bool:
     if isinstance(t, EnumT):
         return v in t.values
     if isinstance(t, ListT):
-        return isinstance(v, list) and all(_value_fits(x, t.item) for x in v)
+        return isinstance(v, list) and all(value_fits(x, t.item) for x in v)
     if isinstance(t, RecordT):
         if not isinstance(v, dict):
             return False
         return all(
-            (k in v and _value_fits(v[k], ft)) or (k not in v and isinstance(ft, OptionalT)) for k, ft in t.fields
+            (k in v and value_fits(v[k], ft)) or (k not in v and isinstance(ft, OptionalT)) for k, ft in t.fields
         )
     return True  # a named type that did not resolve is reported as unknown-type
 
@@ -147,7 +147,7 @@ class CheckTypesPass(Pass):
         """An input's default must fit the input's type: it flows into the graph unchecked."""
         for name, decl in ctx.spec.inputs.items():
             port = graph.node(INPUT).outputs.get(name)
-            if port is None or decl.default is None or _value_fits(decl.default, port.type):
+            if port is None or decl.default is None or value_fits(decl.default, port.type):
                 continue
             shown = json.dumps(decl.default, ensure_ascii=False)
             ctx.report(

@@ -100,7 +100,15 @@ async def evaluate(
                 row = json.loads(line)
             except json.JSONDecodeError:
                 continue  # a line cut by a kill: that example runs again
-            done[str(row["id"])] = row
+            if isinstance(row, dict) and "id" in row:
+                done[str(row["id"])] = row
+        # Keep only the complete rows: a line cut by a kill has no newline, and the next row
+        # appended after it would be glued to it and lost to the resume after this one.
+        tmp = results_path.with_suffix(".jsonl.tmp")
+        tmp.write_text(
+            "".join(json.dumps(r, ensure_ascii=False, default=repr) + "\n" for r in done.values()), encoding="utf-8"
+        )
+        os.replace(tmp, results_path)
     elif results_path.exists():
         results_path.unlink()
     todo = [r for r in records if str(r["id"]) not in done]

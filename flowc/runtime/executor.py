@@ -61,6 +61,10 @@ class _Plan:
     same_loop: dict[str, set[str]]  # node -> nodes sharing a loop with it
     loop_of_edge: dict[tuple[str, str], str]  # (src, dst) -> loop name, for back edges
     consumers: dict[str, list[str]]
+    # node -> the sources of its non-route in-edges (INPUT included), and those that are nodes:
+    # read on every firing attempt, so resolved once here instead of through networkx each time.
+    sources: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    node_sources: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     @classmethod
     def of(cls, g: FlowGraph) -> _Plan:
@@ -78,7 +82,16 @@ class _Plan:
                 consumers.setdefault(e.src, []).append(e.dst)
             if e.loop:
                 loop_edges[(e.src, e.dst)] = e.loop
-        return cls({n: g.gates(n) for n in names}, {n: g.enablers(n) for n in names}, same, loop_edges, consumers)
+        sources = {n: tuple(dict.fromkeys(e.src for e in g.in_edges(n) if e.kind != "route")) for n in names}
+        return cls(
+            {n: g.gates(n) for n in names},
+            {n: g.enablers(n) for n in names},
+            same,
+            loop_edges,
+            consumers,
+            sources,
+            {n: tuple(s for s in srcs if s != INPUT) for n, srcs in sources.items()},
+        )
 
 
 @dataclass
@@ -304,10 +317,8 @@ class Executor:
         """The node's input values if it should fire now (consuming what it read), else None."""
         node = self.graph.node(name)
         plan = self._plan
-        in_edges = [e for e in self.graph.in_edges(name) if e.kind != "route"]
-        fresh = {e.src for e in in_edges if self._fresh(state, e.src, name)}
+        fresh = {src for src in plan.sources[name] if self._fresh(state, src, name)}
         route_fresh = state.routed.get(name, 0) > state.routed_seen.get(name, 0)
-        node_sources = {e.src for e in in_edges if e.src != INPUT}
         if not fresh and not route_fresh and (state.fired(name) or plan.gates[name]):
             return None  # nothing new: a node starts once on its own, then only when something reaches it
         if plan.gates[name] and not route_fresh and not (fresh & plan.enablers[name]):
@@ -316,7 +327,7 @@ class Executor:
             values = {port: self._read(state, name, node, expr, allow_fallback) for port, expr in node.bindings.items()}
         except _NotReady:
             return None
-        for src in node_sources:
+        for src in plan.node_sources[name]:
             state.seen[(src, name)] = state.visible.get((src, name), 0)
         state.routed_seen[name] = state.routed.get(name, 0)
         return values

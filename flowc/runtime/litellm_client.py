@@ -213,7 +213,7 @@ class LiteLLMClient:
             kwargs["seed"] = request.seed
         if request.stop:
             kwargs["stop"] = list(request.stop)
-        if request.api_base:
+        if request.api_base and route.model == request.model:  # a fallback keeps its own endpoint
             kwargs["api_base"] = request.api_base
         if request.timeout_s is not None:
             kwargs["timeout"] = request.timeout_s

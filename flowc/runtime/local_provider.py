@@ -128,8 +128,18 @@ class LoadedModel:
         # no longer be cancelled.
         self.pool = ThreadPoolExecutor(max_workers=self.n_parallel, thread_name_prefix="flowc-local")
 
-    def chat(self, body: dict[str, Any]) -> dict[str, Any]:
-        """One blocking chat completion (OpenAI request dict in, response dict out)."""
+    def chat(self, body: dict[str, Any], deadline: float | None = None) -> dict[str, Any]:
+        """One blocking chat completion (OpenAI request dict in, response dict out).
+
+        `deadline` (time.monotonic) is when the caller stops waiting: a call that only starts
+        after it is skipped, and llama.cpp stops decoding at it, so an abandoned call does not
+        keep the model's slot busy for the calls queued behind it.
+        """
+        if deadline is not None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return {"error": {"code": 408, "type": "timeout", "message": "timed out waiting for a slot"}}
+            body = {**body, "t_max_predict_ms": max(1, int(remaining * 1000))}
         result: dict[str, Any] = self.server.handle_chat_completions(body)
         return result
 
@@ -167,18 +177,13 @@ def load(model: str, options: LocalModelOptions | None = None) -> LoadedModel:
     return loaded
 
 
-def _request_body(
-    messages: list[Any], optional_params: dict[str, Any], timeout: float | None
-) -> dict[str, Any]:
+def _request_body(messages: list[Any], optional_params: dict[str, Any]) -> dict[str, Any]:
     body: dict[str, Any] = {"messages": messages}
     for key in ("temperature", "max_tokens", "seed", "stop", "top_p", "top_k", "response_format"):
         if key in optional_params and optional_params[key] is not None:
             body[key] = optional_params[key]
     if "max_completion_tokens" in optional_params and "max_tokens" not in body:
         body["max_tokens"] = optional_params["max_completion_tokens"]
-    if timeout is not None:
-        # llama.cpp stops decoding after this many ms, so an abandoned call frees its slot.
-        body["t_max_predict_ms"] = int(timeout * 1000)
     return body
 
 
@@ -192,6 +197,8 @@ def _raise_for_error(result: dict[str, Any], model: str) -> None:
     kind = error.get("type", "")
     code = str(error.get("code", ""))
     status = int(code) if code.isdigit() else 500
+    if kind == "timeout":
+        raise litellm.Timeout(message=message, model=model, llm_provider=PROVIDER)
     if kind == "exceed_context_size_error":
         raise litellm.ContextWindowExceededError(message=message, model=model, llm_provider=PROVIDER)
     if status == 400:
@@ -222,7 +229,8 @@ class LocalLLM(CustomLLM):
         full = f"{PROVIDER}/{model}"
         loaded = load(full)
         timeout = _timeout(kwargs.get("timeout"))
-        result = loaded.chat(_request_body(messages, kwargs.get("optional_params") or {}, timeout))
+        deadline = time.monotonic() + timeout if timeout is not None else None
+        result = loaded.chat(_request_body(messages, kwargs.get("optional_params") or {}), deadline)
         _raise_for_error(result, full)
         return _to_model_response(result, full)
 
@@ -236,8 +244,9 @@ class LocalLLM(CustomLLM):
             # The first call loads the weights (about a second): off the event loop too.
             loaded = await asyncio.get_running_loop().run_in_executor(None, load, full)
         timeout = _timeout(kwargs.get("timeout"))
-        body = _request_body(messages, kwargs.get("optional_params") or {}, timeout)
-        future = asyncio.get_running_loop().run_in_executor(loaded.pool, loaded.chat, body)
+        deadline = time.monotonic() + timeout if timeout is not None else None
+        body = _request_body(messages, kwargs.get("optional_params") or {})
+        future = asyncio.get_running_loop().run_in_executor(loaded.pool, loaded.chat, body, deadline)
         try:
             result = await (asyncio.wait_for(future, timeout) if timeout is not None else future)
         except TimeoutError as e:

@@ -17,9 +17,12 @@ punctuation, remove the articles a/an/the, collapse whitespace.
   a GSM8K gold solution's final "#### 18" is understood.
 - `label_accuracy`: the first of yes/no/maybe in the prediction equals the gold label (PubMedQA).
 
-Retrieval metrics take `(retrieved, gold)`: the ranked keys (ids or titles) a retriever returned,
-and the relevant key or keys. `hit@k` is 1 if any relevant key is in the top k, `recall@k` the
-fraction of relevant keys in the top k, `mrr` the reciprocal rank of the first relevant key.
+Retrieval metrics take `(retrieved, gold)`: what a retriever returned, best first, and the relevant
+key or keys. A retrieved item is a key (str), or a document (a dict with `id`/`title`, as a retrieve
+node outputs, or an object with those attributes, or a `Hit`): a document matches a gold key by its
+id or by its title, so gold titles work on corpora whose ids are positions. `hit@k` is 1 if any
+relevant key is in the top k, `recall@k` the fraction of relevant keys in the top k, `mrr` the
+reciprocal rank of the first relevant item.
 
 `METRICS` maps each name to a `Metric`; `get_metric` also understands `hit@k` / `recall@k` for any k.
 """
@@ -29,7 +32,7 @@ from __future__ import annotations
 import re
 import string
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any, Literal
@@ -164,24 +167,25 @@ def label_accuracy(prediction: object, gold: Gold) -> float:
     return max((float(label == normalize_answer(g)) for g in _golds(gold)), default=0.0)
 
 
-def hit_at_k(retrieved: Sequence[str], gold: Gold, k: int) -> float:
+def hit_at_k(retrieved: Sequence[object], gold: Gold, k: int) -> float:
     """1.0 if any relevant key is among the first k retrieved."""
-    top = set(_keys(retrieved)[:k])
+    top: set[str] = set().union(*_keys(retrieved)[:k])
     return float(any(g in top for g in _golds(gold)))
 
 
-def recall_at_k(retrieved: Sequence[str], gold: Gold, k: int) -> float:
+def recall_at_k(retrieved: Sequence[object], gold: Gold, k: int) -> float:
     """The fraction of distinct relevant keys among the first k retrieved (0.0 when there are none)."""
     relevant = set(_golds(gold))
     if not relevant:
         return 0.0
-    return len(relevant & set(_keys(retrieved)[:k])) / len(relevant)
+    top: set[str] = set().union(*_keys(retrieved)[:k])
+    return len(relevant & top) / len(relevant)
 
 
-def mrr(retrieved: Sequence[str], gold: Gold) -> float:
-    """1/rank of the first relevant key (ranks start at 1), or 0.0 if none was retrieved."""
+def mrr(retrieved: Sequence[object], gold: Gold) -> float:
+    """1/rank of the first relevant item (ranks start at 1), or 0.0 if none was retrieved."""
     relevant = set(_golds(gold))
-    return next((1.0 / r for r, key in enumerate(_keys(retrieved), start=1) if key in relevant), 0.0)
+    return next((1.0 / r for r, keys in enumerate(_keys(retrieved), start=1) if keys & relevant), 0.0)
 
 
 # -- the registry -----------------------------------------------------------------------------
@@ -267,11 +271,30 @@ def _golds(gold: object) -> list[str]:
     return [_as_text(gold)]
 
 
-def _keys(retrieved: Sequence[str]) -> list[str]:
+def _keys(retrieved: Sequence[object]) -> list[set[str]]:
+    """The keys each retrieved item answers to: a string itself; a document its id and title."""
     if isinstance(retrieved, str):
         raise FlowcError(
             "invalid-value",
-            "a retrieval metric got one string instead of a ranked list of keys",
-            hint="pass the retrieved ids or titles as a list, best first",
+            "a retrieval metric got one string instead of a ranked list",
+            hint="pass the retrieved ids, titles or documents as a list, best first",
         )
-    return list(retrieved)
+    return [_item_keys(item) for item in retrieved]
+
+
+def _item_keys(item: object) -> set[str]:
+    if isinstance(item, str):
+        return {item}
+    doc = getattr(item, "doc", item)  # a Hit carries its document
+    if isinstance(doc, Mapping):
+        found = {doc.get("id"), doc.get("title")}
+    else:
+        found = {getattr(doc, "id", None), getattr(doc, "title", None)}
+    keys = {str(v) for v in found if v is not None and v != ""}
+    if not keys:
+        raise FlowcError(
+            "invalid-value",
+            f"a retrieval metric cannot find an id or a title in {type(item).__name__} {str(item)[:60]!r}",
+            hint="pass ids or titles, or documents with an 'id' or 'title' field",
+        )
+    return keys

@@ -8,6 +8,7 @@ meet here, so a spec gets the same checks and the same messages whichever way it
 from __future__ import annotations
 
 import difflib
+import json
 from typing import Any, cast
 
 from pydantic import BaseModel, ValidationError
@@ -229,14 +230,14 @@ def _diagnostic(err: Any, data: Any, spans: SpanTable, path: str | None) -> Diag
             return Diagnostic(code, err["msg"], span, hint=f"rename '{name}', e.g. '{name}_'")
         if code == "invalid-type-expr":
             hint = "types: str, int, float, bool, Doc, list[T], enum[a, b], {field: T}, T?"
-        elif "\"'\"" in err["msg"]:
+        elif '"\'"' in err["msg"]:
             hint = 'strings in expressions use double quotes: "text"'
         elif p[-1:] == ("while",):
             hint = 'conditions: plan.next == "search", n < 3, not done, a and (b or c)'
         else:
             hint = 'bindings: name, node.port, "text", 3, all node.port, a ?? b'
         return Diagnostic(code, f"{_where(p)}: {err['msg']}", span, hint=hint)
-    if etype == "string_pattern_mismatch":
+    if etype == "string_pattern_mismatch" or (etype == "string_type" and loc[-1:] == ("[key]",)):
         # a bad name as a key (`nodes: {3x: ...}`) points at the key, a bad name as a value at the value
         return Diagnostic(
             "invalid-value",
@@ -303,7 +304,13 @@ _KIND_OF_VALUE = {
 def _value_problem(err: Any, where: str) -> tuple[str, str | None]:
     """A plain-words message and hint for pydantic's value errors (bounds, types, choices)."""
     etype, ctx, value = err["type"], err.get("ctx") or {}, err.get("input")
-    shown = repr(value) if isinstance(value, str) else str(value).replace("True", "true").replace("False", "false")
+    shown = (
+        repr(value)
+        if isinstance(value, str)
+        else json.dumps(value)
+        if value is None or isinstance(value, bool)
+        else str(value)
+    )
     if etype in _BOUNDS:
         key, words = _BOUNDS[etype]
         bound = ctx.get(key)

@@ -87,7 +87,7 @@ def load_yaml_data(source: SourceFile) -> tuple[Any, SpanTable, list[Diagnostic]
             ],
         )
     except yaml.YAMLError as e:
-        return None, {}, [Diagnostic("yaml-syntax", f"YAML: {e}", Span(path, 1, 1))]
+        return None, {}, [Diagnostic("yaml-syntax", f"YAML: {e}", Span(path, 1, 1), hint="check the file is YAML")]
     except RecursionError:
         return (
             None,
@@ -130,10 +130,19 @@ def load_yaml_data(source: SourceFile) -> tuple[Any, SpanTable, list[Diagnostic]
             out: dict[Any, Any] = {}
             for knode, vnode in node.value:
                 if not isinstance(knode, yaml.ScalarNode):
-                    diags.append(Diagnostic("invalid-value", "a key must be a plain name", _span(path, knode)))
+                    diags.append(
+                        Diagnostic(
+                            "invalid-value",
+                            "a key must be a plain name",
+                            _span(path, knode),
+                            hint="keys are names: letters, digits and '_'",
+                        )
+                    )
                     continue
-                key = constructor.construct_object(knode)
-                key = key if isinstance(key, str | int) else str(key)
+                # Keys in a spec are names: keep the key's text. Constructing it would turn `true`
+                # into True and `1` into 1, which are the same dict key (a false duplicate) and
+                # would be reported as "must be text" at the value instead of at the key.
+                key = knode.value
                 if key in out:
                     diags.append(
                         Diagnostic(
@@ -171,7 +180,18 @@ def load_yaml_data(source: SourceFile) -> tuple[Any, SpanTable, list[Diagnostic]
             ],
         )
     except RecursionError:
-        return None, {}, [Diagnostic("nesting-too-deep", "the document nests too deeply", Span(path, 1, 1))]
+        return (
+            None,
+            {},
+            [
+                Diagnostic(
+                    "nesting-too-deep",
+                    "the document nests too deeply",
+                    Span(path, 1, 1),
+                    hint=f"keep nesting under {MAX_DEPTH} levels",
+                )
+            ],
+        )
     return data, spans, diags
 
 

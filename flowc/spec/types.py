@@ -7,6 +7,7 @@ it back in canonical form, so the text form is also the canonical dump.
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 
@@ -97,12 +98,24 @@ STR, INT, FLOAT, BOOL, ANY = (Prim(n) for n in PRIMITIVES)
 DOC = Named("Doc")
 DOC_RECORD = RecordT(tuple((k, Prim(v)) for k, v in DOC_FIELDS))
 
-_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_\-]*")
 _TOKEN = re.compile(r"\s*(?:(?P<word>[A-Za-z_][A-Za-z0-9_\-]*)|(?P<str>\"(?:[^\"\\]|\\.)*\")|(?P<punct>[\[\]{},:?]))")
 
 
+_BARE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _unquote(token: str) -> str:
+    """The text of a quoted enum value: JSON escapes (what `_show_word` writes), else `\\x` → `x`."""
+    try:
+        value = json.loads(token)
+    except ValueError:
+        return re.sub(r"\\(.)", r"\1", token[1:-1], flags=re.S)
+    return value if isinstance(value, str) else token[1:-1]
+
+
 def _show_word(v: str) -> str:
-    return v if _WORD.fullmatch(v) else '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    # Bare only when the `.flow` grammar reads it as one NAME (no '-'): `enum[a, "b-c"]`.
+    return v if _BARE.fullmatch(v) else json.dumps(v, ensure_ascii=False)
 
 
 class _Reader:
@@ -178,7 +191,7 @@ def _parse(r: _Reader) -> TypeExpr:
         while True:
             vk, v, voff = r.next()
             if vk == "str":
-                v = v[1:-1].encode().decode("unicode_escape")
+                v = _unquote(v)
             elif vk != "word":
                 raise TypeSyntaxError(f"expected an {val} value, found {v!r}", voff)
             if v in values:

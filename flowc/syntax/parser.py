@@ -167,6 +167,15 @@ def _syntax_diagnostic(e: UnexpectedInput, source: SourceFile) -> Diagnostic:
     if isinstance(e, UnexpectedCharacters):
         pos = e.pos_in_stream or 0
         ch = source.text[pos] if pos < len(source.text) else ""
+        # an unclosed `"""` lexes as an empty string `""` and then a lone `"`: point at the opener
+        back = 2 if source.text[max(pos - 2, 0) : pos + 1] == '"""' else 0
+        if back or source.text.startswith('"""', pos):
+            return Diagnostic(
+                "unterminated-string",
+                "this text block is never closed",
+                Span(path, line, col - back, line, col - back + 3),
+                hint='close it with """ on a line of its own',
+            )
         if ch == '"':
             return Diagnostic(
                 "unterminated-string",
@@ -210,6 +219,13 @@ def _syntax_diagnostic(e: UnexpectedInput, source: SourceFile) -> Diagnostic:
             hint="put the other pipeline in its own file and 'import' it"
             if one
             else "move this line to the top of the file",
+        )
+    if tok.type == "RBRACE" and set(e.expected) <= {"$END", "<END-OF-FILE>", "_NL"}:
+        return Diagnostic(
+            "syntax-error",
+            "this '}' has no matching '{'",
+            Span(path, line, col, line, col + 1),
+            hint="remove it, or check the braces above: the pipeline's block already ended",
         )
     shown = "end of line" if tok.type == "_NL" else repr(str(tok))
     width = 1 if tok.type == "_NL" else max(len(str(tok)), 1)
@@ -296,11 +312,28 @@ class _Walker:
         self.spans[full] = _span(self.path, value_node if value_node is not None else key_node)
         return True
 
+    def string(self, tok: Token | Tree) -> str:
+        """The value of a string token; a bad escape (`\\q`) is reported, and the raw text kept."""
+        try:
+            return _string(tok)
+        except json.JSONDecodeError as e:
+            assert isinstance(tok, Token)
+            line, col = tok.line or 1, (tok.column or 1) + e.pos
+            self.diags.append(
+                Diagnostic(
+                    "syntax-error",
+                    f"invalid escape in a string: '{str(tok)[e.pos : e.pos + 2]}'",
+                    Span(self.path, line, col, line, col + 2),
+                    hint='escapes are \\" \\\\ \\n \\t and \\uXXXX; write \\\\ for a backslash',
+                )
+            )
+            return str(tok)[1:-1]
+
     def value(self, node: Tree | Token, p: tuple[str | int, ...]) -> Any:
         self.spans[p] = _span(self.path, node)
         if isinstance(node, Token):
             if node.type in ("STRING", "LONG_STRING"):
-                return _string(node)
+                return self.string(node)
             if node.type == "SIGNED_NUMBER":
                 s = str(node)
                 return float(s) if any(c in s for c in ".eE") else int(s)
@@ -313,7 +346,7 @@ class _Walker:
             out: dict[str, Any] = {}
             for f in node.children:
                 k, v = f.children
-                key = _string(k) if isinstance(k, Token) and k.type == "STRING" else str(k)
+                key = self.string(k) if isinstance(k, Token) and k.type == "STRING" else str(k)
                 if self.put(out, key, None, p, k, v, "field"):
                     out[key] = self.value(v, (*p, key))
             return out
@@ -327,7 +360,7 @@ class _Walker:
         for child in tree.children:
             if isinstance(child, Tree) and child.data == "import_decl":
                 path_tok, alias = child.children
-                self.put(imports, str(alias), _string(path_tok), ("imports",), alias, path_tok, "import")
+                self.put(imports, str(alias), self.string(path_tok), ("imports",), alias, path_tok, "import")
             elif isinstance(child, Tree) and child.data == "pipeline":
                 pipe = child
         assert pipe is not None
@@ -368,7 +401,7 @@ class _Walker:
             elif kind in ("model_decl", "corpus_decl"):
                 n, ident, *blk = st.children
                 sec, field = ("models", "id") if kind == "model_decl" else ("corpora", "path")
-                entry: dict[str, Any] = {field: _string(ident)}
+                entry: dict[str, Any] = {field: self.string(ident)}
                 if self.put(section(sec), str(n), entry, (sec,), n, n, sec[:-1] if sec == "models" else "corpus"):
                     self.spans[(sec, str(n), field)] = _span(self.path, ident)
                     if blk:
@@ -583,5 +616,6 @@ class _Walker:
                         "syntax-error",
                         "a test holds 'input = value' and 'expect output op value'",
                         _span(self.path, st),
+                        hint='e.g. question = "..." and expect answer contains "..."',
                     )
                 )

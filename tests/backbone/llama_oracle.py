@@ -80,10 +80,14 @@ class LlamaOracle:
             req["n_probs"] = n_probs
         return dict(self._server.handle_completions(req))
 
-    def greedy_ids(self, prompt_ids: Sequence[int], n_predict: int) -> list[int]:
-        """Greedy next tokens (stops early at end of generation)."""
+    def greedy_bytes(self, prompt_ids: Sequence[int], n_predict: int) -> bytes:
+        """The bytes of the greedy continuation (it stops early at an end-of-generation token).
+
+        Bytes, not token ids: the server folds a token that ends inside a UTF-8 character into
+        the next token's log-prob entry, so the ids it reports can skip tokens; bytes cannot.
+        """
         r = self.complete(prompt_ids, n_predict=n_predict, n_probs=1)
-        return [int(e["id"]) for e in r["choices"][0]["logprobs"]["content"]]
+        return b"".join(bytes(e["bytes"]) for e in r["choices"][0]["logprobs"]["content"])
 
     def top_logprobs(self, prompt_ids: Sequence[int], n: int = 20) -> dict[int, float]:
         """The `n` most likely next tokens after the prompt, with their log-probabilities."""

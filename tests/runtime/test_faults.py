@@ -202,3 +202,24 @@ async def test_many_concurrent_calls_with_faults_all_finish(server: FakeOpenAISe
     results = await asyncio.gather(*(lm.complete(ask(f"q{i}")) for i in range(40)))
     assert len(results) == 40 and all(r.text == "ok" for r in results)
     assert server.hits == 60
+
+
+def test_fake_server_runs_in_its_own_process_and_stops_by_pid() -> None:
+    import subprocess
+    import sys
+
+    import httpx
+
+    proc = subprocess.Popen([sys.executable, "-m", "flowc.testing.fake_server"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        url = proc.stdout.readline().strip()
+        with httpx.Client(base_url=url) as http:
+            for _ in range(3):  # one kept-alive connection, several requests
+                r = http.post("/chat/completions", json={"model": "m", "messages": [{"role": "user", "content": "a"}]})
+                assert r.json()["choices"][0]["message"]["content"] == "ok"
+            assert http.get("/models").status_code == 200
+            assert http.post("/nope", json={}).status_code == 404
+    finally:
+        proc.terminate()
+    assert proc.wait(10) == 0

@@ -153,3 +153,17 @@ async def test_missing_api_key_is_an_auth_error_naming_the_variable(monkeypatch:
         await lm.complete(LMRequest(model="openai/gpt-4o-mini", messages=chat(None, "q"), node="gen"))
     assert info.value.code == "lm-auth" and "OPENAI_API_KEY" in (info.value.hint or "")
     assert info.value.node == "gen"
+
+
+def test_local_call_past_its_deadline_never_reaches_the_model(tmp_path: Path) -> None:
+    import time
+
+    from flowc.runtime.local_provider import LoadedModel
+
+    class Untouchable:
+        def handle_chat_completions(self, body: dict[str, object]) -> dict[str, object]:
+            raise AssertionError("a call whose caller gave up must not be decoded")
+
+    loaded = LoadedModel(tmp_path / "m.gguf", Untouchable(), n_parallel=1)
+    out = loaded.chat({"messages": []}, deadline=time.monotonic() - 1)
+    assert out["error"]["type"] == "timeout"

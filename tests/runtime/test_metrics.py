@@ -7,6 +7,7 @@ from decimal import Decimal
 import pytest
 
 from flowc.errors import FlowcError
+from flowc.runtime.corpus import Doc, Hit
 from flowc.runtime.metrics import (
     METRICS,
     Metric,
@@ -150,6 +151,19 @@ def test_retrieval_metrics() -> None:
     assert mrr(ranked, "d3") == 1.0 and mrr(ranked, "zz") == 0.0 and mrr([], "d3") == 0.0
     with pytest.raises(FlowcError) as e:
         hit_at_k("d3", "d3", 1)
+    assert e.value.code == "invalid-value"
+
+
+def test_retrieval_metrics_accept_documents_matching_by_id_or_title() -> None:
+    docs = [{"id": "0", "title": "Paris", "text": "..."}, {"id": "1", "title": "Berlin", "text": "..."}]
+    assert recall_at_k(docs, ["Berlin", "Rome"], 2) == 0.5  # a gold title matches a positional id's doc
+    assert recall_at_k(docs, ["1", "0"], 1) == 0.5  # ids match too
+    assert mrr(docs, "Berlin") == 0.5 and hit_at_k(docs, "Paris", 1) == 1.0
+    hits = [Hit(Doc("a", "Alpha", "x"), 2.0), Hit(Doc("b", "Beta", "y"), 1.0)]
+    assert mrr(hits, ["Beta"]) == 0.5 and hit_at_k([Doc("a", "Alpha", "x")], "a", 1) == 1.0
+    assert recall_at_k([], ["x"], 5) == 0.0 and hit_at_k([], "x", 5) == 0.0
+    with pytest.raises(FlowcError) as e:
+        mrr([{"text": "no id"}], "x")
     assert e.value.code == "invalid-value"
 
 
