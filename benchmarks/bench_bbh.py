@@ -108,9 +108,10 @@ def make_clients(args: argparse.Namespace, compiled: CompiledPipeline) -> tuple[
     return pipeline_lm, LiteLLMClient()
 
 
-#: name → factory(pipeline_lm, optimizer_lm, args): one line per optimizer.
-OPTIMIZERS: dict[str, Callable[[LMClient, LMClient, argparse.Namespace], Any]] = {
-    "textgrad": lambda p, o, a: __import__("flowc.optimizers.textgrad", fromlist=["TextGrad"]).TextGrad(
+def _textgrad(p: LMClient, o: LMClient, a: argparse.Namespace) -> Any:
+    from flowc.optimizers.textgrad import TextGrad
+
+    return TextGrad(
         pipeline_lm=p,
         optimizer_lm=o,
         optimizer_model=a.optimizer_lm,
@@ -118,14 +119,27 @@ OPTIMIZERS: dict[str, Callable[[LMClient, LMClient, argparse.Namespace], Any]] =
         batch_size=a.batch_size,
         only=["solve.system"],
         max_tokens=a.optimizer_max_tokens,
-    ),
-    "bootstrap": lambda p, o, a: __import__("flowc.optimizers.bootstrap", fromlist=["BootstrapFewShot"]).BootstrapFewShot(
+    )
+
+
+def _bootstrap(p: LMClient, o: LMClient, a: argparse.Namespace) -> Any:
+    from flowc.optimizers.bootstrap import BootstrapFewShot
+
+    return BootstrapFewShot(
         pipeline_lm=p, max_demos=a.max_demos, max_bootstrapped=a.max_demos * 2, num_candidates=a.num_candidates
-    ),
+    )
+
+
+#: name → factory(pipeline_lm, optimizer_lm, args): one line per optimizer.
+OPTIMIZERS: dict[str, Callable[[LMClient, LMClient, argparse.Namespace], Any]] = {
+    "textgrad": _textgrad,
+    "bootstrap": _bootstrap,
 }
 
 
-async def evaluate(lm: LMClient, compiled: CompiledPipeline, rows: Sequence[Mapping[str, Any]], metric: Metric) -> dict[str, Any]:
+async def evaluate(
+    lm: LMClient, compiled: CompiledPipeline, rows: Sequence[Mapping[str, Any]], metric: Metric
+) -> dict[str, Any]:
     counting = CountingLM(lm)
     t0 = time.perf_counter()
     ev = await Scorer(counting).evaluate(compiled, rows, metric)
@@ -203,7 +217,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "test_before": result["test_before"]["acc"],
             "test_after": after["acc"],
             "changed": sorted(patch.params),
-            "new_values": {k: v for k, v in patch.params.items()},
+            "new_values": dict(patch.params),
             "optimize_calls": {"pipeline": p_count.calls, "optimizer": o_count.calls},
             "optimize_tokens": {"pipeline": p_count.tokens, "optimizer": o_count.tokens},
             "budget_used": patch.budget_used,

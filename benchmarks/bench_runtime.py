@@ -13,10 +13,15 @@ name: `openai/fake` answers at once, `openai/fake-100ms` after 100 ms.
     (captured from flowc's first run) made with raw `litellm.acompletion`, and DSPy: a dspy.Module
     of four chained dspy.Predict, with litellm as its transport (`engine="litellm"`, the same HTTP
     path as flowc) and with its default engine (its own HTTP client). Plain httpx POSTs are the
-    floor. One pipeline run of each system in turn, in a rotating order, so load drift hits all
-    alike. Reported: the median ms per call (run time / 4), flowc's overhead over raw litellm and
-    DSPy's, and their ratio (goal <= 0.25). Also flowc's own work per call with litellm stubbed
-    out, and the cost of the run store (open_executor with store on, cache off).
+    floor. Every litellm call carries the same 60 s timeout (flowc's default for a model; litellm
+    itself does measurably more work per call when given one, shown by a row without it). One
+    pipeline run of each system in turn, in a rotating order, so load drift hits all alike.
+    Reported: the median wall ms per call (run time / 4) and the mean CPU ms per call of this
+    process (the server runs in another; CPU time is far less disturbed by other processes on a
+    shared machine than wall time), flowc's overhead over raw litellm and DSPy's, and their ratio
+    (goal <= 0.25), on both bases. Then each system's own work per call with `litellm.acompletion`
+    stubbed out (no I/O, no litellm), with a cProfile of the Executor's hot path, and the cost of
+    the run store (open_executor with store on, cache off).
 (b) Fan-out: 8 independent `llm` branches at 100 ms per call joined by one `llm` node; wall time
     vs the critical path (2 calls: 0.2 s). Goal <= 1.2x.
 (c) Batch: 200 inputs at concurrency 16 through a 1-call pipeline at 100 ms; wall vs the ideal
@@ -103,13 +108,14 @@ def start_server() -> tuple[subprocess.Popen[str], str]:
 
 # -- specs -------------------------------------------------------------------------------------------
 
-CHAIN4 = '''
+CHAIN4 = """
 pipeline chain4 {
   input question: str
   output answer: str <- answer.answer
   model m = "MODEL" {
     api_base: "URL"
     max_tokens: 16
+    timeout: 60
   }
   node rewrite: llm {
     system: "You rewrite questions."
@@ -138,9 +144,9 @@ pipeline chain4 {
     output answer: str
   }
 }
-'''
+"""
 
-ONE_CALL = '''
+ONE_CALL = """
 pipeline one_call {
   input question: str
   output answer: str <- answer.answer
@@ -155,9 +161,9 @@ pipeline one_call {
     output answer: str
   }
 }
-'''
+"""
 
-LOCAL_ONE = '''
+LOCAL_ONE = """
 pipeline local_one {
   input prompt: str
   output text: str <- gen.text
@@ -171,22 +177,22 @@ pipeline local_one {
     output text: str
   }
 }
-'''
+"""
 
 
 def fanout_spec(width: int) -> str:
     branches = "\n".join(
-        f'''  node b{i}: llm {{
+        f"""  node b{i}: llm {{
     system: "You are branch {i}."
     prompt: "Aspect {i} of: {{{{question}}}}"
     question <- question
     output note: str
-  }}'''
+  }}"""
         for i in range(width)
     )
     joins = "\n".join(f"    n{i} <- b{i}.note" for i in range(width))
     listing = "\\n".join(f"{{{{n{i}}}}}" for i in range(width))
-    return f'''
+    return f"""
 pipeline fanout {{
   input question: str
   output answer: str <- join.answer
@@ -203,7 +209,7 @@ pipeline fanout {{
     output answer: str
   }}
 }}
-'''
+"""
 
 
 def compile_spec(text: str, **subs: str) -> Any:
@@ -268,21 +274,35 @@ async def _make_systems(url: str, notes: list[str], with_store: Path) -> dict[st
     async def flowc_store_run() -> Any:
         return _check(await stored.run(question))
 
-    async def raw_litellm() -> Any:
+    async def raw_litellm(timeout: float | None = 60.0) -> Any:
         out = None
+        extra = {"timeout": timeout} if timeout is not None else {}
         for messages in calls:
-            r = await litellm.acompletion(model="openai/fake", messages=messages, api_base=url, api_key=KEY,
-                                          temperature=0.0, max_tokens=16, max_retries=0, num_retries=0)
+            r = await litellm.acompletion(
+                model="openai/fake",
+                messages=messages,
+                api_base=url,
+                api_key=KEY,
+                temperature=0.0,
+                max_tokens=16,
+                max_retries=0,
+                num_retries=0,
+                **extra,
+            )
             out = r.choices[0].message.content
         return out
+
+    async def raw_litellm_no_timeout() -> Any:
+        return await raw_litellm(None)
 
     http = httpx.AsyncClient(base_url=url, headers={"authorization": f"Bearer {KEY}"})
 
     async def plain_httpx() -> Any:
         out = None
         for messages in calls:
-            r = await http.post("/chat/completions", json={"model": "fake", "messages": messages,
-                                                           "temperature": 0.0, "max_tokens": 16})
+            r = await http.post(
+                "/chat/completions", json={"model": "fake", "messages": messages, "temperature": 0.0, "max_tokens": 16}
+            )
             r.raise_for_status()
             out = r.json()["choices"][0]["message"]["content"]
         return out
@@ -290,6 +310,7 @@ async def _make_systems(url: str, notes: list[str], with_store: Path) -> dict[st
     systems: dict[str, Run] = {
         "httpx (plain HTTP)": plain_httpx,
         "litellm.acompletion": raw_litellm,
+        "litellm.acompletion (no timeout)": raw_litellm_no_timeout,
         "flowc Executor": flowc_run,
         "flowc open_executor (store on, cache off)": flowc_store_run,
     }
@@ -315,8 +336,17 @@ async def _make_systems(url: str, notes: list[str], with_store: Path) -> dict[st
 
     program = Chain()
     for engine in ("litellm", "auto"):
-        lm = dspy.LM("openai/fake", api_base=url, api_key=KEY, cache=False, temperature=0.0, max_tokens=16,
-                     num_retries=0, engine=engine)
+        lm = dspy.LM(
+            "openai/fake",
+            api_base=url,
+            api_key=KEY,
+            cache=False,
+            temperature=0.0,
+            max_tokens=16,
+            num_retries=0,
+            timeout=60,
+            engine=engine,
+        )
 
         async def dspy_run(lm: Any = lm) -> Any:
             with dspy.context(lm=lm), warnings.catch_warnings():
@@ -370,8 +400,8 @@ def _stub_acompletion() -> Callable[..., Awaitable[Any]]:
     async def stub(**kwargs: Any) -> Any:
         text = _reply_for({"model": kwargs.get("model", ""), "messages": kwargs.get("messages") or []}).text
         return litellm.ModelResponse(
-            model="fake", choices=[{"index": 0, "message": {"role": "assistant", "content": text},
-                                    "finish_reason": "stop"}],
+            model="fake",
+            choices=[{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
             usage={"prompt_tokens": 12, "completion_tokens": 1, "total_tokens": 13},
         )
 
@@ -438,8 +468,9 @@ def section_a(url: str, args: argparse.Namespace, notes: list[str]) -> dict[str,
             return await _measure(systems, args.runs, args.rounds, 4)
 
         results = asyncio.run(go())
-    own = asyncio.run(_own_work(url, args.runs * 2, args.rounds,
-                                Path(tempfile.gettempdir()) / "flowc_bench_runtime_executor.prof"))
+    own = asyncio.run(
+        _own_work(url, args.runs * 2, args.rounds, Path(tempfile.gettempdir()) / "flowc_bench_runtime_executor.prof")
+    )
     out: dict[str, Any] = {"per_call_ms": results, "own_work": own}
     for metric in ("median_ms_per_call", "mean_cpu_ms_per_call"):
         raw = results["litellm.acompletion"][metric]
@@ -545,20 +576,27 @@ def section_d(url: str, args: argparse.Namespace) -> dict[str, Any]:
                 wall = time.perf_counter() - t0
                 for r in results:
                     _check(r)
-                passes.append({
-                    "wall_s": wall,
-                    "lm_calls_to_model": cached.misses - misses0,
-                    "cache_hits": cached.hits - hits0,
-                    "calls_marked_cached": sum(c.cached for r in results for c in r.lm_calls),
-                })
+                passes.append(
+                    {
+                        "wall_s": wall,
+                        "lm_calls_to_model": cached.misses - misses0,
+                        "cache_hits": cached.hits - hits0,
+                        "calls_marked_cached": sum(c.cached for r in results for c in r.lm_calls),
+                    }
+                )
             return passes
 
         passes = asyncio.run(go())
         if ex.store is not None:
             ex.store.close()
         cached.cache.close()
-    return {"inputs": args.batch, "concurrency": args.concurrency, "first_pass": passes[0],
-            "second_pass": passes[1], "second_pass_lm_calls": passes[1]["lm_calls_to_model"]}
+    return {
+        "inputs": args.batch,
+        "concurrency": args.concurrency,
+        "first_pass": passes[0],
+        "second_pass": passes[1],
+        "second_pass_lm_calls": passes[1]["lm_calls_to_model"],
+    }
 
 
 # -- (e) embedded model --------------------------------------------------------------------------------
@@ -588,8 +626,11 @@ def section_e(args: argparse.Namespace) -> dict[str, Any]:
     prompts = LOCAL_PROMPTS[: args.local_prompts]
 
     def direct(prompt: str) -> tuple[int, float, str]:
-        body = {"messages": [{"role": "system", "content": LOCAL_SYSTEM}, {"role": "user", "content": prompt}],
-                "max_tokens": args.max_tokens, "temperature": 0.0}
+        body = {
+            "messages": [{"role": "system", "content": LOCAL_SYSTEM}, {"role": "user", "content": prompt}],
+            "max_tokens": args.max_tokens,
+            "temperature": 0.0,
+        }
         t = time.perf_counter()
         out: dict[str, Any] = loaded.server.handle_chat_completions(body)
         dt = time.perf_counter() - t
@@ -625,8 +666,15 @@ def section_e(args: argparse.Namespace) -> dict[str, Any]:
 
     res = asyncio.run(go())
     ratio = res["flowc"]["tokens_per_s"] / res["direct"]["tokens_per_s"]
-    return {"model": model, "max_tokens": args.max_tokens, "prompts": len(prompts), "rounds": args.local_rounds,
-            "model_load_s": load_s, "results": res, "ratio": ratio}
+    return {
+        "model": model,
+        "max_tokens": args.max_tokens,
+        "prompts": len(prompts),
+        "rounds": args.local_rounds,
+        "model_load_s": load_s,
+        "results": res,
+        "ratio": ratio,
+    }
 
 
 # -- report --------------------------------------------------------------------------------------------
@@ -683,72 +731,109 @@ def main() -> None:
         res = a["per_call_ms"]
         raw = res["litellm.acompletion"]["median_ms_per_call"]
         raw_cpu = res["litellm.acompletion"]["mean_cpu_ms_per_call"]
-        print(f"(a) Overhead per LM call: 4-node chain, zero-latency loopback server "
-              f"({args.rounds} rounds x {args.runs} runs, interleaved; ms per call = run / 4)")
-        print(f"    {'system':42} {'wall med':>8} {'p90':>7} {'rnd-med':>7} {'over litellm':>12} "
-              f"{'CPU mean':>8} {'over litellm':>12}")
+        print(
+            f"(a) Overhead per LM call: 4-node chain, zero-latency loopback server "
+            f"({args.rounds} rounds x {args.runs} runs, interleaved; ms per call = run / 4)"
+        )
+        print(
+            f"    {'system':42} {'wall med':>8} {'p90':>7} {'rnd-med':>7} {'over litellm':>12} "
+            f"{'CPU mean':>8} {'over litellm':>12}"
+        )
         for name, r in res.items():
-            print(f"    {name:42} {r['median_ms_per_call']:8.3f} {r['p90_ms_per_call']:7.3f} "
-                  f"{r['median_of_round_medians_ms']:7.3f} {r['median_ms_per_call'] - raw:+12.3f} "
-                  f"{r['mean_cpu_ms_per_call']:8.3f} {r['mean_cpu_ms_per_call'] - raw_cpu:+12.3f}")
+            print(
+                f"    {name:42} {r['median_ms_per_call']:8.3f} {r['p90_ms_per_call']:7.3f} "
+                f"{r['median_of_round_medians_ms']:7.3f} {r['median_ms_per_call'] - raw:+12.3f} "
+                f"{r['mean_cpu_ms_per_call']:8.3f} {r['mean_cpu_ms_per_call'] - raw_cpu:+12.3f}"
+            )
         own = a["own_work"]
         print("    Own work per call, litellm.acompletion stubbed out (minus the stub's own time):")
         for name, r in own["per_call_us"].items():
-            print(f"      {name:44} {r['median_us_per_call']:8.0f} us (wall median) "
-                  f"{r['mean_cpu_us_per_call']:8.0f} us (CPU mean)")
+            print(
+                f"      {name:44} {r['median_us_per_call']:8.0f} us (wall median) "
+                f"{r['mean_cpu_us_per_call']:8.0f} us (CPU mean)"
+            )
         if own.get("ratio flowc/dspy own work") is not None:
             ratio = own["ratio flowc/dspy own work"]
-            print(f"      flowc own work / DSPy (engine=litellm) own work: {ratio:.2f} -> "
-                  f"{_verdict(ratio <= 0.25)} (<= 0.25)")
+            print(
+                f"      flowc own work / DSPy (engine=litellm) own work: {ratio:.2f} -> "
+                f"{_verdict(ratio <= 0.25)} (<= 0.25)"
+            )
         for basis in ("wall", "cpu"):
             for key in ("engine=litellm", "engine=auto"):
                 if f"dspy_overhead_ms ({key})" not in a[basis]:
                     continue
                 ratio = a[basis][f"ratio ({key})"]
-                shown = (f"{ratio:.2f} -> {_verdict(ratio <= 0.25)} (<= 0.25)" if ratio is not None
-                         else "undefined (DSPy is not slower than raw litellm)")
-                print(f"    [{basis}] flowc overhead {a[basis]['flowc_overhead_ms']:+.3f} ms / DSPy ({key}) "
-                      f"overhead {a[basis][f'dspy_overhead_ms ({key})']:+.3f} ms = {shown}")
+                shown = (
+                    f"{ratio:.2f} -> {_verdict(ratio <= 0.25)} (<= 0.25)"
+                    if ratio is not None
+                    else "undefined (DSPy is not slower than raw litellm)"
+                )
+                print(
+                    f"    [{basis}] flowc overhead {a[basis]['flowc_overhead_ms']:+.3f} ms / DSPy ({key}) "
+                    f"overhead {a[basis][f'dspy_overhead_ms ({key})']:+.3f} ms = {shown}"
+                )
     if "b_fanout" in report:
         b = report["b_fanout"]
-        print(f"(b) Fan-out 8 x 100 ms + join: wall {b['wall_s_median']:.3f} s vs critical path 0.200 s: "
-              f"{b['ratio']:.2f}x -> {_verdict(b['ratio'] <= 1.2)} (<= 1.2); "
-              f"vs 2 x measured 1-call run ({b['one_call_pipeline_s_median']:.3f} s): "
-              f"{b['ratio_vs_measured_critical_path']:.2f}x")
+        print(
+            f"(b) Fan-out 8 x 100 ms + join: wall {b['wall_s_median']:.3f} s vs critical path 0.200 s: "
+            f"{b['ratio']:.2f}x -> {_verdict(b['ratio'] <= 1.2)} (<= 1.2); "
+            f"vs 2 x measured 1-call run ({b['one_call_pipeline_s_median']:.3f} s): "
+            f"{b['ratio_vs_measured_critical_path']:.2f}x"
+        )
     if "c_batch" in report:
         c = report["c_batch"]
-        print(f"(c) Batch {c['inputs']} @ concurrency {c['concurrency']}, 100 ms/call: wall {c['wall_s']:.3f} s "
-              f"vs ideal {c['ideal_s']:.3f} s: {c['ratio']:.2f}x -> {_verdict(c['ratio'] <= 1.2)} (<= 1.2)")
+        print(
+            f"(c) Batch {c['inputs']} @ concurrency {c['concurrency']}, 100 ms/call: wall {c['wall_s']:.3f} s "
+            f"vs ideal {c['ideal_s']:.3f} s: {c['ratio']:.2f}x -> {_verdict(c['ratio'] <= 1.2)} (<= 1.2)"
+        )
     if "d_cached_rerun" in report:
         d = report["d_cached_rerun"]
-        print(f"(d) Cached rerun of the batch: pass 1 {d['first_pass']['lm_calls_to_model']} LM calls "
-              f"in {d['first_pass']['wall_s']:.3f} s; pass 2 {d['second_pass_lm_calls']} LM calls "
-              f"({d['second_pass']['cache_hits']} cache hits) in {d['second_pass']['wall_s']:.3f} s "
-              f"-> {_verdict(d['second_pass_lm_calls'] == 0)} (0)")
+        print(
+            f"(d) Cached rerun of the batch: pass 1 {d['first_pass']['lm_calls_to_model']} LM calls "
+            f"in {d['first_pass']['wall_s']:.3f} s; pass 2 {d['second_pass_lm_calls']} LM calls "
+            f"({d['second_pass']['cache_hits']} cache hits) in {d['second_pass']['wall_s']:.3f} s "
+            f"-> {_verdict(d['second_pass_lm_calls'] == 0)} (0)"
+        )
     if "e_embedded_throughput" in report:
         e = report["e_embedded_throughput"]
         r = e["results"]
-        print(f"(e) {e['model']} ({e['prompts']} prompts x {e['rounds']} rounds, max_tokens {e['max_tokens']}): "
-              f"direct {r['direct']['tokens_per_s']:.1f} tok/s, flowc Executor {r['flowc']['tokens_per_s']:.1f} "
-              f"tok/s: {e['ratio']:.3f} -> {_verdict(e['ratio'] >= 0.9)} (>= 0.9); identical outputs "
-              f"{r['identical_outputs']['count']}/{r['identical_outputs']['of']}")
+        print(
+            f"(e) {e['model']} ({e['prompts']} prompts x {e['rounds']} rounds, max_tokens {e['max_tokens']}): "
+            f"direct {r['direct']['tokens_per_s']:.1f} tok/s, flowc Executor {r['flowc']['tokens_per_s']:.1f} "
+            f"tok/s: {e['ratio']:.3f} -> {_verdict(e['ratio'] >= 0.9)} (>= 0.9); identical outputs "
+            f"{r['identical_outputs']['count']}/{r['identical_outputs']['of']}"
+        )
     for n in notes:
         print("note:", n)
 
     # Sections not run this time keep their previous figures (each section is measured side by side).
-    merged = {k: v for k, v in previous.get("sections", {}).items()}
+    merged = dict(previous.get("sections", {}))
     merged.update(report)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({
-        "benchmark": "runtime",
-        "sections": merged,
-        "last_run": {"sections": sorted(sections), "args": {k: v for k, v in vars(args).items() if k != "out"}
-                     | {"out": str(args.out)}, "seconds": time.time() - started,
-                     "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
-        "versions": {p: _version(p) for p in ("litellm", "httpx", "dspy", "xllamacpp")},
-        "notes": notes,
-    }, indent=2, default=str) + "\n")
+    args.out.write_text(
+        json.dumps(
+            {
+                "benchmark": "runtime",
+                "sections": merged,
+                "last_run": {
+                    "sections": sorted(sections),
+                    "args": {k: v for k, v in vars(args).items() if k != "out"} | {"out": str(args.out)},
+                    "seconds": time.time() - started,
+                    "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                },
+                "machine": {
+                    "cpus": os.cpu_count(),
+                    "python": platform.python_version(),
+                    "platform": platform.platform(),
+                },
+                "versions": {p: _version(p) for p in ("litellm", "httpx", "dspy", "xllamacpp")},
+                "notes": notes,
+            },
+            indent=2,
+            default=str,
+        )
+        + "\n"
+    )
     print(f"wrote {args.out}")
 
 

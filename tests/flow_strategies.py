@@ -218,6 +218,8 @@ def llm_nodes(draw: st.DrawFn, model_names: list[str], node_names: list[str]) ->
     if draw(st.booleans()):
         node["trainable"] = draw(st.booleans())
     if draw(st.booleans()):
+        node["criteria"] = draw(st.lists(any_text, max_size=2))
+    if draw(st.booleans()):
         node["description"] = draw(any_text)
     return node
 
@@ -247,7 +249,7 @@ def other_nodes(draw: st.DrawFn, kind: str, corpus_names: list[str], import_name
 @st.composite
 def pipelines(draw: st.DrawFn) -> Pipeline:
     """A valid Pipeline model drawing on every construct of the language."""
-    pool = draw(st.lists(names.filter(lambda n: n not in RESERVED), min_size=4, max_size=12, unique=True))
+    pool = draw(st.lists(names.filter(lambda n: n not in RESERVED), min_size=2, max_size=8, unique=True))
     node_names = pool[: draw(st.integers(1, len(pool)))]
     model_names = draw(st.lists(names, max_size=2, unique=True))
     corpus_names = draw(st.lists(names, max_size=2, unique=True))

@@ -118,12 +118,27 @@ def export_merged(
     out: str | Path,
     *,
     dtype: TensorDType = "f16",
+    untouched: TensorDType | None = None,
     metadata: Mapping[str, str] | None = None,
 ) -> Path:
-    """Write a standalone GGUF with the adapter merged; serve it as `local/gguf:<path>`."""
+    """Write a standalone GGUF with the adapter merged; serve it as `local/gguf:<path>`.
+
+    Args:
+        src, lora, lora_cfg: the base file and the adapter trained on it.
+        out: the file to write.
+        dtype: storage of the merged projections.
+        untouched: `None` copies the other tensors as they are (quantized, small, fast); "f16" or
+            "f32" stores them unquantized, so llama.cpp computes what jax computes (bigger, slower).
+        metadata: extra header strings (the base checksum and LoRA shape are always recorded).
+    """
     meta = {"flowc.base.sha256": src.sha256, "flowc.lora": _describe(lora_cfg), **(metadata or {})}
     return write_gguf(
-        src, out, replace=merged_tensors(src, lora, lora_cfg), replace_dtype=dtype, metadata=meta
+        src,
+        out,
+        replace=merged_tensors(src, lora, lora_cfg),
+        replace_dtype=dtype,
+        all_dtype=untouched,
+        metadata=meta,
     )
 
 

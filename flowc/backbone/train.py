@@ -22,7 +22,7 @@ import optax
 from flowc.backbone.backbone import Backbone
 from flowc.backbone.batching import TokenBatch
 from flowc.backbone.checkpoint import load_adapter, save_adapter
-from flowc.backbone.export import export_lora_adapter, export_merged
+from flowc.backbone.export import TensorDType, export_lora_adapter, export_merged
 from flowc.backbone.lora import LoraConfig, init_lora
 from flowc.backbone.objectives import policy_loss, sft_loss, token_logprobs
 from flowc.errors import FlowcError
@@ -80,7 +80,7 @@ def accumulated_grad(
     (loss_s, aux_s), grads_s = shapes
     zero = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), (loss_s, aux_s, grads_s))
     total, _ = jax.lax.scan(body, zero, parts)
-    return total  # type: ignore[no-any-return]
+    return total
 
 
 @dataclass
@@ -256,11 +256,14 @@ class LoraTrainer:
         self.steps = int(info["extra"].get("steps", 0))
         self._compiled.clear()
 
-    def export(self, path: str | Path, *, kind: str = "merged") -> Path:
-        """Write a GGUF for the runtime: "merged" (a standalone model) or "adapter" (llama.cpp LoRA)."""
+    def export(self, path: str | Path, *, kind: str = "merged", untouched: TensorDType | None = None) -> Path:
+        """Write a GGUF for the runtime: "merged" (a standalone model) or "adapter" (llama.cpp LoRA).
+
+        `untouched` ("f16"/"f32") stores the base's other tensors unquantized; see `export_merged`.
+        """
         lora_np = jax.tree.map(np.asarray, self.lora)
         if kind == "merged":
-            return export_merged(self.backbone.file, lora_np, self.lora_cfg, path)
+            return export_merged(self.backbone.file, lora_np, self.lora_cfg, path, untouched=untouched)
         if kind == "adapter":
             return export_lora_adapter(self.backbone.file, lora_np, self.lora_cfg, path)
         raise FlowcError("invalid-value", f"unknown export kind '{kind}'", hint="use 'merged' or 'adapter'")

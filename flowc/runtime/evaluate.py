@@ -91,6 +91,14 @@ async def evaluate(
     on_progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
     """Run every record, score it, checkpoint it; returns the report (also written to report.json)."""
+    ids = [str(r["id"]) for r in records]
+    if len(set(ids)) != len(ids):
+        dupes = sorted({i for i in ids if ids.count(i) > 1})
+        raise FlowcError(
+            "dataset-invalid",
+            f"example ids must be unique (they key the checkpoint); repeated: {', '.join(dupes[:5])}",
+            hint="give every record its own 'id', or drop the field to number them",
+        )
     out_dir.mkdir(parents=True, exist_ok=True)
     results_path = out_dir / "results.jsonl"
     done: dict[str, dict[str, Any]] = {}

@@ -12,6 +12,8 @@ calls block, so they run in a small thread pool of their own, off the event loop
 model are limited to its number of slots (`n_parallel`, default 1): on a 2-core CPU llama.cpp's
 parallel slots gave no more tokens per second than one slot fed serially (measured: 105 vs 95
 tok/s for 8 requests of 64 tokens), and a queue inside flowc keeps waiting calls cancellable.
+Each call is streamed internally, so a call whose caller timed out or was cancelled stops
+decoding at the next token instead of holding the slot until max_tokens.
 
 `serve_model()` serves one model as an OpenAI-compatible HTTP server on 127.0.0.1 (llama.cpp's
 own server, built into xllamacpp) so several processes can share one loaded model.
@@ -128,20 +130,56 @@ class LoadedModel:
         # no longer be cancelled.
         self.pool = ThreadPoolExecutor(max_workers=self.n_parallel, thread_name_prefix="flowc-local")
 
-    def chat(self, body: dict[str, Any], deadline: float | None = None) -> dict[str, Any]:
+    def chat(
+        self, body: dict[str, Any], deadline: float | None = None, cancel: threading.Event | None = None
+    ) -> dict[str, Any]:
         """One blocking chat completion (OpenAI request dict in, response dict out).
 
-        `deadline` (time.monotonic) is when the caller stops waiting: a call that only starts
-        after it is skipped, and llama.cpp stops decoding at it, so an abandoned call does not
-        keep the model's slot busy for the calls queued behind it.
+        The call is streamed internally so that it can stop between two tokens: when `cancel`
+        is set (the caller gave up) or `deadline` (time.monotonic) passes, decoding stops and the
+        model's slot is free for the calls queued behind it. llama.cpp's own time limit
+        (`t_max_predict_ms`) cannot do this: it only fires after a newline. A call that only
+        starts after its deadline is skipped.
         """
-        if deadline is not None:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return {"error": {"code": 408, "type": "timeout", "message": "timed out waiting for a slot"}}
-            body = {**body, "t_max_predict_ms": max(1, int(remaining * 1000))}
-        result: dict[str, Any] = self.server.handle_chat_completions(body)
-        return result
+        if deadline is not None and time.monotonic() >= deadline:
+            return _timeout_result("timed out waiting for the model")
+        parts: list[str] = []
+        state: dict[str, Any] = {"finish": None, "usage": None, "error": None, "id": None, "stopped": False}
+
+        def on_chunk(chunk: dict[str, Any]) -> bool:
+            if "error" in chunk:
+                state["error"] = chunk["error"]
+                return True
+            state["id"] = state["id"] or chunk.get("id")
+            for choice in chunk.get("choices") or ():
+                content = (choice.get("delta") or {}).get("content")
+                if content:
+                    parts.append(content)
+                if choice.get("finish_reason"):
+                    state["finish"] = choice["finish_reason"]
+            if chunk.get("usage"):
+                state["usage"] = chunk["usage"]
+            if (cancel is not None and cancel.is_set()) or (deadline is not None and time.monotonic() >= deadline):
+                state["stopped"] = True
+                return True  # tells llama.cpp to stop this generation
+            return False
+
+        streamed = {**body, "stream": True, "stream_options": {"include_usage": True}}
+        self.server.handle_chat_completions(streamed, on_chunk)
+        if state["error"] is not None:
+            return {"error": state["error"]}
+        if state["stopped"]:
+            return _timeout_result("stopped: the caller's deadline passed or it gave up")
+        return {
+            "id": state["id"],
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": "".join(parts)},
+                         "finish_reason": state["finish"]}],
+            "usage": state["usage"] or {},
+        }
+
+
+def _timeout_result(message: str) -> dict[str, Any]:
+    return {"error": {"code": 408, "type": "timeout", "message": message}}
 
 
 _models: dict[Path, LoadedModel] = {}
@@ -246,12 +284,17 @@ class LocalLLM(CustomLLM):
         timeout = _timeout(kwargs.get("timeout"))
         deadline = time.monotonic() + timeout if timeout is not None else None
         body = _request_body(messages, kwargs.get("optional_params") or {})
-        future = asyncio.get_running_loop().run_in_executor(loaded.pool, loaded.chat, body, deadline)
+        cancel = threading.Event()
+        future = asyncio.get_running_loop().run_in_executor(loaded.pool, loaded.chat, body, deadline, cancel)
         try:
             result = await (asyncio.wait_for(future, timeout) if timeout is not None else future)
         except TimeoutError as e:
             raise litellm.Timeout(message=f"no answer within {timeout} s", model=full,
                                   llm_provider=PROVIDER) from e
+        finally:
+            # On a timeout or a cancelled task the worker thread is still decoding: stop it.
+            if not future.done():
+                cancel.set()
         _raise_for_error(result, full)
         return _to_model_response(result, full)
 

@@ -124,6 +124,10 @@ def parse_outputs(text: str, spec: OutputSpec, *, node: str, model: str | None =
     problems: list[str] = []
     for name, t in spec.ports.items():
         route = isinstance(t, EnumT) and t.route
+        inner = t.inner if isinstance(t, OptionalT) else t
+        if spec.format == "tagged" and isinstance(inner, ListT) and raw.get(name) == "":
+            out[name] = []  # an empty <name></name> is an empty list (no sub-questions), not a missing one
+            continue
         if name not in raw or raw[name] in ("", None):
             if isinstance(t, OptionalT):
                 out[name] = None

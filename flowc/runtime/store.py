@@ -141,12 +141,15 @@ class RunStore:
 
     def load(self, run_id: str) -> RunResult:
         """A stored run with its steps and LM calls; a unique prefix of the id is enough."""
+        pattern = run_id.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
         with self._lock:
             rows = self._db.execute(
                 "SELECT id, pipeline, artifact_hash, status, inputs, outputs, error, error_code, "
-                "duration_s FROM runs WHERE id LIKE ?",
-                (run_id + "%",),
+                "duration_s FROM runs WHERE id LIKE ? ESCAPE '\\'",
+                (pattern,),
             ).fetchall()
+        exact = [r for r in rows if r[0] == run_id]
+        rows = exact or rows  # an id that is also a prefix of longer ids still names its own run
         if len(rows) != 1:
             raise FlowcError(
                 "run-not-found",

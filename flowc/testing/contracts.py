@@ -214,7 +214,8 @@ class OptimizerContract:
         assert full.budget_used["calls"] == used and full.stopped_by is None
         limit = max(1, int(used * share))
         lms = self.fresh_lms()
-        patch = self.run(compiled, trainset, valset, metric, budget=Budget(calls=limit), run_dir=tmp_path / "b", lms=lms)
+        budget = Budget(calls=limit)
+        patch = self.run(compiled, trainset, valset, metric, budget=budget, run_dir=tmp_path / "b", lms=lms)
         made = len(lms[0].calls) + len(lms[1].calls)
         assert made <= limit and patch.budget_used["calls"] <= limit
         assert patch.stopped_by == "budget: calls"

@@ -67,7 +67,7 @@ class FunctionLM:
         return response
 
 
-class SimulatedKill(BaseException):  # noqa: N818 - named like KeyboardInterrupt, which it stands for
+class SimulatedKill(BaseException):
     """Raised by `KillSwitch` to stand for a killed process: a BaseException, so no `except
     Exception` (and no budget handler) in an optimizer can swallow it."""
 
@@ -205,33 +205,83 @@ def always_right(gold: str = "Paris") -> Answer:
 
 
 class GrowingCritic:
-    """A deterministic stand-in for a verbose critic, for depth measurements: its feedback on a
-    variable is one fixed sentence of its own (`own_words` words) followed by `share` of the
-    downstream feedback it was given (the text in `<OBJECTIVE_FUNCTION>` of a TextGrad chain
-    prompt), echoed verbatim from the start. share=1.0 echoes all of it — the feedback reaching
-    node i then holds every downstream node's sentence, so it grows linearly with depth unless the
-    optimizer caps it; share<1 is a critic that summarizes (the length converges to
-    own/(1-share)). Updates put `hint` in front of the variable. Token counts: one per word.
+    """A deterministic stand-in for a verbose critic, for depth measurements (`benchmarks/bench_depth.py`).
+
+    Feedback (a TextGrad backward request):
+    - on the evaluated output (the base prompt, with `<EVALUATION>`): "No change needed." when the
+      evaluation says "(correct)"; otherwise its own critique, one fixed sentence of `own_words`
+      words starting with "Critique:";
+    - upstream (a chain prompt): "No change needed." when the downstream feedback (the text in
+      `<OBJECTIVE_FUNCTION>` after "feedback on the output:") holds no critique; otherwise its own
+      critique followed by the first `share` of the downstream feedback's characters, verbatim.
+      share=1.0 echoes all of it, so the feedback reaching node i of a chain holds one critique per
+      node below it and grows linearly with depth unless the optimizer caps it; share<1 is a critic
+      that summarizes (the length converges to about own/(1-share)).
+    Updates (a request whose system prompt names `<IMPROVED_VARIABLE>` or `<PROMPT>`): the variable
+    unchanged when its feedback (in `<CONTEXT>`) holds no critique, else `hint` put in front of it.
+    A critic asked for JSON scores gets `fake_optimizer_answer`'s reply. Tokens: one per word.
     """
 
     def __init__(self, share: float = 1.0, own_words: int = 20, hint: str = HINT) -> None:
         self.share = share
         self.own = " ".join(["Critique:", *(f"w{i}" for i in range(own_words - 1))])
         self.hint = hint
-        self.feedback_calls = 0
 
     def __call__(self, request: LMRequest) -> str:
-        if "<IMPROVED_VARIABLE>" in system_text(request) or "<PROMPT>" in system_text(request):
+        system, text = system_text(request), request_text(request)
+        if "<IMPROVED_VARIABLE>" in system:
+            context = between(text, "<CONTEXT>", "</CONTEXT>") or ""
+            if "Critique:" not in context:
+                var = between(text, "<VARIABLE>", "</VARIABLE>") or ""
+                return f"<IMPROVED_VARIABLE>{var.strip()}</IMPROVED_VARIABLE>"
             return fake_optimizer_answer(request, hint=self.hint)
-        self.feedback_calls += 1
-        text = request_text(request)
-        down = between(text, "<OBJECTIVE_FUNCTION>", "</OBJECTIVE_FUNCTION>") or ""
-        down = down.split("feedback on the output:", 1)[-1].strip() if "feedback on the output:" in down else ""
-        echoed = down[: int(len(down) * self.share)]
-        return f"{self.own} {echoed}".strip()
+        if "<PROMPT>" in system or '"scores"' in system:
+            return fake_optimizer_answer(request, hint=self.hint)
+        if "<EVALUATION>" in text:
+            return self.own if "(correct)" not in text else "No change needed."
+        objective = between(text, "<OBJECTIVE_FUNCTION>", "</OBJECTIVE_FUNCTION>") or ""
+        down = objective.split("feedback on the output:", 1)[-1].strip()
+        if "Critique:" not in down:
+            return "No change needed."
+        return f"{self.own} {down[: int(len(down) * self.share)]}".strip()
+
+
+#: Capitals the fake chain model knows (questions "What is the capital of X?").
+CAPITALS: dict[str, str] = {
+    "France": "Paris",
+    "Italy": "Rome",
+    "Spain": "Madrid",
+    "Germany": "Berlin",
+    "Japan": "Tokyo",
+    "Egypt": "Cairo",
+    "Peru": "Lima",
+    "Kenya": "Nairobi",
+    "Norway": "Oslo",
+    "Chile": "Santiago",
+}
+
+
+def capital_questions() -> list[dict[str, str]]:
+    return [{"question": f"What is the capital of {c}?", "answer": a} for c, a in CAPITALS.items()]
+
+
+def chain_pipeline_answer(request: LMRequest, *, hint: str = HINT) -> str:
+    """The fake model of `flowc.testing.generators.deep_chain`: the drafter answers "I think it is
+    <capital>." (wrong under exact match), or the bare capital when its prompt holds `hint`; a
+    refiner repeats the current answer, or gives the bare capital when its prompt holds `hint`."""
+    text = request_text(request)
+    country = next((c for c in CAPITALS if c in text), None)
+    capital = CAPITALS.get(country or "", "unknown")
+    if hint in text:
+        return capital
+    current = between(text, "Current answer:", "\n\n")
+    if current is not None:
+        return current.strip()
+    return f"I think it is {capital}."
 
 
 __all__ = (
+    "CAPITALS",
     "HINT",
     "QA_SPEC",
     "QA_TRAIN",
@@ -242,6 +292,8 @@ __all__ = (
     "SimulatedKill",
     "always_right",
     "between",
+    "capital_questions",
+    "chain_pipeline_answer",
     "fake_optimizer_answer",
     "hurting_pipeline_answer",
     "qa_pipeline_answer",

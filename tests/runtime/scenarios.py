@@ -238,6 +238,10 @@ pipeline review_loop {
 }
 """
 
+REVIEW_NO_NOTES = (
+    REVIEW.replace("$WHILE", "").replace('    notes <- review.notes ?? "none"\n', "").replace(" Notes: {{notes}}", "")
+)
+
 # A plain back edge (no router) with a `while` condition.
 REFINE = """
 pipeline refine {
@@ -259,6 +263,21 @@ pipeline refine {
     output feedback: str
   }
   loop polish: critic -> draft max 2 while critic.score < 8
+}
+"""
+
+SELF_LOOP = """
+pipeline grow {
+  input seed: str
+  output last: str <- grow.text
+  output stages: list[str] <- all grow.text
+  model m = "openai/fake"
+  node grow: llm {
+    prompt: "Grow from {{prev}}"
+    prev <- grow.text ?? seed
+    output text: str
+  }
+  loop again: grow -> grow max 5 while grow.text != "stop"
 }
 """
 
@@ -702,6 +721,35 @@ SCENARIOS: list[Scenario] = [
         notes={"review": "loop 'revise' is done: publish instead of draft"},
     ),
     Scenario(
+        # the loop's only back edge is the route itself: draft reads nothing from review
+        "loop_router_route_only_back_edge",
+        REVIEW_NO_NOTES,
+        {"topic": "owls"},
+        ("d1", "<next>draft</next><score>1</score>", "d2", "<next>publish</next><score>9</score>", "D2"),
+        path=("draft", "review", "draft", "review", "publish"),
+        calls=(
+            Call("draft", ("Draft about owls.",)),
+            Call("review", ("Review: d1",)),
+            Call("draft", ("Draft about owls.",)),
+            Call("review", ("Review: d2",)),
+            Call("publish", ("Polish: d2",)),
+        ),
+        outputs={"final": "D2", "drafts": ["d1", "d2"]},
+    ),
+    Scenario(
+        "self_loop_until_condition",
+        SELF_LOOP,
+        {"seed": "acorn"},
+        ("sapling", "tree", "stop"),
+        path=("grow", "grow", "grow"),
+        calls=(
+            Call("grow", ("Grow from acorn",)),
+            Call("grow", ("Grow from sapling",)),
+            Call("grow", ("Grow from tree",)),
+        ),
+        outputs={"last": "stop", "stages": ["sapling", "tree", "stop"]},
+    ),
+    Scenario(
         "loop_back_edge_while",
         REFINE,
         {"topic": "bees"},
@@ -974,6 +1022,17 @@ SCENARIOS: list[Scenario] = [
         },
         tools=TOOLS,
         check=_maps_check,
+    ),
+    Scenario(
+        # an empty list is a valid answer (no parts): every map runs zero branches
+        "map_over_empty_list",
+        MAPS,
+        {"question": "nothing to split"},
+        ("<parts></parts>",),
+        path=("split", frozenset({"each_llm", "each_search", "each_flow"})),
+        calls=(Call("split", ("Split into parts: nothing to split",)),),
+        outputs={"answers": [], "hits": [], "sub_answers": [], "tops": []},
+        tools=TOOLS,
     ),
     Scenario(
         "subflow_node",

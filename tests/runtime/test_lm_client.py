@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -166,4 +167,52 @@ def test_local_call_past_its_deadline_never_reaches_the_model(tmp_path: Path) ->
 
     loaded = LoadedModel(tmp_path / "m.gguf", Untouchable(), n_parallel=1)
     out = loaded.chat({"messages": []}, deadline=time.monotonic() - 1)
+    assert out["error"]["type"] == "timeout"
+
+
+class _StreamingServer:
+    """Streams one chunk per word like llama.cpp's server, and records whether it was told to stop."""
+
+    def __init__(self, words: list[str], on_word: object = None) -> None:
+        self.words = words
+        self.stopped_at: int | None = None
+        self.on_word = on_word
+
+    def handle_chat_completions(self, body: dict[str, Any], callback: Any) -> None:
+        assert body["stream"] is True
+        for i, w in enumerate(self.words):
+            if callable(self.on_word):
+                self.on_word(i)
+            if callback({"id": "c1", "choices": [{"index": 0, "delta": {"content": w}, "finish_reason": None}]}):
+                self.stopped_at = i
+                return
+        callback({"id": "c1", "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+        callback({"id": "c1", "choices": [], "usage": {"prompt_tokens": 4, "completion_tokens": len(self.words)}})
+
+
+def test_local_stream_is_assembled_into_one_response(tmp_path: Path) -> None:
+    from flowc.runtime.local_provider import LoadedModel
+
+    server = _StreamingServer(["Hello", " there", "!"])
+    out = LoadedModel(tmp_path / "m.gguf", server, n_parallel=1).chat({"messages": []})
+    assert out["choices"][0]["message"]["content"] == "Hello there!"
+    assert out["choices"][0]["finish_reason"] == "stop"
+    assert out["usage"] == {"prompt_tokens": 4, "completion_tokens": 3}
+    assert server.stopped_at is None
+
+
+def test_local_generation_stops_between_tokens_when_cancelled(tmp_path: Path) -> None:
+    import threading
+
+    from flowc.runtime.local_provider import LoadedModel
+
+    cancel = threading.Event()
+
+    def give_up_at_word_5(i: int) -> None:
+        if i == 5:
+            cancel.set()
+
+    server = _StreamingServer([f"w{i} " for i in range(100)], on_word=give_up_at_word_5)
+    out = LoadedModel(tmp_path / "m.gguf", server, n_parallel=1).chat({"messages": []}, cancel=cancel)
+    assert server.stopped_at == 5  # llama.cpp was told to stop at once, not after 100 tokens
     assert out["error"]["type"] == "timeout"

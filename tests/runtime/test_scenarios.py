@@ -180,8 +180,9 @@ class SleepyLM:
 
 def test_independent_branches_overlap() -> None:
     lm = SleepyLM(delays={"pro": 0.2, "con": 0.2, "join": 0.05})
+    ex = Executor(compiled(FAN), lm=lm)
     t0 = time.perf_counter()
-    result = asyncio.run(Executor(compiled(FAN), lm=lm).run({"question": "q"}))
+    result = asyncio.run(ex.run({"question": "q"}))
     wall = time.perf_counter() - t0
     assert result.status == "ok", result.error
     spans = {node: (a, b) for node, a, b in lm.spans}
@@ -232,3 +233,72 @@ def test_run_batch_bounded_concurrency_keeps_order() -> None:
     # two waves of three runs, two calls each: 0.4 s; serially 1.2 s
     assert 0.4 <= wall < 0.8, wall
     assert len({r.run_id for r in results}) == 6
+
+
+class FailsFor:
+    """Fails at once (a typed LM error) for calls whose node or last message names `what`; other
+    calls sleep `delay`, and those that finish are counted."""
+
+    def __init__(self, what: str, delay: float = 0.0) -> None:
+        self.what = what
+        self.delay = delay
+        self.finished = 0
+
+    async def complete(self, req: LMRequest) -> LMResponse:
+        from flowc.errors import LMServerError
+
+        if req.node == self.what or self.what in last_user(req):
+            raise LMServerError("lm-server-error", "down", node=req.node, model=req.model)
+        if self.delay and req.node != "split":
+            await asyncio.sleep(self.delay)
+        self.finished += 1
+        text = "<parts>good one\nbad one\ngood two</parts>" if req.node == "split" else "x"
+        return LMResponse(text=text, model=req.model)
+
+
+def test_steps_finishing_with_a_failure_are_all_recorded() -> None:
+    # pro fails and con succeeds in the same turn of the loop: the trace keeps con's step too
+    result = asyncio.run(Executor(compiled(FAN), lm=FailsFor("pro")).run({"question": "q"}))
+    assert result.status == "error" and result.error_code == "lm-server-error"
+    assert sorted((s.node, s.status) for s in result.steps) == [("con", "ok"), ("pro", "error")]
+    assert [s.seq for s in result.steps] == [0, 1]
+
+
+MAP_ONLY = """
+pipeline map_only {
+  input question: str
+  output answers: list[str] <- each.answer
+  model m = "openai/fake"
+  node split: llm {
+    prompt: "Split: {{question}}"
+    format: tagged
+    question <- question
+    output parts: list[str]
+  }
+  node each: map {
+    over <- split.parts
+    do: llm {
+      prompt: "Answer: {{part}}"
+      part <- item
+      output answer: str
+    }
+  }
+}
+"""
+
+
+def test_a_failing_map_branch_stops_its_siblings() -> None:
+    # the "bad one" branch fails at once; the two others, still waiting on the model, are
+    # cancelled with the step instead of calling on in the background after the run ended
+    lm = FailsFor("bad one", delay=0.3)
+    ex = Executor(compiled(MAP_ONLY), lm=lm)
+
+    async def go() -> tuple[RunResult, int]:
+        r = await ex.run({"question": "q"})
+        await asyncio.sleep(0.4)  # long enough for an orphaned branch to finish
+        return r, lm.finished
+
+    result, finished = asyncio.run(go())
+    assert result.status == "error" and "node 'each'" in (result.error or "")
+    assert finished == 1  # split only
+    assert result.duration_s < 0.25

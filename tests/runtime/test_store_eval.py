@@ -13,6 +13,7 @@ from scenarios import FAN, LINEAR, PARSE_FAIL
 
 import flowc
 from flowc.compile import CompiledPipeline
+from flowc.errors import FlowcError
 from flowc.runtime.evaluate import MetricBinding, evaluate, load_dataset
 from flowc.runtime.executor import Executor
 from flowc.runtime.fakes import ScriptedLM
@@ -98,6 +99,21 @@ def test_store_round_trips_a_run(tmp_path: Path) -> None:
     assert (row["id"], row["status"], row["lm_calls"], row["tokens"]) == (result.run_id, "ok", 3, result.tokens)
 
 
+def test_store_load_by_exact_id_or_unique_prefix(tmp_path: Path) -> None:
+    store = RunStore(tmp_path / "runs.sqlite")
+    ex = Executor(compiled(LINEAR), lm=ScriptedLM(["q", "a"] * 3), store=store)
+    for rid in ("run", "run2", "my_run"):
+        asyncio.run(ex.run({"question": "q"}, run_id=rid))
+    assert store.load("run").run_id == "run"  # also a prefix of run2, but its own id
+    assert store.load("run2").run_id == "run2"
+    assert store.load("my_").run_id == "my_run"  # '_' is a character, not a LIKE wildcard
+    with pytest.raises(FlowcError) as e:
+        store.load("r")
+    assert e.value.code == "run-not-found" and "matches 2 runs" in str(e.value)
+    with pytest.raises(FlowcError, match="no run 'nope'"):
+        store.load("nope")
+
+
 def test_store_keeps_concurrent_steps(tmp_path: Path) -> None:
     # pro and con start together; each is stored under its own seq, none overwrites the other
     store = RunStore(tmp_path / "runs.sqlite")
@@ -161,6 +177,13 @@ def test_evaluate_summary(tmp_path: Path) -> None:
     assert by_id["ex4"]["status"] == "error" and "lm-server-error" in by_id["ex4"]["error"]
     saved = json.loads((tmp_path / "ev" / "report.json").read_text())
     assert saved["metrics"] == report["metrics"] and len(saved["examples"]) == 6
+
+
+def test_evaluate_rejects_repeated_ids(tmp_path: Path) -> None:
+    records = [{"id": "a", "question": "capital of France?"}, {"id": "a", "question": "capital of Peru?"}]
+    with pytest.raises(FlowcError) as e:
+        asyncio.run(evaluate(Executor(compiled(LINEAR), lm=CapitalLM()), records, em(), tmp_path / "ev"))
+    assert e.value.code == "dataset-invalid" and "repeated: a" in str(e.value)
 
 
 def test_load_dataset(tmp_path: Path) -> None:

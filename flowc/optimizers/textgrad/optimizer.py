@@ -45,7 +45,7 @@ from flowc.optimizers.textgrad.graph import GradGraph, Gradient, Var
 from flowc.optimizers.textgrad.prompts import fill
 from flowc.runtime.lm import LMClient, LMRequest, chat
 from flowc.runtime.trace import StepRecord
-from flowc.spec.template import placeholders
+from flowc.spec.template import TemplateError, placeholders
 
 START, END = "<IMPROVED_VARIABLE>", "</IMPROVED_VARIABLE>"
 
@@ -489,6 +489,10 @@ class TextGrad:
         if new is None or not new.strip():
             job.log(step=st["step"] + 1, event="update-unreadable", param=name, reply=reply[:300])
             return None
+        lost = _lost_placeholders(keep, new)
+        if lost:  # the pipeline still compiles without an input's placeholder, but the node goes blind to it
+            job.log(step=st["step"] + 1, event="rejected", param=name, reason=f"dropped placeholders {lost}", after=new)
+            return None
         job.log(
             step=st["step"] + 1,
             event="update",
@@ -515,3 +519,12 @@ def _between_tags(text: str) -> str | None:
     if m:
         return m.group(1).strip("\n")
     return None
+
+
+def _lost_placeholders(keep: list[str], new: str) -> list[str]:
+    """Placeholders of the old value missing from the new one (all of them if it does not parse)."""
+    try:
+        have = {p.name for p in placeholders(new)}
+    except TemplateError:
+        return keep or ["(malformed template)"]
+    return [k for k in keep if k not in have]
