@@ -32,7 +32,8 @@ sends, caps and drops), not a model. Any litellm model id works as `--lm` (and `
 
 Adding an optimizer is one line in OPTIMIZERS (a factory); its feedback probe reads the
 `feedback_chars` ({param: chars}) of the rows in the optimizer's `stats` list, or give a probe in
-PROBES. Writes benchmarks/results/depth.json.
+PROBES. Each run is added to benchmarks/results/depth.json under a label (`--label`, default from
+the settings); `--fresh` starts the file over.
 """
 
 from __future__ import annotations
@@ -182,18 +183,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--optimizer-max-tokens", type=int, default=400)
     ap.add_argument("--budget-calls", type=int)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--label", help="the name of this run in the results file (default: from the settings)")
+    ap.add_argument("--fresh", action="store_true", help="start the results file over instead of adding a run")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "depth.json"))
     args = ap.parse_args(argv)
     args.max_feedback_chars = None if args.max_feedback_chars == "none" else int(args.max_feedback_chars)
-    result: dict[str, Any] = {
-        "benchmark": "depth",
-        "workload": "flowc.testing.generators.deep_chain(depth); 7 train / 3 val capital questions; exact match",
-        "settings": {k: v for k, v in vars(args).items() if k != "out"},
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
-        "results": {},
-    }
+    label = args.label or f"{args.lm}, share {args.share}, cap {args.max_feedback_chars}"
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    result: dict[str, Any] = json.loads(out.read_text()) if out.exists() and not args.fresh else {}
+    result.update(
+        benchmark="depth",
+        workload="flowc.testing.generators.deep_chain(depth); 7 train / 3 val capital questions; exact match",
+        machine=f"{platform.machine()}, {os.cpu_count()} cores",
+    )
+    runs = result.setdefault("runs", {})
+    runs[label] = {"settings": {k: v for k, v in vars(args).items() if k not in ("out", "fresh")}, "results": {}}
     for name in [x for x in args.optimizers.split(",") if x]:
         rows = []
         for depth in [int(d) for d in args.depths.split(",") if d]:
@@ -207,7 +212,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"effective updates {row['effective_update_rate']}",
                 flush=True,
             )
-            result["results"][name] = rows
+            runs[label]["results"][name] = rows
             out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {out}")
     return 0

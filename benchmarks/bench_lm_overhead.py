@@ -123,6 +123,7 @@ async def measure(clients: dict[str, Call], calls: int, rounds: int) -> dict[str
             await fn()
     names = list(clients)
     samples: dict[str, list[float]] = {name: [] for name in clients}
+    cpu: dict[str, list[float]] = {name: [] for name in clients}
     round_medians: dict[str, list[float]] = {name: [] for name in clients}
     for r in range(rounds):
         times: dict[str, list[float]] = {name: [] for name in clients}
@@ -131,9 +132,11 @@ async def measure(clients: dict[str, Call], calls: int, rounds: int) -> dict[str
             # position effect fall on every client alike.
             k = (i + r) % len(names)
             for name in names[k:] + names[:k]:
+                c0 = time.process_time()
                 t0 = time.perf_counter()
                 await clients[name]()
                 times[name].append((time.perf_counter() - t0) * 1000)
+                cpu[name].append((time.process_time() - c0) * 1000)
         for name, ts in times.items():
             samples[name].extend(ts)
             round_medians[name].append(statistics.median(ts))
@@ -144,6 +147,9 @@ async def measure(clients: dict[str, Call], calls: int, rounds: int) -> dict[str
             "median_ms": statistics.median(ts),
             "p90_ms": ts[int(0.9 * (len(ts) - 1))],
             "median_of_round_medians_ms": statistics.median(round_medians[name]),
+            # CPU time of this process per call: the client's own work, far less disturbed than
+            # wall time when other processes compete for the cores.
+            "cpu_median_ms": statistics.median(cpu[name]),
             "calls": len(ts),
         }
     return out
@@ -204,12 +210,15 @@ def main() -> None:
     raw = results["litellm.acompletion"]["median_ms"]
     print(f"\nPer-call latency against a zero-latency loopback server "
           f"({args.rounds} rounds x {args.calls} calls, interleaved)")
-    print(f"{'client':48} {'median ms':>10} {'p90 ms':>8} {'round-med':>10} {'over httpx':>11}")
+    print(f"{'client':48} {'median ms':>10} {'p90 ms':>8} {'round-med':>10} {'over httpx':>11} {'cpu ms':>7}")
     for name, r in results.items():
         print(f"{name:48} {r['median_ms']:10.3f} {r['p90_ms']:8.3f} {r['median_of_round_medians_ms']:10.3f} "
-              f"{r['median_ms'] - base:+11.3f}")
+              f"{r['median_ms'] - base:+11.3f} {r['cpu_median_ms']:7.3f}")
     flowc = results["flowc LiteLLMClient"]["median_ms"]
-    print(f"\nflowc LiteLLMClient vs raw litellm.acompletion: {flowc - raw:+.3f} ms per call ({flowc / raw:.2f}x)")
+    cpu_flowc = results["flowc LiteLLMClient"]["cpu_median_ms"]
+    cpu_raw = results["litellm.acompletion"]["cpu_median_ms"]
+    print(f"\nflowc LiteLLMClient vs raw litellm.acompletion: {flowc - raw:+.3f} ms wall, "
+          f"{cpu_flowc - cpu_raw:+.3f} ms CPU per call ({flowc / raw:.2f}x wall)")
     print(f"flowc's own work per call (litellm stubbed out): {own['own_work_us']:.1f} us")
     for n in notes:
         print("note:", n)
@@ -224,6 +233,8 @@ def main() -> None:
         "versions": {"litellm": _version("litellm"), "httpx": httpx.__version__, "dspy": _version("dspy")},
         "results_ms": results,
         "flowc_minus_litellm_ms": flowc - raw,
+        "flowc_minus_litellm_cpu_ms": cpu_flowc - cpu_raw,
+        "load_average_1min": os.getloadavg()[0],
         "flowc_own_work_us": own,
         "notes": notes,
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

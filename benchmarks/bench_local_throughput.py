@@ -49,8 +49,10 @@ def main() -> None:
     ap.add_argument("--model", default="local/smollm2")
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--prompts", type=int, default=len(PROMPTS), help=f"how many of the {len(PROMPTS)} prompts")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "local_throughput.json")
     args = ap.parse_args()
+    prompts = PROMPTS[: args.prompts]
 
     t0 = time.perf_counter()
     loaded = local_provider.load(args.model)
@@ -73,13 +75,13 @@ def main() -> None:
         return r.completion_tokens, dt, r.text
 
     async def run() -> dict[str, dict[str, float]]:
-        direct(PROMPTS[0])  # warm up both paths (litellm's lazy imports, the thread pool)
-        await via_flowc(PROMPTS[0])
+        direct(prompts[0])  # warm up both paths (litellm's lazy imports, the thread pool)
+        await via_flowc(prompts[0])
         totals = {"direct": [0, 0.0], "flowc": [0, 0.0]}
         same = 0
         paired_ms: list[float] = []  # flowc minus direct, same prompt, back to back
         for r in range(args.rounds):
-            for i, prompt in enumerate(PROMPTS):
+            for i, prompt in enumerate(prompts):
                 order = ("direct", "flowc") if (i + r) % 2 == 0 else ("flowc", "direct")
                 texts, times = {}, {}
                 for side in order:
@@ -90,13 +92,13 @@ def main() -> None:
                 same += texts["direct"] == texts["flowc"]
                 paired_ms.append((times["flowc"] - times["direct"]) * 1000)
         out = {side: {"completion_tokens": t, "seconds": s, "tokens_per_s": t / s} for side, (t, s) in totals.items()}
-        out["identical_outputs"] = {"count": same, "of": args.rounds * len(PROMPTS)}
+        out["identical_outputs"] = {"count": same, "of": args.rounds * len(prompts)}
         out["paired_overhead_ms"] = {"median": statistics.median(paired_ms), "min": min(paired_ms)}
         return out
 
     results = asyncio.run(run())
     ratio = results["flowc"]["tokens_per_s"] / results["direct"]["tokens_per_s"]
-    print(f"\n{args.model}: {len(PROMPTS)} prompts x {args.rounds} rounds, max_tokens={args.max_tokens}, greedy "
+    print(f"\n{args.model}: {len(prompts)} prompts x {args.rounds} rounds, max_tokens={args.max_tokens}, greedy "
           f"(model load {load_s:.2f} s)")
     print(f"{'path':34} {'tokens':>7} {'seconds':>8} {'tok/s':>7}")
     for side, label in (("direct", "xllamacpp handle_chat_completions"), ("flowc", "flowc LiteLLMClient")):
@@ -114,7 +116,8 @@ def main() -> None:
         "gguf": str(loaded.path),
         "max_tokens": args.max_tokens,
         "rounds": args.rounds,
-        "prompts": len(PROMPTS),
+        "prompts": len(prompts),
+        "load_average_1min": os.getloadavg()[0],
         "model_load_s": load_s,
         "results": results,
         "ratio_flowc_over_direct": ratio,

@@ -56,8 +56,10 @@ names = st.builds(
 _ALPHABET = st.characters(
     codec="utf-8",
     exclude_categories=("Cs", "Cc", "Zl", "Zp"),
-) | st.sampled_from(list('"\\{}#\'`:- \t') + ["é", "ß", "→", "日", "😀"])
-line_text = st.lists(st.text(_ALPHABET, max_size=6) | st.sampled_from(['"""', "\\n", "日本", "{{x}}"]), max_size=5).map("".join)
+) | st.sampled_from([*"\"\\{}#'`:- \t", "é", "ß", "→", "日", "😀"])
+line_text = st.lists(st.text(_ALPHABET, max_size=6) | st.sampled_from(['"""', "\\n", "日本", "{{x}}"]), max_size=5).map(
+    "".join
+)
 single_line = line_text
 multi_line = st.lists(line_text, min_size=1, max_size=5).map("\n".join)
 any_text = st.one_of(single_line, multi_line, st.sampled_from(["", " ", "x\n", "  indented\n  more", "a\\nb"]))
@@ -168,7 +170,9 @@ def prompts(draw: st.DrawFn, ports: list[str]) -> str:
 
 @st.composite
 def models(draw: st.DrawFn) -> dict[str, Any]:
-    m: dict[str, Any] = {"id": draw(st.sampled_from(["local/smollm2", "openai/gpt-4o-mini"]) | single_line.filter(bool))}
+    m: dict[str, Any] = {
+        "id": draw(st.sampled_from(["local/smollm2", "openai/gpt-4o-mini"]) | single_line.filter(bool))
+    }
     optional: dict[str, st.SearchStrategy[Any]] = {
         "temperature": st.floats(0.0, 2.0),
         "max_tokens": st.integers(1, 10**6),
@@ -314,7 +318,11 @@ def pipelines(draw: st.DrawFn) -> Pipeline:
             lp["while"] = text_of(draw(conditions))
         data["loops"][n] = lp
     data["metrics"] = {
-        n: {"fn": draw(st.sampled_from(["exact_match", "f1", "accuracy"]) | names), "output": draw(names), "target": draw(names)}
+        n: {
+            "fn": draw(st.sampled_from(["exact_match", "f1", "accuracy"]) | names),
+            "output": draw(names),
+            "target": draw(names),
+        }
         for n in draw(st.lists(names, max_size=2, unique=True))
     }
     data["tests"] = {}

@@ -115,7 +115,7 @@ def test_from_artifact_rejects_tampering(path: Path, tmp_path: Path) -> None:
 def test_shipped_deep_chain_is_the_generated_one(suffix: str) -> None:
     shipped = (PIPELINES / f"deep_chain.{suffix}").read_text(encoding="utf-8")
     assert shipped == deep_chain_text(4, suffix), (
-        f"regenerate: .venv/bin/python -c \"from flowc.testing.generators import deep_chain_text; "
+        f'regenerate: .venv/bin/python -c "from flowc.testing.generators import deep_chain_text; '
         f"print(deep_chain_text(4, '{suffix}'), end='')\" > pipelines/deep_chain.{suffix}"
     )
     assert load_spec(PIPELINES / f"deep_chain.{suffix}").dump() == deep_chain(4).dump()

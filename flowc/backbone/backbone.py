@@ -12,6 +12,7 @@ from flowc.backbone.generate import Sample, generate
 from flowc.backbone.gguf_io import GGUFModelFile
 from flowc.backbone.lora import LoraConfig
 from flowc.backbone.model import Params, load_params
+from flowc.backbone.numerics import Numerics
 from flowc.backbone.tokenizer import Tokenizer
 
 
@@ -38,9 +39,7 @@ class Backbone:
     def load(cls, model: str | Path = "smollm2") -> Backbone:
         """Load a GGUF file, or a local profile ("smollm2", "local/smollm2", "qwen-coder-0.5b")."""
         f = GGUFModelFile(resolve_model_path(model))
-        return cls(
-            file=f, config=f.config, params=load_params(f), tokenizer=Tokenizer.from_metadata(f.metadata)
-        )
+        return cls(file=f, config=f.config, params=load_params(f), tokenizer=Tokenizer.from_metadata(f.metadata))
 
     @property
     def sha256(self) -> str:
@@ -67,19 +66,21 @@ class Backbone:
         seed: int = 0,
         lora: Any = None,
         lora_cfg: LoraConfig | None = None,
+        numerics: Numerics | None = None,
     ) -> list[Sample]:
-        """Continue a prompt (greedy by default), stopping at the end-of-turn token."""
+        """Continue a prompt (greedy by default), stopping where llama.cpp stops (`tokenizer.eog_ids`)."""
         return generate(
             self.params,
             self.config,
             prompt_ids,
             max_new_tokens=max_new_tokens,
-            stop_ids=(self.end_of_turn_id,),
+            stop_ids=self.tokenizer.eog_ids,
             temperature=temperature,
             n=n,
             seed=seed,
             lora=lora,
             lora_scale=lora_cfg.scale if lora_cfg else 1.0,
+            numerics=numerics,
         )
 
     def chat(

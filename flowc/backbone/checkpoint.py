@@ -83,9 +83,7 @@ def load_adapter(
             meta = f.metadata() or {}
             tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no __iter__)
     except Exception as e:  # safetensors raises its own error types for corrupt headers
-        raise FlowcError(
-            "artifact-invalid", f"{path} is not a safetensors file: {e}", hint="re-save it"
-        ) from e
+        raise FlowcError("artifact-invalid", f"{path} is not a safetensors file: {e}", hint="re-save it") from e
     if meta.get("format") != FORMAT:
         raise FlowcError(
             "artifact-invalid",

@@ -41,9 +41,7 @@ class ModelConfig:
                 hint="n_heads must be a multiple of n_kv_heads",
             )
         if self.head_dim % 2:
-            raise FlowcError(
-                "invalid-value", f"head_dim {self.head_dim} is odd", hint="rotary needs an even head_dim"
-            )
+            raise FlowcError("invalid-value", f"head_dim {self.head_dim} is odd", hint="rotary needs an even head_dim")
 
     @property
     def q_dim(self) -> int:

@@ -56,9 +56,7 @@ def write_gguf(
     replace = dict(replace or {})
     unknown = sorted(set(replace) - set(src.tensor_names))
     if unknown:
-        raise FlowcError(
-            "artifact-invalid", f"no tensors named {unknown[:3]} in {src.path.name}", hint="check names"
-        )
+        raise FlowcError("artifact-invalid", f"no tensors named {unknown[:3]} in {src.path.name}", hint="check names")
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     meta = src.metadata

@@ -18,6 +18,7 @@ import numpy as np
 
 from flowc.backbone.config import ModelConfig
 from flowc.backbone.model import forward_cached, init_cache
+from flowc.backbone.numerics import Numerics
 from flowc.errors import FlowcError
 
 Params = dict[str, Any]
@@ -37,7 +38,7 @@ def _round_up(n: int, m: int) -> int:
     return -(-n // m) * m
 
 
-@partial(jax.jit, static_argnames=("cfg", "lora_scale"))
+@partial(jax.jit, static_argnames=("cfg", "lora_scale", "numerics"))
 def _prefill(
     params: Params,
     lora: Params,
@@ -47,12 +48,15 @@ def _prefill(
     *,
     cfg: ModelConfig,
     lora_scale: float,
+    numerics: Numerics | None,
 ) -> tuple[jax.Array, Any]:
-    logits, cache = forward_cached(params, cfg, tokens, cache, jnp.int32(0), lora=lora, lora_scale=lora_scale)
+    logits, cache = forward_cached(
+        params, cfg, tokens, cache, jnp.int32(0), lora=lora, lora_scale=lora_scale, numerics=numerics
+    )
     return logits[:, last], cache
 
 
-@partial(jax.jit, static_argnames=("cfg", "lora_scale"))
+@partial(jax.jit, static_argnames=("cfg", "lora_scale", "numerics"))
 def _decode(
     params: Params,
     lora: Params,
@@ -62,8 +66,11 @@ def _decode(
     *,
     cfg: ModelConfig,
     lora_scale: float,
+    numerics: Numerics | None,
 ) -> tuple[jax.Array, Any]:
-    logits, cache = forward_cached(params, cfg, token[:, None], cache, pos, lora=lora, lora_scale=lora_scale)
+    logits, cache = forward_cached(
+        params, cfg, token[:, None], cache, pos, lora=lora, lora_scale=lora_scale, numerics=numerics
+    )
     return logits[:, 0], cache
 
 
@@ -89,6 +96,7 @@ def generate(
     seed: int = 0,
     lora: Params | None = None,
     lora_scale: float = 1.0,
+    numerics: Numerics | None = None,
 ) -> list[Sample]:
     """Continue `prompt_ids` `n` times.
 
@@ -101,18 +109,16 @@ def generate(
         n: how many samples of the same prompt to decode together.
         seed: the sampling seed (same seed, same samples).
         lora, lora_scale: an adapter to decode with (unmerged).
+        numerics: llama.cpp's roundings (`Numerics.of_file`), to predict what it serves.
     """
     if not prompt_ids:
-        raise FlowcError(
-            "invalid-value", "cannot generate from an empty prompt", hint="pass at least one token"
-        )
+        raise FlowcError("invalid-value", "cannot generate from an empty prompt", hint="pass at least one token")
     length = len(prompt_ids)
     total = _round_up(length + max_new_tokens, 64)
     if total > cfg.context_length:
         raise FlowcError(
             "invalid-value",
-            f"prompt ({length}) + max_new_tokens ({max_new_tokens}) exceeds the context "
-            f"({cfg.context_length})",
+            f"prompt ({length}) + max_new_tokens ({max_new_tokens}) exceeds the context ({cfg.context_length})",
             hint="shorten the prompt or lower max_new_tokens",
         )
     padded = np.zeros((n, min(_round_up(length, 32), total)), np.int32)
@@ -120,7 +126,7 @@ def generate(
     cache = init_cache(cfg, n, total, params["embed"].dtype)
     ad = lora or {}
     logits, cache = _prefill(
-        params, ad, jnp.asarray(padded), cache, jnp.int32(length - 1), cfg=cfg, lora_scale=lora_scale
+        params, ad, jnp.asarray(padded), cache, jnp.int32(length - 1), cfg=cfg, lora_scale=lora_scale, numerics=numerics
     )
     key = jax.random.PRNGKey(seed)
     ids: list[list[int]] = [[] for _ in range(n)]
@@ -143,6 +149,6 @@ def generate(
         if all(done) or step == max_new_tokens - 1:
             break
         logits, cache = _decode(
-            params, ad, tok, cache, jnp.int32(length + step), cfg=cfg, lora_scale=lora_scale
+            params, ad, tok, cache, jnp.int32(length + step), cfg=cfg, lora_scale=lora_scale, numerics=numerics
         )
     return [Sample(tuple(i), tuple(lp), "stop" if d else "length") for i, lp, d in zip(ids, lps, done)]

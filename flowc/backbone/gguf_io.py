@@ -85,9 +85,7 @@ class GGUFModelFile:
         for t in self._reader.tensors:
             if t.name == name:
                 return t
-        raise FlowcError(
-            "artifact-invalid", f"{self.path.name} has no tensor '{name}'", hint="check the model file"
-        )
+        raise FlowcError("artifact-invalid", f"{self.path.name} has no tensor '{name}'", hint="check the model file")
 
     def tensor(self, name: str) -> np.ndarray:
         """One tensor, dequantized to float32, shaped `(n_out, n_in)` for weights."""

@@ -40,14 +40,14 @@ PRE_TOKENIZERS: dict[str, tuple[str, ...]] = {
 }
 
 _CONTROL, _USER_DEFINED = 3, 4
+# Texts llama.cpp treats as end-of-generation when present in the vocabulary (llama-vocab.cpp).
+_EOG_TEXTS = ("<|endoftext|>", "<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>", "<|end_of_text|>")
 
 
 @lru_cache(maxsize=1)
 def _byte_alphabet() -> tuple[dict[int, str], dict[str, int]]:
     """GPT-2's reversible map from the 256 bytes to printable unicode characters."""
-    printable = (
-        list(range(ord("!"), ord("~") + 1)) + list(range(0xA1, 0xAC + 1)) + list(range(0xAE, 0xFF + 1))
-    )
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(0xA1, 0xAC + 1)) + list(range(0xAE, 0xFF + 1))
     chars = printable[:]
     extra = 0
     for b in range(256):
@@ -200,6 +200,13 @@ class Tokenizer:
         if len(self._cache) < 100_000:
             self._cache[piece] = out
         return out
+
+    @property
+    def eog_ids(self) -> tuple[int, ...]:
+        """Tokens that end generation: EOS plus the end-of-turn markers llama.cpp also stops at."""
+        ids = {self.eos_id} if self.eos_id is not None else set()
+        ids.update(self._ids[t] for t in _EOG_TEXTS if t in self._ids)
+        return tuple(sorted(ids))
 
     def is_special(self, token_id: int) -> bool:
         """Whether a token is a control or user-defined token."""

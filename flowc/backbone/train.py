@@ -125,9 +125,7 @@ class LoraTrainer:
             remat: gradient checkpointing per block (less memory, ~25% slower on CPU).
         """
         lora_cfg = lora_cfg or LoraConfig()
-        opt = optimizer or optax.chain(
-            optax.clip_by_global_norm(1.0), optax.adamw(learning_rate, weight_decay=0.0)
-        )
+        opt = optimizer or optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(learning_rate, weight_decay=0.0))
         lora = init_lora(jax.random.PRNGKey(seed), lora_cfg, backbone.config)
         return cls(backbone, lora_cfg, opt, lora, opt.init(lora), micro_batches=micro_batches, remat=remat)
 
@@ -148,9 +146,7 @@ class LoraTrainer:
     def _sft_loss_fn(self) -> LossFn:
         cfg, scale, remat = self.backbone.config, self.lora_cfg.scale, self.remat
 
-        def fn(
-            lora: Params, params: Params, batch: dict[str, jax.Array]
-        ) -> tuple[jax.Array, dict[str, jax.Array]]:
+        def fn(lora: Params, params: Params, batch: dict[str, jax.Array]) -> tuple[jax.Array, dict[str, jax.Array]]:
             return sft_loss(lora, params, cfg, batch, lora_scale=scale, remat=remat), {}
 
         return fn
@@ -169,25 +165,17 @@ class LoraTrainer:
         """One supervised step; returns the batch's loss before the update."""
         self._check(batch)
         step = self._step_fn("sft", self._sft_loss_fn())
-        self.lora, self.opt_state, loss, _ = step(
-            self.lora, self.opt_state, self.backbone.params, _as_arrays(batch)
-        )
+        self.lora, self.opt_state, loss, _ = step(self.lora, self.opt_state, self.backbone.params, _as_arrays(batch))
         self.steps += 1
         return float(loss)
 
-    def policy_step(
-        self, pb: PolicyBatch, *, clip_eps: float = 0.2, kl_coef: float = 0.05
-    ) -> dict[str, float]:
+    def policy_step(self, pb: PolicyBatch, *, clip_eps: float = 0.2, kl_coef: float = 0.05) -> dict[str, float]:
         """One clipped policy-gradient step with a KL penalty to the base; returns loss and metrics."""
         self._check(pb.batch)
         cfg, scale, remat = self.backbone.config, self.lora_cfg.scale, self.remat
-        loss_fn = partial(
-            policy_loss, cfg=cfg, lora_scale=scale, clip_eps=clip_eps, kl_coef=kl_coef, remat=remat
-        )
+        loss_fn = partial(policy_loss, cfg=cfg, lora_scale=scale, clip_eps=clip_eps, kl_coef=kl_coef, remat=remat)
 
-        def fn(
-            lora: Params, params: Params, batch: dict[str, jax.Array]
-        ) -> tuple[jax.Array, dict[str, jax.Array]]:
+        def fn(lora: Params, params: Params, batch: dict[str, jax.Array]) -> tuple[jax.Array, dict[str, jax.Array]]:
             return loss_fn(lora, params, batch=batch)
 
         step = self._step_fn(f"policy-{clip_eps}-{kl_coef}", fn)
@@ -210,9 +198,7 @@ class LoraTrainer:
             cfg, scale = self.backbone.config, self.lora_cfg.scale
 
             def fn(lora: Params | None, params: Params, b: dict[str, jax.Array]) -> jax.Array:
-                return token_logprobs(
-                    lora, params, cfg, b["tokens"], b["positions"], b["targets"], lora_scale=scale
-                )
+                return token_logprobs(lora, params, cfg, b["tokens"], b["positions"], b["targets"], lora_scale=scale)
 
             self._compiled[key] = jax.jit(fn)
         arrays = _as_arrays(batch)

@@ -226,7 +226,9 @@ def cmd_trace(args: argparse.Namespace) -> int:
     # running, or killed), which must not be shown as a success.
     status = store.status_of(run.run_id)
     if args.json:
-        print(run.model_dump_json(indent=2))
+        data = json.loads(run.model_dump_json())
+        data["status"] = status  # "running" for an unfinished run, as the store knows it
+        print(json.dumps(data, indent=2, ensure_ascii=False))
         return 0
     print(f"run {run.run_id} of {run.pipeline} (artifact {run.artifact_hash[:12]}…): {status}")
     print(f"inputs: {json.dumps(run.inputs, ensure_ascii=False)}\n")

@@ -369,7 +369,19 @@ class _Lowerer:
                     )
                     ok = False
             self.g.loops[name] = LoopInfo(name, lp.from_, lp.to, lp.max, lp.while_, self.spec.key_span(*p))
-            if ok and self.g.mark_loop_edges(name, lp.from_, lp.to) == 0:
+            flows = ok and any(e.dst == lp.to for e in self.g.out_edges(lp.from_))
+            if flows and lp.from_ not in self.g.reachable_from({lp.to}):
+                # `from -> to` is a forward edge (nothing leads from `to` back to `from`): tagging it
+                # as a back edge would cut the pipeline's forward flow, and there is no cycle to bound
+                self.err(
+                    "invalid-loop",
+                    f"loop '{name}': '{lp.from_}' -> '{lp.to}' is not a back edge; nothing leads from "
+                    f"'{lp.to}' back to '{lp.from_}'",
+                    self.spec.key_span(*p),
+                    f"a loop goes from the node that closes a cycle to the node it returns to: "
+                    f"did you mean 'loop {name}: {lp.to} -> {lp.from_}'?",
+                )
+            elif ok and self.g.mark_loop_edges(name, lp.from_, lp.to) == 0:
                 self.err(
                     "invalid-loop",
                     f"loop '{name}': nothing flows from '{lp.from_}' to '{lp.to}'",

@@ -35,6 +35,19 @@ class BudgetExceeded(FlowcError):
         super().__init__("budget-exceeded", message, hint=f"raise the {axis} budget, or lower the job's size")
         self.axis = axis
 
+    @staticmethod
+    def axis_of(message: str) -> str:
+        """The axis a BudgetExceeded message (as a run's error text keeps it) is about."""
+        if "LM calls" in message:
+            return "calls"
+        if "tokens" in message:
+            return "tokens"
+        if "$" in message:
+            return "usd"
+        if "time budget" in message:
+            return "seconds"
+        return "calls"
+
 
 def estimate_tokens(request: LMRequest) -> int:
     """A deliberately high estimate of a call's tokens (4 characters a token, plus max_tokens)."""

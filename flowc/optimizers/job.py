@@ -76,6 +76,8 @@ class Job:
         self.state = self.rundir.load_state() if resume else None
         if self.state is not None:
             self.meter.elapsed_before = float(self.state.get("_seconds", 0.0))
+            for j in self._journals:
+                j.consume_marked()
             step = int(self.state.get("_step", 0))
             truncate_after(self.rundir.path / "candidates.jsonl", step)
             truncate_after(self.rundir.path / "log.jsonl", step)
@@ -87,6 +89,8 @@ class Job:
     def checkpoint(self, step: int, state: Mapping[str, Any]) -> None:
         """Save the optimizer's state after completed step `step`."""
         self.rundir.save_state({**state, "_step": step, "_seconds": self.meter.seconds, "_used": self.meter.used()})
+        for j in self._journals:
+            j.mark(step)
 
     def candidate(self, **row: Any) -> None:
         self.rundir.candidate(**row)

@@ -107,7 +107,8 @@ class Scorer:
             if run.status != "ok" and run.error_code == "budget-exceeded":
                 from flowc.optimizers.budget import BudgetExceeded
 
-                raise BudgetExceeded("calls", run.error or "budget spent during evaluation")
+                message = run.error or "budget spent during evaluation"
+                raise BudgetExceeded(BudgetExceeded.axis_of(message), message)
             score = metric(run.outputs, example) if run.status == "ok" else 0.0
             items.append(Scored(example, run, score))
         mean = statistics.fmean(s.score for s in items) if items else 0.0

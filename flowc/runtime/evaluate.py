@@ -2,13 +2,15 @@
 
 Results are appended to `<dir>/results.jsonl` (one line per finished example, flushed and fsynced),
 so a killed evaluation continued with `resume=True` skips every example already done and repeats no
-model call; the summary and report are computed from that file.
+model call; the summary and report are computed from that file. A row records the artifact hash of
+the pipeline that produced it: after the spec changes, a resume runs those examples again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import statistics
 import time
@@ -20,6 +22,8 @@ from typing import Any
 from flowc.errors import FlowcError
 from flowc.runtime.executor import Executor
 from flowc.runtime.metrics import Metric, get_metric
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -99,17 +103,39 @@ async def evaluate(
             f"example ids must be unique (they key the checkpoint); repeated: {', '.join(dupes[:5])}",
             hint="give every record its own 'id', or drop the field to number them",
         )
+    outputs = executor.compiled.spec.outputs
+    for mb in metrics:
+        if mb.output not in outputs:
+            raise FlowcError(
+                "unknown-port",
+                f"metric '{mb.name}' scores output '{mb.output}', which '{executor.compiled.name}' does not have",
+                hint=f"outputs: {', '.join(outputs)}",
+            )
+        if records and not any(mb.target in r for r in records):
+            raise FlowcError(
+                "dataset-invalid",
+                f"metric '{mb.name}' compares with field '{mb.target}', which no record has",
+                hint=f"fields: {', '.join(sorted({k for r in records for k in r}))}; pick one with --target",
+            )
     out_dir.mkdir(parents=True, exist_ok=True)
     results_path = out_dir / "results.jsonl"
     done: dict[str, dict[str, Any]] = {}
     if resume and results_path.exists():
+        stale = 0
         for line in results_path.read_text(encoding="utf-8").splitlines():
             try:
                 row = json.loads(line)
             except json.JSONDecodeError:
                 continue  # a line cut by a kill: that example runs again
-            if isinstance(row, dict) and "id" in row:
-                done[str(row["id"])] = row
+            if not isinstance(row, dict) or "id" not in row:
+                continue
+            if row.get("artifact_hash", executor.compiled.hash) != executor.compiled.hash:
+                stale += 1  # scored by another version of the pipeline (prompts, models changed)
+                continue
+            done[str(row["id"])] = row
+        if stale:
+            log.warning("%d result(s) in %s came from another version of the pipeline; running them again",
+                        stale, results_path)
         # Keep only the complete rows: a line cut by a kill has no newline, and the next row
         # appended after it would be glued to it and lost to the resume after this one.
         tmp = results_path.with_suffix(".jsonl.tmp")
@@ -135,12 +161,13 @@ async def evaluate(
             scores = {}
             for mb in metrics:
                 if result.status == "ok" and mb.target in rec:
-                    scores[mb.name] = float(mb.metric.fn(result.outputs.get(mb.output), rec[mb.target]))
+                    scores[mb.name] = _score(mb, result.outputs.get(mb.output), rec)
                 else:
                     scores[mb.name] = 0.0
             row: dict[str, Any] = {
                 "id": str(rec["id"]),
                 "run_id": result.run_id,
+                "artifact_hash": result.artifact_hash,
                 "status": result.status,
                 "error": result.error,
                 "outputs": result.outputs,
@@ -169,6 +196,20 @@ async def evaluate(
         json.dumps({**report, "examples": rows}, indent=2, ensure_ascii=False, default=repr) + "\n", encoding="utf-8"
     )
     return report
+
+
+def _score(mb: MetricBinding, prediction: Any, rec: Mapping[str, Any]) -> float:
+    try:
+        return float(mb.metric.fn(prediction, rec[mb.target]))
+    except FlowcError:
+        raise
+    except Exception as e:  # a metric that cannot take this output: say where, not a traceback
+        raise FlowcError(
+            "invalid-value",
+            f"metric '{mb.name}' failed on example '{rec['id']}' ({type(e).__name__}: {e}); "
+            f"output '{mb.output}' was {prediction!r:.80}",
+            hint="check that the metric suits the output's type (e.g. hit@k needs a list)",
+        ) from e
 
 
 def summarize(rows: list[dict[str, Any]], metrics: list[MetricBinding]) -> dict[str, Any]:

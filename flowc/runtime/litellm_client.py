@@ -23,6 +23,7 @@ import asyncio
 import json
 import os
 import random
+import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
@@ -117,23 +118,25 @@ class LiteLLMClient:
                 the model; when fallbacks were tried, the notes list how each one failed.
         """
         route = self._routes.get(request.model) or self._resolve(request.model)
+        if not route.policy.fallbacks:
+            return await self._call_with_retries(route, request)
         try:
             return await self._call_with_retries(route, request)
-        except LMError as first:
-            if not route.policy.fallbacks:
-                raise
-            failures = []
-            for fallback in route.policy.fallbacks:
-                fb_route = self._routes.get(fallback) or self._resolve(fallback, inherit=route.policy)
-                try:
-                    return await self._call_with_retries(fb_route, request)
-                except LMError as e:
-                    failures.append(f"{fallback}: {e.code}: {e.diagnostic.message}")
-            # The primary model's error is the one reported; the fallbacks' ride along as notes.
-            first.diagnostic = replace(
-                first.diagnostic, notes=(*first.diagnostic.notes, *(f"fallback {f}" for f in failures))
-            )
-            raise
+        except LMError as e:
+            first = e
+        # Fallbacks run outside the except block, so their errors do not chain onto the first.
+        failures = []
+        for fallback in route.policy.fallbacks:
+            fb_route = self._routes.get(fallback) or self._resolve(fallback, inherit=route.policy)
+            try:
+                return await self._call_with_retries(fb_route, request)
+            except LMError as e:
+                failures.append(f"{fallback}: {e.code}: {e.diagnostic.message}")
+        # The primary model's error is the one reported; the fallbacks' ride along as notes.
+        first.diagnostic = replace(
+            first.diagnostic, notes=(*first.diagnostic.notes, *(f"fallback {f}" for f in failures))
+        )
+        raise first
 
     def policy(self, model: str) -> ModelPolicy:
         """The policy that applies to `model`."""
@@ -224,6 +227,9 @@ class LiteLLMClient:
 
         limiter = self._limiters.get(route.model)
         reservation = await limiter.acquire(estimate_tokens(request)) if limiter is not None else None
+        # The exception the caller may be handling right now (e.g. a repair call after a parse
+        # error): an error of this call chains onto it, and classifying must stop there.
+        outer = sys.exc_info()[1]
         start = time.perf_counter()
         try:
             if timeout is None:
@@ -237,10 +243,11 @@ class LiteLLMClient:
                 raise
             # A flowc error raised inside a provider (the local model failing to load) already
             # says what is wrong; litellm wraps it, so unwrap it instead of re-mapping.
-            inner = next((c for c in _chain(e) if isinstance(c, FlowcError)), None)
+            chain = _chain(e, outer)
+            inner = next((c for c in chain if isinstance(c, FlowcError) and not isinstance(c, LMError)), None)
             if inner is not None:
                 raise inner from e
-            raise _map_error(e, route, request) from e
+            raise _map_error(e, chain, route, request) from e
         latency = time.perf_counter() - start
         try:
             response = self._to_response(raw, route, request, latency)
@@ -349,18 +356,19 @@ def _scrub(text: str) -> str:
     return text
 
 
-def _chain(exc: BaseException) -> list[BaseException]:
+def _chain(exc: BaseException, stop: BaseException | None = None) -> list[BaseException]:
+    """`exc` and the exceptions it was raised from, up to (not including) `stop`."""
     out: list[BaseException] = []
     cur: BaseException | None = exc
-    while cur is not None and len(out) < 12:
+    while cur is not None and cur is not stop and len(out) < 12:
         out.append(cur)
         cur = cur.__cause__ or cur.__context__
     return out
 
 
-def _retry_after(exc: BaseException) -> float | None:
+def _retry_after(chain: list[BaseException]) -> float | None:
     """Seconds from a Retry-After (or retry-after-ms) header, wherever litellm put it."""
-    for e in _chain(exc):
+    for e in chain:
         for attr in ("litellm_response_headers", "headers"):
             headers = getattr(e, attr, None)
             if headers is None:
@@ -394,9 +402,8 @@ def _short(exc: BaseException) -> str:
     return _scrub(text[:300])
 
 
-def _map_error(exc: BaseException, route: _Route, request: LMRequest) -> LMError:
-    """Translate one litellm / OpenAI SDK / asyncio exception into a typed LMError."""
-    chain = _chain(exc)
+def _map_error(exc: BaseException, chain: list[BaseException], route: _Route, request: LMRequest) -> LMError:
+    """Translate one litellm / OpenAI SDK / asyncio exception (and its `chain`) into a typed LMError."""
     node, model = request.node, route.model
     msg = _short(exc)
     timeout = request.timeout_s or route.kwargs.get("timeout")
@@ -442,7 +449,7 @@ def _map_error(exc: BaseException, route: _Route, request: LMRequest) -> LMError
     else:
         err = LMServerError("lm-server-error", f"{type(exc).__name__}: {msg}", node=node, model=model,
                             hint="an unexpected error from the provider; raise retries or add a fallback")
-    retry_after = _retry_after(exc) if err.retryable else None
+    retry_after = _retry_after(chain) if err.retryable else None
     if retry_after is not None:
         # LMError has no field for it; the retry loop reads it back with getattr.
         vars(err)["retry_after"] = retry_after

@@ -227,10 +227,18 @@ class OptimizerContract:
         full_lms = self.fresh_lms()
         self.run(compiled, trainset, valset, metric, run_dir=tmp_path / "full", lms=full_lms)
         half = (full_lms[0].tokens + full_lms[1].tokens) // 2
-        for i, budget in enumerate([Budget(calls=1), Budget(calls=0), Budget(tokens=50), Budget(tokens=half)]):
+        budgets = [
+            (Budget(calls=1), "calls"),
+            (Budget(calls=0), "calls"),
+            (Budget(tokens=50), "tokens"),
+            (Budget(tokens=half), "tokens"),
+            (Budget(usd=0.0), "usd"),
+            (Budget(seconds=0.0), "seconds"),
+        ]
+        for i, (budget, axis) in enumerate(budgets):
             lms = self.fresh_lms()
             patch = self.run(compiled, trainset, valset, metric, budget=budget, run_dir=tmp_path / f"r{i}", lms=lms)
-            assert patch.stopped_by is not None and patch.stopped_by.startswith("budget: "), budget
+            assert patch.stopped_by == f"budget: {axis}", budget
             made = len(lms[0].calls) + len(lms[1].calls)
             tokens = lms[0].tokens + lms[1].tokens
             if budget.calls is not None:

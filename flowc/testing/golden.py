@@ -39,8 +39,6 @@ def check_golden(actual: str, path: str | Path) -> None:
     expected = p.read_text(encoding="utf-8")
     if expected != actual:
         diff = "".join(
-            difflib.unified_diff(
-                expected.splitlines(keepends=True), actual.splitlines(keepends=True), str(p), "actual"
-            )
+            difflib.unified_diff(expected.splitlines(keepends=True), actual.splitlines(keepends=True), str(p), "actual")
         )
         raise AssertionError(f"{p} differs (regenerate with {UPDATE_ENV}=1 if the change is intended):\n{diff}")

@@ -75,9 +75,9 @@ class SimulatedKill(BaseException):
 class KillSwitch:
     """Interrupts a job after `after` answered calls, counted across every client it wraps.
 
-        kill = KillSwitch(after=5)
-        opt = make_optimizer(kill.wrap(pipeline_lm), kill.wrap(optimizer_lm))
-        with pytest.raises(SimulatedKill): opt.optimize(...)
+    kill = KillSwitch(after=5)
+    opt = make_optimizer(kill.wrap(pipeline_lm), kill.wrap(optimizer_lm))
+    with pytest.raises(SimulatedKill): opt.optimize(...)
     """
 
     def __init__(self, after: int) -> None:

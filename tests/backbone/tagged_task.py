@@ -9,8 +9,7 @@ from pathlib import Path
 DATA = Path(__file__).with_name("fixtures") / "tagged_qa.jsonl"
 
 SYSTEM = (
-    "Answer the question using only the passage. "
-    "Reply with the answer inside <answer></answer> tags and nothing else."
+    "Answer the question using only the passage. Reply with the answer inside <answer></answer> tags and nothing else."
 )
 _FORMAT = re.compile(r"\s*<answer>(.*?)</answer>\s*", re.S)
 

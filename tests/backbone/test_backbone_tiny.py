@@ -145,10 +145,10 @@ def test_micro_batches_give_the_same_gradient() -> None:
         np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-6)
 
 
-@pytest.mark.parametrize("remat", [False, True])
-def test_sft_steps_lower_the_loss(remat: bool) -> None:
+def test_sft_steps_lower_the_loss() -> None:
+    # Gradient checkpointing and micro-batching on, the memory-saving configuration.
     bb = _TinyBackbone(TINY, tiny_params(TINY))
-    trainer = LoraTrainer.create(bb, LORA, learning_rate=1e-2, micro_batches=2, remat=remat)  # type: ignore[arg-type]
+    trainer = LoraTrainer.create(bb, LORA, learning_rate=1e-2, micro_batches=2, remat=True)  # type: ignore[arg-type]
     batch = make_batch(_examples(), pad_id=0)
     before = trainer.loss(batch)
     losses = [trainer.sft_step(batch) for _ in range(8)]

@@ -52,6 +52,7 @@ def test_special_tokens_are_parsed_only_when_asked(tokenizer: Tokenizer) -> None
     literal = tokenizer.encode(text, parse_special=False)
     assert len(literal) > 1 and 1 not in literal
     assert tokenizer.decode(tokenizer.encode("<|im_end|>ok")) == "ok"
+    assert tokenizer.eog_ids == (0, 2)  # <|endoftext|> and <|im_end|>, where llama.cpp stops
 
 
 def test_chat_template_matches_llama_cpp(tokenizer: Tokenizer, oracle_q4: Any) -> None:

@@ -107,7 +107,9 @@ def optimize(project: Path, *extra: str, optimizer: str = "textgrad") -> int:
     )
 
 
-def test_dry_run_spends_nothing(project: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_dry_run_spends_nothing(
+    project: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     fakes = install(monkeypatch, Fakes())
     assert optimize(project, "--dry-run") == 0
     out = capsys.readouterr().out
@@ -127,10 +129,11 @@ def test_optimize_writes_the_prompt_in_place_and_prints_a_diff(
     # the prompts are edited in place: comments and layout kept, nothing else changed
     assert "# A question-answering pipeline (this comment must survive write-back)." in new
     assert "# the drafting step" in new and "# trailing comment" in new
-    assert f'prompt: "{HINT} Notes: {{{{notes}}}} Q: {{{{question}}}}"  # trailing comment' in new
+    assert f'prompt: "{HINT} {HINT} Notes: {{{{notes}}}} Q: {{{{question}}}}"  # trailing comment' in new
     changed = [(a, b) for a, b in zip(SPEC.splitlines(), new.splitlines(), strict=True) if a != b]
     assert len(changed) == 2 and all("prompt:" in a for a, _ in changed)
-    assert f"--- a/{project / 'qa.flow'}" in out and "+    prompt:" in out.replace(f'+    prompt: "{HINT}', "+    prompt:")
+    assert f"--- a/{project / 'qa.flow'}" in out and f"+++ b/{project / 'qa.flow'}" in out
+    assert '-    prompt: "Think about: {{question}}"' in out and f'+    prompt: "{HINT} {HINT} Think about:' in out
     assert "validation exact_match: 0.000 → 1.000" in out
     patch = ParamPatch.load(project / "run" / "patch.json")
     assert set(patch.params) == {"draft.prompt", "answer.prompt"}
@@ -147,7 +150,9 @@ def test_default_output_path_and_write(project: Path, monkeypatch: pytest.Monkey
     assert HINT in (project / "qa.flow").read_text()
 
 
-def test_budget_stops_the_job(project: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_budget_stops_the_job(
+    project: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     fakes = install(monkeypatch, Fakes())
     assert optimize(project, "--budget-calls", "5", "--run-dir", str(project / "run")) == 0
     out = capsys.readouterr().out
@@ -155,7 +160,9 @@ def test_budget_stops_the_job(project: Path, monkeypatch: pytest.MonkeyPatch, ca
     assert fakes.calls() <= 5
 
 
-def test_interrupted_job_resumes(project: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_interrupted_job_resumes(
+    project: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     full = install(monkeypatch, Fakes())
     assert optimize(project, "-o", str(project / "full.flow"), "--run-dir", str(project / "full")) == 0
     total = full.calls()
@@ -176,13 +183,16 @@ def test_interrupted_job_resumes(project: Path, monkeypatch: pytest.MonkeyPatch,
     assert a.params == b.params and a.budget_used["calls"] == b.budget_used["calls"]
 
 
-def test_bootstrap_from_the_cli(project: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_bootstrap_from_the_cli(
+    project: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     install(monkeypatch, Fakes())
     assert optimize(project, "--run-dir", str(project / "run"), optimizer="bootstrap") == 0
     out = capsys.readouterr().out
     patch = ParamPatch.load(project / "run" / "patch.json")
     assert set(patch.params) == {"draft.demos", "answer.demos"}
-    assert "demos" in (project / "qa.optimized.flow").read_text() and "validation exact_match" in out
+    assert "demo {question:" in (project / "qa.optimized.flow").read_text()  # demos: the canonical printer
+    assert "validation exact_match: 0.000 → 1.000" in out
 
 
 def test_unknown_optimizer(project: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:

@@ -141,7 +141,7 @@ def test_feedback_caps_length_and_count_with_provenance(tmp_path: Path) -> None:
         seen.append(request.prompt_text)
         return f"Feedback number {len(seen)}: " + "x" * 500  # distinct and long
 
-    patch, _, o_lm, tg = _run(
+    _patch, _, o_lm, tg = _run(
         flowc.compile(QA_SPEC),
         critic,
         tmp_path=tmp_path,
@@ -164,7 +164,7 @@ def test_feedback_caps_length_and_count_with_provenance(tmp_path: Path) -> None:
 
 
 def test_momentum_and_gradient_memory_are_rendered(tmp_path: Path) -> None:
-    patch, _, o_lm, _ = _run(flowc.compile(QA_SPEC), tmp_path=tmp_path, steps=2, momentum_window=2, gradient_memory=2)
+    _patch, _, o_lm, _ = _run(flowc.compile(QA_SPEC), tmp_path=tmp_path, steps=2, momentum_window=2, gradient_memory=2)
     updates = [r.messages[-1].content for r in o_lm.calls if r.node == "textgrad:update:answer.prompt"]
     assert len(updates) == 2
     assert "<PAST_ITERATIONS>" not in updates[0] and "<FEEDBACK-1>" not in updates[0]
@@ -253,6 +253,6 @@ def test_validation_gate_reverts_and_logs(tmp_path: Path) -> None:
 
 def test_projected_calls_bound_the_real_ones(tmp_path: Path) -> None:
     compiled = flowc.compile(QA_SPEC)
-    patch, p_lm, o_lm, tg = _run(compiled, tmp_path=tmp_path, train=QA_TRAIN, steps=2, batch_size=2, validate=True)
+    _patch, p_lm, o_lm, tg = _run(compiled, tmp_path=tmp_path, train=QA_TRAIN, steps=2, batch_size=2, validate=True)
     phases = tg.projected_calls(compiled, len(QA_TRAIN), len(QA_VAL))
     assert sum(b for b, _ in phases.values()) <= len(p_lm.calls) + len(o_lm.calls) <= sum(w for _, w in phases.values())

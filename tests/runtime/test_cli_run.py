@@ -205,6 +205,8 @@ def test_trace_of_a_killed_run_says_it_did_not_finish(
     assert "[0] answer (llm)" in out and "out answer = step one" in out
     assert "has not finished (still running, or killed) after 1 step(s)" in out
     assert "path:" not in out  # not reported as a finished run
+    code, out, _ = flowc_cli(capsys, "trace", "deadbeef", "--json")
+    assert code == 0 and json.loads(out)["status"] == "running"
 
 
 def test_eval_with_metric_and_resume(
@@ -249,3 +251,6 @@ def test_eval_default_out_dir_and_missing_data(
     assert code == 1 and "no dataset file" in err
     code, _, err = flowc_cli(capsys, "eval", str(spec), "--data", str(data))
     assert code == 1 and "no metric to score with" in err
+    code, _, err = flowc_cli(capsys, "eval", str(spec), "--data", str(data), "-m", "exact_match", "--target", "gold")
+    assert code == 1 and "field 'gold', which no record has" in err and "Traceback" not in err
+    assert clients.calls == 1  # refused before running anything

@@ -223,3 +223,18 @@ def test_fake_server_runs_in_its_own_process_and_stops_by_pid() -> None:
     finally:
         proc.terminate()
     assert proc.wait(10) == 0
+
+
+async def test_a_call_made_while_handling_another_error_is_classified_on_its_own(server: FakeOpenAIServer) -> None:
+    # The executor may call the model inside an except block (a repair after a parse error);
+    # the outer error must neither replace nor colour the new call's error.
+    from flowc.errors import OutputParseError
+
+    server.push(Reply(status=401))
+    lm = client(server, retries=0)
+    try:
+        raise OutputParseError("output-parse-error", "bad JSON", node="answer")
+    except OutputParseError:
+        with pytest.raises(LMError) as info:
+            await lm.complete(ask())
+    assert info.value.code == "lm-auth"

@@ -19,7 +19,7 @@ from flowc.runtime.executor import Executor
 from flowc.runtime.fakes import ScriptedLM
 from flowc.runtime.litellm_client import LiteLLMClient
 from flowc.runtime.lm import LMRequest, LMResponse
-from flowc.runtime.metrics import get_metric
+from flowc.runtime.metrics import Metric, get_metric
 from flowc.runtime.policy import ModelPolicy
 from flowc.runtime.session import open_executor
 from flowc.runtime.store import RunStore
@@ -325,3 +325,38 @@ def test_api_keys_never_land_in_store_cache_or_eval(tmp_path: Path, monkeypatch:
     for p in written:  # the databases, their WAL files, the eval files
         assert secret.encode() not in p.read_bytes(), p
         assert b"DO-NOT-STORE" not in p.read_bytes(), p
+
+
+def test_resume_reruns_examples_scored_by_another_version_of_the_pipeline(tmp_path: Path) -> None:
+    out = tmp_path / "ev"
+    asyncio.run(evaluate(Executor(compiled(LINEAR), lm=CapitalLM()), fresh(RECORDS[:3]), em(), out))
+    changed = compiled(LINEAR.replace("Answer the query:", "Answer this query:"))
+    lm = CapitalLM()
+    report = asyncio.run(evaluate(Executor(changed, lm=lm), fresh(RECORDS[:3]), em(), out, resume=True))
+    assert len(lm.calls) == 6  # nothing reused from the old prompt's results
+    rows = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
+    assert sorted(r["id"] for r in rows) == ["ex0", "ex1", "ex2"]
+    assert {r["artifact_hash"] for r in rows} == {changed.hash} and report["artifact_hash"] == changed.hash
+
+
+def test_evaluate_rejects_a_metric_bound_to_nothing(tmp_path: Path) -> None:
+    ex = Executor(compiled(LINEAR), lm=CapitalLM())
+    bad_target = [MetricBinding("em", get_metric("exact_match"), "answer", "gold")]
+    with pytest.raises(FlowcError, match="field 'gold', which no record has") as e:
+        asyncio.run(evaluate(ex, fresh(RECORDS), bad_target, tmp_path / "ev"))
+    assert e.value.code == "dataset-invalid"
+    bad_output = [MetricBinding("em", get_metric("exact_match"), "reply", "answer")]
+    with pytest.raises(FlowcError, match="output 'reply', which 'linear' does not have") as e:
+        asyncio.run(evaluate(ex, fresh(RECORDS), bad_output, tmp_path / "ev"))
+    assert e.value.code == "unknown-port"
+    assert not (tmp_path / "ev").exists()  # refused before running anything
+
+
+def test_a_metric_that_breaks_is_a_clear_error(tmp_path: Path) -> None:
+    def fragile(prediction: object, gold: object) -> float:
+        raise TypeError("cannot compare")
+
+    metric = [MetricBinding("fragile", Metric("fragile", fragile, "raises"), "answer", "answer")]
+    with pytest.raises(FlowcError, match="metric 'fragile' failed on example") as e:
+        asyncio.run(evaluate(Executor(compiled(LINEAR), lm=CapitalLM()), fresh(RECORDS[:1]), metric, tmp_path / "ev"))
+    assert e.value.code == "invalid-value" and "TypeError: cannot compare" in str(e.value)
