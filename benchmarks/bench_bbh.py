@@ -168,6 +168,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--num-candidates", type=int, default=4)
     ap.add_argument("--budget-calls", type=int)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--run-dir", help="keep each optimizer's run directory (candidates, journals) under here")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "bbh.json"))
     args = ap.parse_args(argv)
     args.optimizer_lm = args.optimizer_lm or args.lm
@@ -180,7 +181,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     result: dict[str, Any] = {
         "benchmark": "bbh/object_counting",
         "protocol": "TextGrad §1.6: train [:50], val [50:150], test [150:]; batch 3, 12 iterations, validation-gated",
-        "settings": {k: v for k, v in vars(args).items() if k != "out"},
+        "settings": {k: v for k, v in vars(args).items() if k not in ("out", "run_dir")},
         "sizes": {"train": len(train), "val": len(val), "test": len(test)},
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}",
         "metric": "last_integer",
@@ -200,6 +201,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         p_count, o_count = CountingLM(pipeline_lm), CountingLM(optimizer_lm)
         opt = OPTIMIZERS[name](p_count, o_count, args)
         t0 = time.perf_counter()
+        run_dir = Path(args.run_dir) / name if args.run_dir else None  # None: a fresh temporary directory
         patch = opt.optimize(
             compiled,
             trainset=train,
@@ -207,6 +209,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             metric=metric,
             budget=Budget(calls=args.budget_calls),
             seed=args.seed,
+            run_dir=run_dir,
         )
         seconds = time.perf_counter() - t0
         patched = patch.apply(compiled)

@@ -44,6 +44,7 @@ import os
 import platform
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -131,14 +132,16 @@ def run_one(name: str, depth: int, args: argparse.Namespace) -> dict[str, Any]:
     p_count, o_count = CountingLM(pipeline_lm), CountingLM(optimizer_lm)
     opt = OPTIMIZERS[name](p_count, o_count, model, args)
     t0 = time.perf_counter()
-    patch = opt.optimize(
-        compiled,
-        trainset=train,
-        valset=val,
-        metric=metric,
-        budget=Budget(calls=args.budget_calls),
-        seed=args.seed,
-    )
+    with tempfile.TemporaryDirectory(prefix="flowc-depth-") as run_dir:
+        patch = opt.optimize(
+            compiled,
+            trainset=train,
+            valset=val,
+            metric=metric,
+            budget=Budget(calls=args.budget_calls),
+            seed=args.seed,
+            run_dir=Path(run_dir),
+        )
     seconds = time.perf_counter() - t0
     per_step = PROBES.get(name, stats_probe)(opt, "step1.prompt")
     steps_run = max(1, len(per_step))

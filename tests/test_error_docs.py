@@ -1,5 +1,8 @@
 """docs/errors.md and the ErrorCode Literal stay in step (pydantic's `tests/test_docs.py` idea).
 
+After changing a message, refresh the outputs shown in docs/errors.md (what `flowc check` prints
+for each example) with `python tests/test_error_docs.py`; review the diff like a snapshot update.
+
 - the `## <code>` headings are exactly the codes, once each, in the Literal's order;
 - every code that flowc's source raises or reports is a documented code (found by reading the
   source: the first argument of Diagnostic(...), FlowcError(...) and its subclasses, report(...));
@@ -10,8 +13,13 @@
 from __future__ import annotations
 
 import ast
+import contextlib
+import io
+import os
 import re
 import shutil
+import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -139,3 +147,54 @@ def test_documented_example_reports_its_code(
         f"docs/errors.md#{code} shows findings flowc no longer reports there: {sorted(documented - reported)}; "
         f"flowc reports {sorted(reported)} — update the section's output"
     )
+
+
+# -- refreshing the documented outputs ------------------------------------------------------------
+
+_SHOWN = re.compile(
+    r"(```(flow|yaml)\n(.*?)```\n\n`flowc check spec\.\w+` says \(exit code )\d+(\):\n\n```text\n).*?(```)", re.S
+)
+
+
+def _check_output(lang: str, spec: str) -> tuple[int, str]:
+    """Run `flowc check spec.<lang>` in a scratch folder; (exit code, what it printed)."""
+    from flowc.cli.main import main
+
+    # a fixed folder, so that messages quoting an absolute path do not change from run to run
+    tmp = Path(tempfile.gettempdir()) / "specs"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    shutil.copy(LIB, tmp / "qa_step.flow")
+    (tmp / f"spec.{lang}").write_text(spec, encoding="utf-8")
+    out, err = io.StringIO(), io.StringIO()
+    cwd = os.getcwd()
+    os.chdir(tmp)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            rc = main(["check", f"spec.{lang}"])
+    finally:
+        os.chdir(cwd)
+        shutil.rmtree(tmp, ignore_errors=True)
+    said = err.getvalue().rstrip("\n")
+    if out.getvalue().strip():
+        said += "\n" + out.getvalue().rstrip("\n")
+    return rc, said.strip("\n")
+
+
+def regenerate() -> int:
+    """Rewrite every example's output block in docs/errors.md with what flowc prints now."""
+    text = DOCS.read_text(encoding="utf-8")
+
+    def fresh(m: re.Match[str]) -> str:
+        rc, said = _check_output(m.group(2), m.group(3))
+        return f"{m.group(1)}{rc}{m.group(4)}{said}\n{m.group(5)}"
+
+    new, n = _SHOWN.subn(fresh, text)
+    if new != text:
+        DOCS.write_text(new, encoding="utf-8")
+    print(f"{n} example outputs checked; docs/errors.md {'updated' if new != text else 'unchanged'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(regenerate())

@@ -26,7 +26,7 @@ FLOW_SEEDS = [t for n, t in SEEDS.items() if n.endswith(".flow")]
 YAML_SEEDS = [t for n, t in SEEDS.items() if n.endswith(".yaml")]
 
 FUZZ = settings(
-    max_examples=120,
+    max_examples=70,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much],
 )
@@ -185,7 +185,7 @@ def test_mutated_yaml(text: str) -> None:
     through_everything(text, "yaml")
 
 
-@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(pipelines(), st.data())
 def test_mutated_generated_specs(spec: Pipeline, data: st.DataObject) -> None:
     """Generated specs (mostly invalid as pipelines: names that do not resolve) compile to located

@@ -67,3 +67,24 @@ def test_yaml_examples_match_the_flow_before_them() -> None:
             assert parse_yaml(yaml_text, f"docs/language.md@{l2}").dump() == parse_flow(flow_text).dump()
             pairs += 1
     assert pairs == len([b for b in WHOLE if b[1] == "flow"]), "every .flow example has its YAML twin"
+
+
+def test_links_to_error_codes_exist() -> None:
+    from flowc.errors import ERROR_CODES
+
+    linked = set(re.findall(r"errors\.md#([a-z-]+)", DOC.read_text(encoding="utf-8")))
+    assert linked and linked <= set(ERROR_CODES), linked - set(ERROR_CODES)
+
+
+def test_metric_names_and_limits_are_current() -> None:
+    from flowc.spec import io
+    from flowc.spec.models import METRIC_NAMES
+    from flowc.syntax import parser
+
+    text = DOC.read_text(encoding="utf-8")
+    metrics = text[text.index("## Metrics") : text.index("## Tests")]
+    assert set(re.findall(r"`([a-z_0-9]+)`", metrics.split("Known functions:")[1].split("(")[0])) == set(METRIC_NAMES)
+    limits = text[text.index("## Limits") :]
+    for n in (parser.MAX_BYTES, io.MAX_BYTES, io.MAX_NODES):
+        assert f"{n:,}" in limits
+    assert f"{parser.MAX_DEPTH} levels" in limits and f"{io.MAX_DEPTH} levels" in limits

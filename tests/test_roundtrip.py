@@ -46,7 +46,7 @@ def test_generated_specs_round_trip() -> None:
     assert_lossless(synthetic_spec(120, 3))
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(pipelines())
 def test_any_spec_round_trips(spec: Pipeline) -> None:
     assert_lossless(spec)

@@ -223,9 +223,11 @@ def forward(
     *,
     lora: Params | None = None,
     lora_scale: float = 1.0,
+    numerics: Numerics | None = None,
 ) -> jax.Array:
     """Next-token logits (B, T, V) at every position."""
-    return lm_head(params, hidden_states(params, cfg, tokens, lora=lora, lora_scale=lora_scale))
+    h = hidden_states(params, cfg, tokens, lora=lora, lora_scale=lora_scale, numerics=numerics)
+    return lm_head(params, h, numerics)
 
 
 class KVCache(NamedTuple):

@@ -76,8 +76,8 @@ class Job:
         self.state = self.rundir.load_state() if resume else None
         if self.state is not None:
             self.meter.elapsed_before = float(self.state.get("_seconds", 0.0))
-            for j in self._journals:
-                j.consume_marked()
+            for j, n in zip(self._journals, self.state.get("_journal_entries", [0, 0]), strict=False):
+                j.consume_first(int(n))
             step = int(self.state.get("_step", 0))
             truncate_after(self.rundir.path / "candidates.jsonl", step)
             truncate_after(self.rundir.path / "log.jsonl", step)
@@ -88,9 +88,15 @@ class Job:
 
     def checkpoint(self, step: int, state: Mapping[str, Any]) -> None:
         """Save the optimizer's state after completed step `step`."""
-        self.rundir.save_state({**state, "_step": step, "_seconds": self.meter.seconds, "_used": self.meter.used()})
-        for j in self._journals:
-            j.mark(step)
+        self.rundir.save_state(
+            {
+                **state,
+                "_step": step,
+                "_seconds": self.meter.seconds,
+                "_used": self.meter.used(),
+                "_journal_entries": [j.entries for j in self._journals],
+            }
+        )
 
     def candidate(self, **row: Any) -> None:
         self.rundir.candidate(**row)

@@ -4,10 +4,10 @@ On resume, a request found in the journal is answered from it (the n-th identica
 n-th recorded answer), so the work of an interrupted step is not paid for twice and the resumed job
 sees exactly the answers the uninterrupted one would have.
 
-Each checkpoint of the job writes a mark line; on resume, the calls journaled before the last mark
-belong to steps the saved state already holds, so they are consumed (not replayed to a later
-request that happens to be identical, which would leave the resumed job's call count short of the
-uninterrupted one's): only the calls of the interrupted step are answered from the journal.
+Each checkpoint of the job saves how many calls the journal held (`entries`); on resume, those calls
+belong to steps the saved state already holds, so they are consumed (`consume_first`), not replayed
+to a later request that happens to be identical (which would leave the resumed job's call count short
+of the uninterrupted one's): only the calls of the interrupted step are answered from the journal.
 """
 
 from __future__ import annotations
@@ -27,17 +27,15 @@ class JournaledLM:
         self._recorded: dict[str, list[LMResponse]] = defaultdict(list)
         self._seen: dict[str, int] = defaultdict(int)
         self.replayed = 0
-        self._marked: dict[str, int] = {}  # calls per key journaled before the last checkpoint mark
+        self._order: list[str] = []  # the key of every journaled call, in journal order
         if path.exists():
             for line in path.read_text(encoding="utf-8").splitlines():
                 try:
                     row = json.loads(line)
                 except json.JSONDecodeError:
                     continue  # a line cut short by a kill
-                if "mark" in row:
-                    self._marked = {k: len(v) for k, v in self._recorded.items()}
-                    continue
                 self._recorded[row["key"]].append(LMResponse.model_validate(row["response"]))
+                self._order.append(row["key"])
         path.parent.mkdir(parents=True, exist_ok=True)
         self._fh = path.open("a", encoding="utf-8")
 
@@ -53,19 +51,16 @@ class JournaledLM:
                     usd += r.cost_usd
         return calls, tokens, usd
 
-    def mark(self, step: int) -> None:
-        """Note that the job checkpointed `step`: the calls journaled so far are in its state."""
-        self._write({"mark": step})
+    @property
+    def entries(self) -> int:
+        """How many calls the journal holds (earlier sessions' and this one's)."""
+        return len(self._order)
 
-    def consume_marked(self) -> None:
-        """On resume from a checkpoint: skip the calls journaled before the last mark."""
-        for key, n in self._marked.items():
-            self._seen[key] = max(self._seen[key], n)
-
-    def _write(self, row: dict[str, object]) -> None:
-        self._fh.write(json.dumps(row) + "\n")
-        self._fh.flush()
-        os.fsync(self._fh.fileno())
+    def consume_first(self, n: int) -> None:
+        """On resume from a checkpoint taken when the journal held `n` calls: those calls are in the
+        saved state, so never answer a later request with them."""
+        for key in self._order[:n]:
+            self._seen[key] += 1
 
     async def complete(self, request: LMRequest) -> LMResponse:
         key = request.key()
@@ -76,7 +71,10 @@ class JournaledLM:
             return self._recorded[key][n]
         response = await self.inner.complete(request)
         self._recorded[key].append(response)
-        self._write({"key": key, "node": request.node, "response": response.model_dump()})
+        self._order.append(key)
+        self._fh.write(json.dumps({"key": key, "node": request.node, "response": response.model_dump()}) + "\n")
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
         return response
 
     def close(self) -> None:

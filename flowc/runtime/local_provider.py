@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import threading
 import time
 import uuid
@@ -406,11 +407,22 @@ def _as_model_id(profile_or_path: str) -> str:
 
 
 def serve_forever(served_model: ServedModel, *, stop: Callable[[], bool] | None = None) -> None:
-    """Block until `stop()` returns True (polled every 0.2 s) or Ctrl-C, then stop the server."""
+    """Block until `stop()` returns True (polled every 0.2 s), Ctrl-C or SIGTERM, then stop the server.
+
+    SIGTERM (what `kill PID` and process managers send) is turned into the same clean stop as
+    Ctrl-C while this runs on the main thread; the previous handler is restored afterwards.
+    """
+    terminated = threading.Event()
+    previous: Any = None
+    on_main = threading.current_thread() is threading.main_thread()
+    if on_main:
+        previous = signal.signal(signal.SIGTERM, lambda *_: terminated.set())
     try:
-        while stop is None or not stop():
+        while not terminated.is_set() and (stop is None or not stop()):
             time.sleep(0.2)
     except KeyboardInterrupt:
         pass
     finally:
+        if on_main:
+            signal.signal(signal.SIGTERM, previous)
         served_model.stop()

@@ -333,9 +333,30 @@ class Pipeline(SpecModel):
             return Span(where, 1, 1) if where else None
         if p != tuple(path):
             offset = 0
+        if offset and s.end_line is not None and s.end_line > s.line:
+            return self._folded_span(s, offset, length)
         col = s.column + offset
         end = col + length if length else (s.end_column if not offset else None)
         return Span(s.path, s.line, col, s.line if end else s.end_line, end)
+
+    def _folded_span(self, s: Span, offset: int, length: int | None) -> Span:
+        """`offset` characters into one line of text that the source folds over several lines
+        (a long YAML scalar): each line break stands for one space, indentation is not text."""
+        lines = self._lines
+        line_no, col = s.line, s.column
+        if not lines or line_no > len(lines):
+            return Span(s.path, s.line, s.column)
+        text = lines[line_no - 1]
+        avail = len(text.rstrip()) - (col - 1)
+        while offset > avail and line_no < min(s.end_line or s.line, len(lines)):
+            offset -= max(avail, 0) + 1
+            line_no += 1
+            text = lines[line_no - 1]
+            col = len(text) - len(text.lstrip()) + 1
+            avail = len(text.rstrip()) - (col - 1)
+        col = min(col + max(offset, 0), len(text) + 1)
+        end = min(col + length, len(text) + 1) if length else None
+        return Span(s.path, line_no, col, line_no if end else None, end)
 
     def key_span(self, *path: str | int) -> Span | None:
         """The span of the name that declares the entry at `path`."""

@@ -200,16 +200,21 @@ def test_job_resume_charges_earlier_sessions_and_restores_state(tmp_path: Path) 
     job.checkpoint(1, {"x": 1})
     job.candidate(step=1, id="s1")
     job.candidate(step=2, id="s2")  # logged by a step that never finished
+    asyncio.run(job.pipeline_lm.complete(req("c")))  # made by the step that never finished
     job.close()
     with pytest.raises(FlowcError, match="already holds"):
         _job(tmp_path, resume=False)
     with pytest.raises(FlowcError, match="differs in seed"):
         _job(tmp_path, resume=True, seed=1)
     again = _job(tmp_path, resume=True)
-    assert again.meter.calls == 2 and again.state is not None and again.state["x"] == 1
+    assert again.meter.calls == 3 and again.state is not None and again.state["x"] == 1
     assert [c["id"] for c in again.rundir.candidates()] == ["s1"]
-    asyncio.run(again.pipeline_lm.complete(req("a")))  # replayed: free
-    assert again.replayed_calls == 1 and again.meter.calls == 2
+    asyncio.run(again.pipeline_lm.complete(req("c")))  # the interrupted step's call: replayed, free
+    assert again.replayed_calls == 1 and again.meter.calls == 3
+    # a call of a checkpointed step is in the state already: an identical later request is a new
+    # call, as in the uninterrupted job (not a replay of the earlier answer)
+    asyncio.run(again.pipeline_lm.complete(req("a")))
+    assert again.replayed_calls == 1 and again.meter.calls == 4
     again.close()
     job_json = json.loads((tmp_path / "run" / "job.json").read_text())
     assert job_json["optimizer"] == "textgrad" and job_json["budget"] == [5, None, None, None]

@@ -549,6 +549,9 @@ pipeline sub {
 }
 """
 
+AGENTIC_RAG = str(ROOT / "pipelines" / "agentic_rag.flow")
+JADE = str(ROOT / "pipelines" / "jade_workflow.flow")
+
 PAYPAL = "PayPal Credit, formerly named Bill Me Later"
 PRETENDERS = "Extended Play is a 1981 EP released by new wave band Pretenders"
 
@@ -1083,6 +1086,86 @@ SCENARIOS: list[Scenario] = [
         status="error",
         error_code="lm-script-exhausted",
         error_has=("answer #2",),
+    ),
+    # -- the shipped pipelines -----------------------------------------------------------------------
+    Scenario(
+        # the planner keeps asking for more; after 3 more searches the loop is done: generate
+        "agentic_rag_loop_exhausted",
+        AGENTIC_RAG,
+        {"question": "What was PayPal Credit called before?"},
+        (
+            *("e1", "<next>search</next><query>Bill Me Later</query>"),
+            *("e2", "<next>search</next><query>Comenity Capital Bank</query>"),
+            *("e3", "<next>search</next>"),  # no query: the search falls back to the question
+            *("e4", "<next>search</next><query>more</query>"),
+            "Bill Me Later",
+        ),
+        path=("search", "reflect", "plan") * 4 + ("generate",),
+        calls=(
+            Call("reflect", (PAYPAL, "Search query: What was PayPal Credit called before?")),
+            Call("plan", ("Question: What was PayPal Credit called before?", "Evidence so far:\n- e1")),
+            Call("reflect", ("Search query: Bill Me Later",)),
+            Call("plan", ("- e1\n- e2",)),
+            Call("reflect", ("Search query: Comenity Capital Bank",)),
+            Call("plan", ("- e1\n- e2\n- e3",)),
+            Call("reflect", ("Search query: What was PayPal Credit called before?",)),
+            Call("plan", ("- e1\n- e2\n- e3\n- e4",)),
+            Call("generate", ("Evidence:\n- e1\n- e2\n- e3\n- e4", "Question: What was PayPal Credit called before?")),
+        ),
+        outputs={"answer": "Bill Me Later", "evidence": ["e1", "e2", "e3", "e4"]},
+        notes={"plan": "loop 'research' is done: generate instead of search"},
+    ),
+    Scenario(
+        "jade_rewrite_retrieve_select_answer",
+        JADE,
+        {"question": "What was PayPal Credit called?"},
+        ("<workflow>rewrite</workflow>", "PayPal Credit Bill Me Later", "<ids>1</ids>", "Bill Me Later"),
+        path=("plan", "rewrite", "retrieve", "select", "answer"),
+        calls=(
+            Call("plan", ("Question: What was PayPal Credit called?",)),
+            Call("rewrite", ("Question: What was PayPal Credit called?",)),
+            Call("select", (f"[1] PayPal Credit: {PAYPAL}",)),
+            Call("answer", (f"[1] PayPal Credit: {PAYPAL}", "Useful documents: - 1")),
+        ),
+        outputs={"answer": "Bill Me Later"},
+    ),
+    Scenario(
+        # answer is chosen directly: its `retrieve.docs ?? ""` and `select.ids ?? ""` take the fallbacks
+        "jade_answer_directly",
+        JADE,
+        {"question": "What is 2+2?"},
+        ("<workflow>answer</workflow>", "4"),
+        path=("plan", "answer"),
+        calls=(Call("plan", ()), Call("answer", ("Documents:\n\nUseful documents: \n\nQuestion: What is 2+2?",))),
+        outputs={"answer": "4"},
+    ),
+    Scenario(
+        "jade_decompose_map_subflow",
+        JADE,
+        {"question": "PayPal Credit and the Pretenders EP?"},
+        (
+            "<workflow>decompose</workflow>",
+            "<q>PayPal Credit Bill Me Later</q><q>Pretenders Extended Play EP</q>",
+            last_line,
+            last_line,
+            "both",
+        ),
+        path=("plan", "decompose", "solve_each", "summarize"),
+        calls=(
+            Call("plan", ()),
+            Call("decompose", ("Question: PayPal Credit and the Pretenders EP?",)),
+            Call("answer", (PAYPAL, "Question: PayPal Credit Bill Me Later")),
+            Call("answer", (PRETENDERS, "Question: Pretenders Extended Play EP")),
+            Call(
+                "summarize",
+                (
+                    "Sub-questions: - PayPal Credit Bill Me Later\n- Pretenders Extended Play EP",
+                    "Their answers: - re: Answer in a few words.",
+                ),
+            ),
+        ),
+        calls_ordered=False,
+        outputs={"answer": "both"},
     ),
     Scenario(
         "runaway_stopped",

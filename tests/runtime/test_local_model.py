@@ -93,3 +93,30 @@ def test_sync_litellm_completion_uses_the_same_provider() -> None:
     local_provider.register()
     r = litellm.completion(model="local/smollm2", messages=[{"role": "user", "content": "Hi"}], max_tokens=4)
     assert r.choices[0].message.content and r.usage.completion_tokens <= 4
+
+
+def test_serve_forever_stops_cleanly_on_sigterm() -> None:
+    import signal
+    import subprocess
+    import sys
+
+    code = (
+        "from flowc.runtime import local_provider as lp\n"
+        "s = lp.serve_model('smollm2')\n"
+        "print(s.base_url, flush=True)\n"
+        "lp.serve_forever(s)\n"
+        "print('stopped', flush=True)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        url = proc.stdout.readline().strip()
+        assert httpx.get(url + "/models", timeout=10).status_code == 200
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0  # a clean exit, not death by signal
+        assert proc.stdout.read().strip() == "stopped"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(url + "/models", timeout=2)

@@ -9,7 +9,7 @@ from collections import defaultdict
 from typing import Any
 
 import pytest
-from scenarios import FAN, LINEAR, MAPS, SCENARIOS, TOOLS, Call, PathItem, Scenario, resolve
+from scenarios import FAN, LINEAR, MAPS, SCENARIOS, TOOLS, WIKI, Call, PathItem, Scenario, resolve
 
 import flowc
 from flowc.compile import CompiledPipeline
@@ -210,13 +210,15 @@ def test_map_branches_run_concurrently_up_to_the_limit() -> None:
         r = asyncio.run(ex.run({"question": "q"}))
         return time.perf_counter() - t0, lm, r
 
+    asyncio.run(_POOL.get(WIKI, "bm25"))  # build the index outside the timed runs
     wall4, lm4, r4 = run(4)
     assert r4.status == "ok", r4.error
     assert len(r4.outputs["answers"]) == 4 and len(r4.outputs["sub_answers"]) == 4
-    # split (0.1) then all 8 branch calls of both maps at once (0.1); serially it would be 0.9 s
-    assert lm4.peak == 8 and wall4 < 0.45, (lm4.peak, wall4)
+    # split (0.1 s), then the 8 branch calls of both maps, up to 4 per map at once (0.1 s);
+    # one after another they would take 0.9 s
+    assert 5 <= lm4.peak <= 8 and wall4 < 0.6, (lm4.peak, wall4)
     _, lm1, r1 = run(1)
-    assert r1.status == "ok" and lm1.peak == 2  # one branch per map at a time: each_llm and each_flow
+    assert r1.status == "ok" and lm1.peak <= 2  # one branch per map at a time: each_llm and each_flow
 
 
 def test_run_batch_bounded_concurrency_keeps_order() -> None:

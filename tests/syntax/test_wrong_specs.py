@@ -11,13 +11,16 @@ Each listed finding must also render as `file:line:col: severity[code]: message`
 line, a caret under the column, a hint and the docs anchor. This is FileCheck's idea (xDSL
 `tests/filecheck`) with positions checked exactly, as in xDSL's `test_parser_error.py`.
 
-To add a case: write the smallest spec with one mistake, run `flowc check` on it, check that the
-place and the wording are right, and put the header on top.
+To add a case: write the smallest spec with one mistake and a header with `?` for the position
+(`# ERROR: unknown-node ?`), run `python tests/syntax/test_wrong_specs.py wrong/<file>` to fill in
+the positions flowc reports, and read the printed diagnostics: the place and the wording must be
+right before the case is committed.
 """
 
 from __future__ import annotations
 
 import re
+import sys
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -247,3 +250,37 @@ def test_cli_pass_list_errors(capsys: pytest.CaptureFixture[str], tmp_path: Path
     assert "error[unknown-pass]" in err and "did you mean 'check-types'?" in err
     assert main(["compile", spec, "-o", out, "-p", "check-types{strict=1}"]) == 1
     assert "error[invalid-pass-option]" in capsys.readouterr().err
+
+
+# -- filling in a new case's header ----------------------------------------------------------------
+
+_TODO = re.compile(r"^# (ERROR|WARNING): ([a-z][a-z-]*) \?\s*$")
+
+
+def fill_positions(path: Path) -> None:
+    """Replace `?` in the header with the position of the matching finding, then print them all."""
+    from flowc.errors import render_all
+
+    got = sorted(findings(path), key=lambda d: (d.span.line, d.span.column) if d.span else (0, 0))
+    used: set[int] = set()
+    lines = path.read_text(encoding="utf-8").split("\n")
+    for i, line in enumerate(lines):
+        m = _TODO.match(line)
+        if not m:
+            continue
+        sev, code = m.group(1).lower(), m.group(2)
+        j = next((j for j, d in enumerate(got) if j not in used and (d.severity, d.code) == (sev, code)), None)
+        if j is None or got[j].span is None:
+            print(f"{path.name}: flowc reports no {sev} {code}")
+            continue
+        used.add(j)
+        span = got[j].span
+        assert span is not None
+        lines[i] = f"# {m.group(1)}: {code} {span.line}:{span.column}"
+    path.write_text("\n".join(lines), encoding="utf-8")
+    print(render_all(got, {str(path): SourceFile.read(path)}))
+
+
+if __name__ == "__main__":
+    for arg in sys.argv[1:]:
+        fill_positions(Path(arg))

@@ -143,6 +143,8 @@ class TEP:
     stats: list[dict[str, Any]] = field(default_factory=list)
 
     name: ClassVar[str] = "tep"
+    #: the settings `flowc optimize --steps N` sets (the per-phase iteration caps)
+    step_fields: ClassVar[tuple[str, ...]] = ("t_free", "t_nudge")
 
     def settings(self) -> dict[str, Any]:
         keys = (
@@ -336,13 +338,21 @@ class TEP:
         )
         nudged = st["phase"] == "nudged"
         task = self._task_message(current, forward, metric, st) if nudged else ""
-        results = await asyncio.gather(*(self._node(job, current, p, forward, task, st, step) for p in active))
-        proposals = {p: new for p, new in zip(active, results, strict=True) if new is not None}
-        accepted = await self._gate(job, base, st, proposals, valset, metric, step)
-        st["updates"] += len(active)
+        results = await asyncio.gather(*(self._node(job, current, p, forward, task, st, step, metric) for p in active))
+        entries = dict(zip(active, results, strict=True))
+        proposals = {p: e["prompt_after"] for p, e in entries.items() if e.get("prompt_after") is not None}
+        accepted, val = await self._gate(job, base, st, proposals, valset, metric, step)
+        # an update is a node that asked for one (its critic was not at equilibrium); it is effective
+        # when it changed the prompt and passed the validation gate
+        attempted = [p for p, e in entries.items() if e["event"] == "proposal"]
+        st["updates"] += len(attempted)
         st["effective"] += len(accepted)
         for p in accepted:
             st["values"][p] = proposals[p]
+        for p, e in entries.items():
+            if e["event"] == "proposal":
+                e.update(val=val.get(p), accepted=p in accepted)
+            job.log(**e, batch_train=forward.mean, temperature=temperature)
         self.stats.append(
             {
                 "step": step,
@@ -351,6 +361,9 @@ class TEP:
                 "temperature": temperature,
                 "accepted": sorted(accepted),
                 "proposed": sorted(proposals),
+                "attempted": sorted(attempted),
+                "feedback_chars": {p: e["feedback_chars"] for p, e in entries.items()},
+                "critic_prompt_chars": {p: e["critic_prompt_chars"] for p, e in entries.items()},
             }
         )
 
@@ -363,7 +376,10 @@ class TEP:
         task: str,
         st: dict[str, Any],
         step: int,
-    ) -> str | None:
+        metric: Metric,
+    ) -> dict[str, Any]:
+        """Critic, equilibrium test and (unless at equilibrium) the update of one node. Returns the
+        node's log row (`prompt_after` holds the proposal, None when there is none)."""
         node_name = current.params[param].node or ""
         spec_node = current.spec.nodes[node_name]
         llm = spec_node.body if isinstance(spec_node, MapNode) else spec_node
@@ -372,7 +388,7 @@ class TEP:
         rubric = rubric_for(role, list(llm.criteria))
         samples = self._samples(forward, node_name)
         if st["phase"] == "nudged" and self.forward_signal == "B":
-            task += self._contrast(forward, node_name)
+            task += self._contrast(forward, node_name, metric)
         prompt_before = str(st["values"][param])
         user = _prompt(
             "critic_user",
@@ -383,7 +399,7 @@ class TEP:
             task=task,
         )
         system = _prompt("critic_system", max_suggestions=self.max_suggestions, max_words=self.suggestion_words)
-        reply = await self._call(job, f"tep:critic:{node_name}", system, user, self.critic_temperature)
+        reply = await self._call(job, f"tep:critic:{param}", system, user, self.critic_temperature)
         critic = parse_critic(reply, rubric, self.max_suggestions, self.suggestion_words)
         hist = st["history"][param]
         hist.append(critic.overall)
@@ -394,11 +410,12 @@ class TEP:
         )
         unreadable_run = len(hist) >= self.window and all(h is None for h in hist[-self.window :])
         feedback_chars = sum(len(s) for s in critic.suggestions) + len(task)
-        entry = {
+        entry: dict[str, Any] = {
             "step": step,
             "phase": st["phase"],
             "round": st["round"],
             "node": node_name,
+            "param": param,
             "critic_scores": critic.scores,
             "overall": critic.overall,
             "suggestions": list(critic.suggestions),
@@ -418,25 +435,25 @@ class TEP:
             )
             if reason != "no suggestion":
                 st["done"].append(param)
-            job.log(**entry, event="equilibrium" if reason != "no suggestion" else "no-update", reason=reason)
-            return None
+            return {**entry, "event": "equilibrium" if reason != "no suggestion" else "no-update", "reason": reason}
         if st["phase"] == "free":
             st["free_suggestions"][param] = list(critic.suggestions)
-        new = await self._update(job, param, node_name, role, prompt_before, critic, st)
-        ratio = edit_ratio(prompt_before, new) if new is not None else None
-        job.log(
+        new, attempts = await self._update(job, param, node_name, role, prompt_before, critic, st)
+        return {
             **entry,
-            event="proposal",
-            prompt_before=prompt_before,
-            prompt_after=new,
-            edit_ratio=ratio,
-            beta=self.beta(st) if st["phase"] == "nudged" else None,
-        )
-        return new
+            "event": "proposal",
+            "prompt_before": prompt_before,
+            "prompt_after": new,
+            "edit_ratio": edit_ratio(prompt_before, new) if new is not None else None,
+            "beta": self.beta(st) if st["phase"] == "nudged" else None,
+            "attempts": attempts,
+        }
 
     async def _update(
         self, job: Job, param: str, node: str, role: str, prompt: str, critic: CriticResult, st: dict[str, Any]
-    ) -> str | None:
+    ) -> tuple[str | None, list[dict[str, Any]]]:
+        """The rewrite, retried once when the reply has no prompt, changes the placeholders or (nudged)
+        edits more than β; returns the new prompt (None: no usable change) and why attempts failed."""
         nudged = st["phase"] == "nudged"
         beta = self.beta(st)
         max_sent = math.ceil(beta * sentences(prompt)) if nudged else sentences(prompt)
@@ -462,24 +479,29 @@ class TEP:
             max_sentences=max_sent,
             placeholders=", ".join("{{" + k + "}}" for k in keep) or "(none)",
         )
+        attempts: list[dict[str, Any]] = []
         for _attempt in range(2):
-            reply = await self._call(job, f"tep:update:{node}", system, user, 0.0)
+            reply = await self._call(job, f"tep:update:{param}", system, user, 0.0)
             m = re.search(r"<PROMPT>(.*?)</PROMPT>", reply, re.S)
             new = m.group(1).strip("\n") if m else None
             if new is None or not new.strip():
+                attempts.append({"rejected": "no prompt in the reply"})
                 user += "\n\nYour reply had no <PROMPT>...</PROMPT>. Reply again with the whole new prompt in the tags."
                 continue
             if {ph.name for ph in placeholders(new)} != set(keep):
-                user += f"\n\nYour prompt changed the placeholders; keep exactly: {', '.join(keep)}."
+                attempts.append({"rejected": "placeholders changed", "prompt": new})
+                user += f"\n\nYour prompt changed the placeholders; keep exactly: {', '.join(keep) or '(none)'}."
                 continue
-            if nudged and edit_ratio(prompt, new) > beta:
+            ratio = edit_ratio(prompt, new)
+            if nudged and ratio > beta:
+                attempts.append({"rejected": "edit above beta", "edit_ratio": ratio, "prompt": new})
                 user += (
-                    f"\n\nThat edit changed {edit_ratio(prompt, new):.0%} of the prompt; the limit is "
-                    f"{beta:.0%}. Make a smaller edit."
+                    f"\n\nThat edit changed {ratio:.0%} of the prompt; the limit is {beta:.0%}. Make a smaller edit."
                 )
                 continue
-            return new if new != prompt else None
-        return None
+            attempts.append({"accepted": new != prompt, "edit_ratio": ratio})
+            return (new if new != prompt else None), attempts
+        return None, attempts
 
     async def _gate(
         self,
@@ -490,10 +512,11 @@ class TEP:
         valset: Sequence[Mapping[str, Any]],
         metric: Metric,
         step: int,
-    ) -> list[str]:
-        """Keep each node's update only if validation does not drop; then check they hold together."""
+    ) -> tuple[list[str], dict[str, float | None]]:
+        """Keep each node's update only if validation does not drop; then check they hold together.
+        Returns the accepted params and each proposal's validation score (None: it did not compile)."""
         if not proposals:
-            return []
+            return [], {}
         best = float(st["val_best"] or 0.0)
 
         async def score(values: dict[str, Any]) -> float | None:
@@ -526,7 +549,7 @@ class TEP:
                 accepted=p in accepted,
                 phase=st["phase"],
             )
-        return accepted
+        return accepted, scored
 
     # -- messages ---------------------------------------------------------------------------------
 
@@ -561,17 +584,17 @@ class TEP:
             beta=f"{self.beta(st):.2f}",
         )
 
-    def _contrast(self, forward: Evaluation, node: str) -> str:
+    def _contrast(self, forward: Evaluation, node: str, metric: Metric) -> str:
         for item in forward.items:
             if item.score >= 1.0:
                 continue
             step = next((s for s in reversed(item.run.steps) if s.node == node and s.status == "ok"), None)
             if step is not None:
                 mine = json.dumps(step.outputs, ensure_ascii=False)[:200]
+                gold = json.dumps(item.example.get(metric.target), ensure_ascii=False)[:200]
                 return (
                     f"\n<CONTRAST>On a failed example this step produced {mine}; the pipeline should have "
-                    f"reached {json.dumps(item.example, ensure_ascii=False)[:200]}. Say what output of this "
-                    "step would have led there.</CONTRAST>"
+                    f"reached the final answer {gold}. Say what output of this step would have led there.</CONTRAST>"
                 )
         return ""
 
