@@ -11,6 +11,8 @@ How a pipeline runs (docs/language.md, "How a pipeline runs"):
   it, or when a node downstream of that router sends it a value.
 - A loop `from -> to max N` lets values (and route choices) cross its back edges at most N times and
   while its condition holds; after that a router that chooses the loop takes its fallback instead.
+- A node outside a loop that reads a node inside it reads the loop's result: it fires once the loop is
+  over (when the run is quiet), not on every round — unless a router chose it.
 - Independent nodes run concurrently. The run ends when nothing can fire; the outputs are then read.
 
 Every step is recorded (inputs, outputs, LM calls, timing) and, with a run store, persisted as soon as
@@ -65,6 +67,9 @@ class _Plan:
     # read on every firing attempt, so resolved once here instead of through networkx each time.
     sources: dict[str, tuple[str, ...]] = field(default_factory=dict)
     node_sources: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # node -> its sources that belong to a loop it is not in: it reads the loop's result, so it
+    # waits until the loop is over instead of firing on every round.
+    loop_sources: dict[str, set[str]] = field(default_factory=dict)
 
     @classmethod
     def of(cls, g: FlowGraph) -> _Plan:
@@ -91,6 +96,7 @@ class _Plan:
             consumers,
             sources,
             {n: tuple(s for s in srcs if s != INPUT) for n, srcs in sources.items()},
+            {n: {s for s in srcs if s in same and same[s] and n not in same[s]} for n, srcs in sources.items()},
         )
 
 
@@ -323,6 +329,8 @@ class Executor:
             return None  # nothing new: a node starts once on its own, then only when something reaches it
         if plan.gates[name] and not route_fresh and not (fresh & plan.enablers[name]):
             return None
+        if not allow_fallback and not route_fresh and fresh & plan.loop_sources[name]:
+            return None  # a loop's result: read it when the run is quiet, i.e. when the loop is over
         try:
             values = {port: self._read(state, name, node, expr, allow_fallback) for port, expr in node.bindings.items()}
         except _NotReady:

@@ -163,7 +163,7 @@ class RunStore:
             artifact_hash=art,
             inputs=json.loads(inputs),
             outputs=json.loads(outputs) if outputs else {},
-            status="error" if status == "error" else "ok",
+            status=status if status in ("error", "running") else "ok",
             error=error,
             error_code=code,
             duration_s=dur or 0.0,

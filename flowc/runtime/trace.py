@@ -55,7 +55,7 @@ class RunResult(BaseModel):
     inputs: dict[str, Any]
     outputs: dict[str, Any] = Field(default_factory=dict)
     steps: list[StepRecord] = Field(default_factory=list)
-    status: Literal["ok", "error"] = "ok"
+    status: Literal["ok", "error", "running"] = "ok"  # running: a stored run that never finished
     error: str | None = None
     error_code: str | None = None
     duration_s: float = 0.0

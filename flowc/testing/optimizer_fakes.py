@@ -157,8 +157,9 @@ def fake_optimizer_answer(request: LMRequest, *, hint: str = HINT) -> str:
     - a TextGrad update (system prompt names `<IMPROVED_VARIABLE>`): the variable (read from
       `<VARIABLE>`) with `hint` put in front, between the tags;
     - a TEP-style update (asks for `<PROMPT>...</PROMPT>`): the prompt in `<CURRENT>` with `hint`;
-    - a critic that wants JSON scores (the reply format names "scores"): middling scores and one
-      suggestion;
+    - a critic that wants JSON scores (the reply format names "scores"): one suggestion, or, when the
+      prompt under review (in `<PROMPT>`) already holds `hint`, none and `no_further_improvement`
+      (the equilibrium a TEP critic reports once its advice is in);
     - anything else (feedback, a judge): one fixed sentence of feedback.
     """
     system, text = system_text(request), request_text(request)
@@ -169,6 +170,8 @@ def fake_optimizer_answer(request: LMRequest, *, hint: str = HINT) -> str:
         cur = between(text, "<CURRENT>", "</CURRENT>") or ""
         return f"<PROMPT>{hint} {cur.strip()}</PROMPT>"
     if '"scores"' in system:
+        if hint in (between(text, "<PROMPT>", "</PROMPT>") or ""):
+            return json.dumps({"scores": {}, "suggestions": [], "no_further_improvement": True})
         return json.dumps({"scores": {}, "suggestions": [f"Add: {hint}"], "no_further_improvement": False})
     return f"The answer should be a city. Add the instruction: {hint}"
 

@@ -64,7 +64,7 @@ def test_textgrad_on_the_embedded_model(tmp_path: Path) -> None:
     OptimizerContract().assert_valid_patch(patch, compiled)
     assert 2 <= patch.budget_used["calls"] <= 4 and patch.budget_used["tokens"] > 0
     journal = [json.loads(x) for x in (tmp_path / "tg" / "journal-optimizer.jsonl").read_text().splitlines()]
-    assert journal[0]["node"] == "textgrad:backward:param:solve.prompt" and journal[0]["response"]["text"]
+    assert journal and journal[0]["response"]["text"].strip()  # the model's feedback, journaled for resume
 
 
 def test_bootstrap_on_the_embedded_model(tmp_path: Path) -> None:

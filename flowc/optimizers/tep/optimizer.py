@@ -247,6 +247,7 @@ class TEP:
             "history": {p: [] for p in params},
             "done": [],
             "free_suggestions": {p: [] for p in params},
+            "unreadable": dict.fromkeys(params, 0),
             "updates": 0,
             "effective": 0,
         }
@@ -303,6 +304,7 @@ class TEP:
         st["iteration"] = 0
         st["done"] = []
         st["history"] = {p: [] for p in st["history"]}
+        st["unreadable"] = dict.fromkeys(st["history"], 0)
         if st["phase"] == "free":
             st["phase"] = "nudged"
         else:
@@ -408,8 +410,15 @@ class TEP:
             and all(h is not None for h in hist[-self.window :])
             and statistics.pvariance([h for h in hist[-self.window :] if h is not None]) < self.stability_var
         )
-        unreadable_run = len(hist) >= self.window and all(h is None for h in hist[-self.window :])
-        feedback_chars = sum(len(s) for s in critic.suggestions) + len(task)
+        # W unreadable replies in a row end the phase for this node (a critic that cannot follow the
+        # format will not start to); a readable reply without scores is not unreadable
+        misses = st.setdefault("unreadable", {})
+        misses[param] = 0 if critic.readable else int(misses.get(param, 0)) + 1
+        unreadable_run = misses[param] >= self.window
+        # what reaches this node's update: its critic's suggestions (in the nudged phase also the
+        # free-phase ones the update keeps) and the task message its critic was given
+        carried = st["free_suggestions"].get(param, []) if st["phase"] == "nudged" else []
+        feedback_chars = sum(len(s) for s in critic.suggestions) + sum(len(s) for s in carried) + len(task)
         entry: dict[str, Any] = {
             "step": step,
             "phase": st["phase"],
