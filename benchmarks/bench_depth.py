@@ -78,9 +78,24 @@ def _textgrad(p: LMClient, o: LMClient, model: str, a: argparse.Namespace) -> An
     )
 
 
+def _tep(p: LMClient, o: LMClient, model: str, a: argparse.Namespace) -> Any:
+    from flowc.optimizers.tep import TEP
+
+    return TEP(
+        pipeline_lm=p,
+        optimizer_lm=o,
+        optimizer_model=model,
+        t_free=a.steps,
+        t_nudge=a.steps,
+        batch_size=a.batch_size,
+        max_tokens=a.optimizer_max_tokens,
+    )
+
+
 #: name → factory(pipeline_lm, optimizer_lm, optimizer_model, args). One line per optimizer.
 OPTIMIZERS: dict[str, Factory] = {
     "textgrad": _textgrad,
+    "tep": _tep,  # --steps caps each phase (T_free = T_nudge = steps); one round
 }
 
 

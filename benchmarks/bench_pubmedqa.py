@@ -71,10 +71,11 @@ class CountingLM:
         return r
 
 
-def pipeline(lm: str) -> CompiledPipeline:
-    """pipelines/pubmedqa.flow with every model pointed at `lm` (max_tokens as the spec sets them)."""
+def pipeline(lm: str, max_tokens: int | None = None) -> CompiledPipeline:
+    """pipelines/pubmedqa.flow with every model pointed at `lm` (and `max_tokens`, when given)."""
     spec = flowc.load_spec(str(SPEC))
-    models = {k: m.model_copy(update={"id": lm}) for k, m in spec.models.items()}
+    update: dict[str, Any] = {"id": lm} | ({"max_tokens": max_tokens} if max_tokens else {})
+    models = {k: m.model_copy(update=update) for k, m in spec.models.items()}
     return flowc.compile(spec.model_copy(update={"models": models}))
 
 
@@ -191,6 +192,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--n-test", type=int, default=10)
     ap.add_argument("--steps", type=int, default=2, help="TextGrad steps; TEP's T_free = T_nudge")
     ap.add_argument("--batch-size", type=int, default=2)
+    ap.add_argument("--max-tokens", type=int, help="the pipeline models' max_tokens (default: the spec's 64/128)")
     ap.add_argument("--optimizer-max-tokens", type=int, default=400)
     ap.add_argument("--max-demos", type=int, default=2)
     ap.add_argument("--num-candidates", type=int, default=2)
@@ -201,7 +203,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = ap.parse_args(argv)
     args.optimizer_lm = args.optimizer_lm or args.lm
 
-    compiled = pipeline(args.lm)
+    compiled = pipeline(args.lm, args.max_tokens)
     metric = metric_from_spec(compiled)
     train, val, test = load_splits(args)
     pipeline_lm, optimizer_lm = make_clients(args, compiled)

@@ -12,7 +12,6 @@ from flowc.backbone.generate import Sample, generate
 from flowc.backbone.gguf_io import GGUFModelFile
 from flowc.backbone.lora import LoraConfig
 from flowc.backbone.model import Params, load_params
-from flowc.backbone.numerics import Numerics
 from flowc.backbone.tokenizer import Tokenizer
 
 
@@ -66,7 +65,6 @@ class Backbone:
         seed: int = 0,
         lora: Any = None,
         lora_cfg: LoraConfig | None = None,
-        numerics: Numerics | None = None,
     ) -> list[Sample]:
         """Continue a prompt (greedy by default), stopping where llama.cpp stops (`tokenizer.eog_ids`)."""
         return generate(
@@ -80,7 +78,6 @@ class Backbone:
             seed=seed,
             lora=lora,
             lora_scale=lora_cfg.scale if lora_cfg else 1.0,
-            numerics=numerics,
         )
 
     def chat(

@@ -18,7 +18,6 @@ import numpy as np
 
 from flowc.backbone.config import ModelConfig
 from flowc.backbone.model import forward_cached, init_cache
-from flowc.backbone.numerics import Numerics
 from flowc.errors import FlowcError
 
 Params = dict[str, Any]
@@ -38,7 +37,7 @@ def _round_up(n: int, m: int) -> int:
     return -(-n // m) * m
 
 
-@partial(jax.jit, static_argnames=("cfg", "lora_scale", "numerics"))
+@partial(jax.jit, static_argnames=("cfg", "lora_scale"))
 def _prefill(
     params: Params,
     lora: Params,
@@ -48,15 +47,12 @@ def _prefill(
     *,
     cfg: ModelConfig,
     lora_scale: float,
-    numerics: Numerics | None,
 ) -> tuple[jax.Array, Any]:
-    logits, cache = forward_cached(
-        params, cfg, tokens, cache, jnp.int32(0), lora=lora, lora_scale=lora_scale, numerics=numerics
-    )
+    logits, cache = forward_cached(params, cfg, tokens, cache, jnp.int32(0), lora=lora, lora_scale=lora_scale)
     return logits[:, last], cache
 
 
-@partial(jax.jit, static_argnames=("cfg", "lora_scale", "numerics"))
+@partial(jax.jit, static_argnames=("cfg", "lora_scale"))
 def _decode(
     params: Params,
     lora: Params,
@@ -66,11 +62,8 @@ def _decode(
     *,
     cfg: ModelConfig,
     lora_scale: float,
-    numerics: Numerics | None,
 ) -> tuple[jax.Array, Any]:
-    logits, cache = forward_cached(
-        params, cfg, token[:, None], cache, pos, lora=lora, lora_scale=lora_scale, numerics=numerics
-    )
+    logits, cache = forward_cached(params, cfg, token[:, None], cache, pos, lora=lora, lora_scale=lora_scale)
     return logits[:, 0], cache
 
 
@@ -96,7 +89,6 @@ def generate(
     seed: int = 0,
     lora: Params | None = None,
     lora_scale: float = 1.0,
-    numerics: Numerics | None = None,
 ) -> list[Sample]:
     """Continue `prompt_ids` `n` times.
 
@@ -109,7 +101,6 @@ def generate(
         n: how many samples of the same prompt to decode together.
         seed: the sampling seed (same seed, same samples).
         lora, lora_scale: an adapter to decode with (unmerged).
-        numerics: llama.cpp's roundings (`Numerics.of_file`), to predict what it serves.
     """
     if not prompt_ids:
         raise FlowcError("invalid-value", "cannot generate from an empty prompt", hint="pass at least one token")
@@ -126,7 +117,7 @@ def generate(
     cache = init_cache(cfg, n, total, params["embed"].dtype)
     ad = lora or {}
     logits, cache = _prefill(
-        params, ad, jnp.asarray(padded), cache, jnp.int32(length - 1), cfg=cfg, lora_scale=lora_scale, numerics=numerics
+        params, ad, jnp.asarray(padded), cache, jnp.int32(length - 1), cfg=cfg, lora_scale=lora_scale
     )
     key = jax.random.PRNGKey(seed)
     ids: list[list[int]] = [[] for _ in range(n)]
@@ -148,7 +139,5 @@ def generate(
             lps[i].append(float(lp_np[i]))
         if all(done) or step == max_new_tokens - 1:
             break
-        logits, cache = _decode(
-            params, ad, tok, cache, jnp.int32(length + step), cfg=cfg, lora_scale=lora_scale, numerics=numerics
-        )
+        logits, cache = _decode(params, ad, tok, cache, jnp.int32(length + step), cfg=cfg, lora_scale=lora_scale)
     return [Sample(tuple(i), tuple(lp), "stop" if d else "length") for i, lp, d in zip(ids, lps, done)]

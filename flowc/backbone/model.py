@@ -19,7 +19,6 @@ import numpy as np
 
 from flowc.backbone.config import ModelConfig
 from flowc.backbone.gguf_io import GGUFModelFile
-from flowc.backbone.numerics import Numerics, round_activation, round_f16
 
 Params = dict[str, Any]
 
@@ -119,18 +118,12 @@ def rope(x: jax.Array, positions: jax.Array, cfg: ModelConfig) -> jax.Array:
     return out.astype(x.dtype)
 
 
-class _Opts(NamedTuple):
-    scale: float  # LoRA alpha / rank
-    numerics: Numerics | None  # llama.cpp's roundings, or None for exact float32
-
-
-def _proj(x: jax.Array, layer: Params, lora: Params, name: str, opts: _Opts) -> jax.Array:
-    xr = x if opts.numerics is None else round_activation(x, opts.numerics.rounding(name))
-    y = xr @ layer[name]
+def _proj(x: jax.Array, layer: Params, lora: Params, name: str, scale: float) -> jax.Array:
+    y = x @ layer[name]
     ad = lora.get(name)
     if ad is not None:
         # The low-rank path is added, never merged, while training: the base weight stays frozen.
-        y = y + opts.scale * ((x @ ad["a"]) @ ad["b"])
+        y = y + scale * ((x @ ad["a"]) @ ad["b"])
     return y
 
 
@@ -148,29 +141,26 @@ def _attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, cfg: M
 
 
 def _block_qkv(
-    x: jax.Array, layer: Params, lora: Params, positions: jax.Array, cfg: ModelConfig, opts: _Opts
+    x: jax.Array, layer: Params, lora: Params, positions: jax.Array, cfg: ModelConfig, scale: float
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
     b, t, _ = x.shape
     h = rms_norm(x, layer["attn_norm"], cfg.rms_eps)
-    q = _proj(h, layer, lora, "wq", opts)
-    k = _proj(h, layer, lora, "wk", opts)
-    v = _proj(h, layer, lora, "wv", opts)
+    q = _proj(h, layer, lora, "wq", scale)
+    k = _proj(h, layer, lora, "wk", scale)
+    v = _proj(h, layer, lora, "wv", scale)
     if cfg.qkv_bias:
         q, k, v = q + layer["bq"], k + layer["bk"], v + layer["bv"]
     q = rope(q.reshape(b, t, cfg.n_heads, cfg.head_dim), positions, cfg)
     k = rope(k.reshape(b, t, cfg.n_kv_heads, cfg.head_dim), positions, cfg)
-    v = v.reshape(b, t, cfg.n_kv_heads, cfg.head_dim)
-    if opts.numerics is not None and opts.numerics.kv_f16:
-        q, k, v = round_f16(q), round_f16(k), round_f16(v)
-    return q, k, v
+    return q, k, v.reshape(b, t, cfg.n_kv_heads, cfg.head_dim)
 
 
-def _block_out(x: jax.Array, attn: jax.Array, layer: Params, lora: Params, cfg: ModelConfig, opts: _Opts) -> jax.Array:
-    x = x + _proj(attn, layer, lora, "wo", opts)
+def _block_out(x: jax.Array, attn: jax.Array, layer: Params, lora: Params, cfg: ModelConfig, scale: float) -> jax.Array:
+    x = x + _proj(attn, layer, lora, "wo", scale)
     h = rms_norm(x, layer["ffn_norm"], cfg.rms_eps)
-    gate = _proj(h, layer, lora, "w_gate", opts)
-    up = _proj(h, layer, lora, "w_up", opts)
-    return x + _proj(jax.nn.silu(gate) * up, layer, lora, "w_down", opts)
+    gate = _proj(h, layer, lora, "w_gate", scale)
+    up = _proj(h, layer, lora, "w_up", scale)
+    return x + _proj(jax.nn.silu(gate) * up, layer, lora, "w_down", scale)
 
 
 def hidden_states(
@@ -181,24 +171,21 @@ def hidden_states(
     lora: Params | None = None,
     lora_scale: float = 1.0,
     remat: bool = False,
-    numerics: Numerics | None = None,
 ) -> jax.Array:
     """Final-normed hidden states (B, T, D) of a causal forward pass over `tokens` (B, T).
 
     Right padding needs no mask: under a causal mask no real position attends to a later pad.
     `remat=True` recomputes each block's activations in the backward pass (gradient checkpointing),
-    so training memory grows with one block, not thirty. `numerics` applies llama.cpp's roundings
-    (see `numerics.py`).
+    so training memory grows with one block, not thirty.
     """
     b, t = tokens.shape
     positions = jnp.broadcast_to(jnp.arange(t), (b, t))
     mask = jnp.broadcast_to(jnp.tril(jnp.ones((t, t), dtype=bool)), (b, t, t))
-    opts = _Opts(lora_scale, numerics)
 
     def block(x: jax.Array, xs: tuple[Params, Params]) -> tuple[jax.Array, None]:
         layer, ad = xs
-        q, k, v = _block_qkv(x, layer, ad, positions, cfg, opts)
-        return _block_out(x, _attention(q, k, v, mask, cfg), layer, ad, cfg, opts), None
+        q, k, v = _block_qkv(x, layer, ad, positions, cfg, lora_scale)
+        return _block_out(x, _attention(q, k, v, mask, cfg), layer, ad, cfg, lora_scale), None
 
     body = jax.checkpoint(block) if remat else block
     x = params["embed"][tokens]
@@ -206,10 +193,8 @@ def hidden_states(
     return rms_norm(x, params["norm"], cfg.rms_eps)
 
 
-def lm_head(params: Params, h: jax.Array, numerics: Numerics | None = None) -> jax.Array:
+def lm_head(params: Params, h: jax.Array) -> jax.Array:
     """Logits (..., V) of hidden states (..., D); tied embeddings unless the file has `output.weight`."""
-    if numerics is not None:
-        h = round_activation(h, numerics.head)
     w = params.get("lm_head")
     if w is None:
         return _wide(h @ params["embed"].T)
@@ -223,11 +208,9 @@ def forward(
     *,
     lora: Params | None = None,
     lora_scale: float = 1.0,
-    numerics: Numerics | None = None,
 ) -> jax.Array:
     """Next-token logits (B, T, V) at every position."""
-    h = hidden_states(params, cfg, tokens, lora=lora, lora_scale=lora_scale, numerics=numerics)
-    return lm_head(params, h, numerics)
+    return lm_head(params, hidden_states(params, cfg, tokens, lora=lora, lora_scale=lora_scale))
 
 
 class KVCache(NamedTuple):
@@ -252,7 +235,6 @@ def forward_cached(
     *,
     lora: Params | None = None,
     lora_scale: float = 1.0,
-    numerics: Numerics | None = None,
 ) -> tuple[jax.Array, KVCache]:
     """Run `tokens` (B, T) at positions start..start+T-1 against the cache; returns logits and the cache.
 
@@ -263,18 +245,17 @@ def forward_cached(
     s = cache.k.shape[2]
     positions = jnp.broadcast_to(start + jnp.arange(t), (b, t))
     mask = jnp.broadcast_to(jnp.arange(s)[None, :] <= positions[0][:, None], (b, t, s))
-    opts = _Opts(lora_scale, numerics)
 
     def block(
         x: jax.Array, xs: tuple[Params, Params, jax.Array, jax.Array]
     ) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
         layer, ad, ck, cv = xs
-        q, k, v = _block_qkv(x, layer, ad, positions, cfg, opts)
+        q, k, v = _block_qkv(x, layer, ad, positions, cfg, lora_scale)
         ck = jax.lax.dynamic_update_slice(ck, k.astype(ck.dtype), (0, start, 0, 0))
         cv = jax.lax.dynamic_update_slice(cv, v.astype(cv.dtype), (0, start, 0, 0))
-        return _block_out(x, _attention(q, ck, cv, mask, cfg), layer, ad, cfg, opts), (ck, cv)
+        return _block_out(x, _attention(q, ck, cv, mask, cfg), layer, ad, cfg, lora_scale), (ck, cv)
 
     x = params["embed"][tokens]
     x, (ks, vs) = jax.lax.scan(block, x, (params["layers"], lora or {}, cache.k, cache.v))
     h = rms_norm(x, params["norm"], cfg.rms_eps)
-    return lm_head(params, h, numerics), KVCache(ks, vs)
+    return lm_head(params, h), KVCache(ks, vs)

@@ -26,8 +26,17 @@ def register(sub: Any) -> None:
     p.add_argument("--output", help="the pipeline output the metric scores")
     p.add_argument("--target", help="the dataset field with the gold answer")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--steps", type=int, help="optimization steps (optimizer default otherwise)")
+    p.add_argument(
+        "--steps", type=int, help="optimization steps (for tep: the cap of each phase); optimizer default otherwise"
+    )
     p.add_argument("--batch-size", type=int, help="examples per minibatch")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="any other setting of the optimizer, e.g. --set beta0=0.2 --set forward_signal=B (repeatable)",
+    )
     p.add_argument("--only", help="comma-separated params or nodes to train (default: every trainable one)")
     p.add_argument("--freeze", default="", help="comma-separated params or nodes to keep fixed")
     p.add_argument("--optimizer-model", help="litellm model for the optimizer/critic (default: the spec's first)")
@@ -73,11 +82,74 @@ def build_optimizer(name: str, compiled: flowc.CompiledPipeline, args: argparse.
     fields = getattr(cls, "__dataclass_fields__", {})
     if "optimizer_lm" in fields:
         kwargs.update(optimizer_lm=optimizer_lm, optimizer_model=model)
-    if args.steps is not None and "steps" in fields:
-        kwargs["steps"] = args.steps
+    if args.steps is not None:
+        for f in ("steps",) if "steps" in fields else getattr(cls, "step_fields", ()):
+            kwargs[f] = args.steps
     if args.batch_size is not None and "batch_size" in fields:
         kwargs["batch_size"] = args.batch_size
+    kwargs.update(_settings(name, fields, getattr(args, "set", None) or []))
     return cls(**kwargs), model
+
+
+#: fields `--set` does not reach (the clients and what other options set)
+_NOT_SETTABLE = {"pipeline_lm", "optimizer_lm", "optimizer_model", "only", "frozen", "resume", "stats"}
+
+
+def _settings(name: str, fields: dict[str, Any], pairs: list[str]) -> dict[str, Any]:
+    """`--set NAME=VALUE` pairs, converted to the type of the field's default."""
+    import dataclasses
+
+    settable = sorted(f for f in fields if f not in _NOT_SETTABLE)
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or key not in settable:
+            raise FlowcError(
+                "invalid-value",
+                f"'--set {pair}': optimizer '{name}' has no setting '{key}'"
+                if sep
+                else f"'--set {pair}' is not NAME=VALUE",
+                hint=f"settings of {name}: {', '.join(settable)}",
+            )
+        default = fields[key].default
+        if default is dataclasses.MISSING and fields[key].default_factory is not dataclasses.MISSING:
+            default = fields[key].default_factory()
+        try:
+            out[key] = _convert(raw.strip(), default)
+        except ValueError:
+            raise FlowcError(
+                "invalid-value",
+                f"'--set {pair}': '{raw}' is not a valid {type(default).__name__} for '{key}'",
+                hint=f"the default is {default!r}",
+            ) from None
+    return out
+
+
+def _convert(raw: str, default: Any) -> Any:
+    if isinstance(default, bool):
+        if raw.lower() in ("1", "true", "yes", "on"):
+            return True
+        if raw.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(raw)
+    if isinstance(default, int):
+        return int(raw)
+    if isinstance(default, float):
+        return float(raw)
+    if isinstance(default, tuple | list):
+        items = [x.strip() for x in raw.split(",") if x.strip()]
+        if default and all(isinstance(x, int | float) and not isinstance(x, bool) for x in default):
+            return tuple(float(x) for x in items)
+        return tuple(items)
+    if default is None and raw.lower() in ("none", "null", ""):
+        return None
+    if default is None:
+        try:
+            return int(raw)
+        except ValueError:
+            return raw
+    return raw
 
 
 def cmd_optimize(args: argparse.Namespace) -> int:

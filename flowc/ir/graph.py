@@ -167,6 +167,11 @@ class FlowGraph:
             self._changed(structure=False)
         return n
 
+    def same_cycle(self, a: str, b: str) -> bool:
+        """Do `a` and `b` lie on a common cycle (each reaches the other, back edges included)?
+        Answered from the strongly connected components, computed once per graph shape."""
+        return a == b or b in self._component(a)
+
     def _component(self, name: str) -> set[str]:
         """The strongly connected component of `name` in the whole graph (back edges included)."""
         if self._scc is None or self._scc_members is None:

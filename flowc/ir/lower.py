@@ -370,7 +370,8 @@ class _Lowerer:
                     ok = False
             self.g.loops[name] = LoopInfo(name, lp.from_, lp.to, lp.max, lp.while_, self.spec.key_span(*p))
             flows = ok and any(e.dst == lp.to for e in self.g.out_edges(lp.from_))
-            if flows and lp.from_ not in self.g.reachable_from({lp.to}):
+            # (given the edge from -> to: `to` reaches `from` iff both are on one cycle)
+            if flows and not self.g.same_cycle(lp.to, lp.from_):
                 # `from -> to` is a forward edge (nothing leads from `to` back to `from`): tagging it
                 # as a back edge would cut the pipeline's forward flow, and there is no cycle to bound
                 self.err(

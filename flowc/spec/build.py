@@ -222,8 +222,13 @@ def _diagnostic(err: Any, data: Any, spans: SpanTable, path: str | None) -> Diag
         code = cast(ErrorCode, etype)
         offset = int(ctx.get("offset", 0))
         span = _span(spans, p, path)
-        if span is not None and offset and p in spans:
-            span = Span(span.path, span.line, span.column + offset, span.line, span.column + offset + 1)
+        # Point inside the value only when it sits on one line and the offset stays inside it: a
+        # YAML scalar folded over several lines no longer matches its text column for column.
+        one_line = span is not None and span.end_line in (None, span.line)
+        if span is not None and offset and p in spans and one_line:
+            col = span.column + offset
+            if span.end_column is None or col <= span.end_column:
+                span = Span(span.path, span.line, col, span.line, col + 1)
         if code == "reserved-name":
             name = str(ctx.get("name", ""))
             span = _span(spans, (*p, name), path, key=True)

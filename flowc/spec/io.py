@@ -34,6 +34,69 @@ def _span(path: str, node: yaml.Node) -> Span:
     return Span(path, start.line + 1, start.column + 1 + shift, end.line + 1, end.column + 1 - shift)
 
 
+#: Flow-collection depth at which the text is refused before PyYAML reads it. Far above
+#: MAX_DEPTH, so brackets inside plain text can hardly trip it; the exact limit is applied later.
+PRESCAN_DEPTH = 1000
+
+
+def _flow_too_deep(text: str) -> int | None:
+    """Offset where '[' / '{' nest deeper than PRESCAN_DEPTH, skipping quoted text and comments."""
+    depth, i, n = 0, 0, len(text)
+    while i < n:
+        c = text[i]
+        if c == '"' or c == "'":
+            j = i + 1
+            while j < n and text[j] != c:
+                j += 2 if (c == '"' and text[j] == "\\") else 1
+            i = j + 1
+            continue
+        if c == "#" and (i == 0 or text[i - 1] in " \t\n"):
+            nl = text.find("\n", i)
+            i = n if nl < 0 else nl
+            continue
+        if c in "[{":
+            depth += 1
+            if depth > PRESCAN_DEPTH:
+                return i
+        elif c in "]}" and depth:
+            depth -= 1
+        i += 1
+    return None
+
+
+def _too_many_values(root: yaml.Node) -> _Limits | None:
+    """The limit the document passes once its aliases are expanded, found without expanding them:
+    each distinct node's expanded size is computed once (aliases share nodes)."""
+    sizes: dict[int, int] = {}
+
+    def size(node: yaml.Node, depth: int) -> int:
+        if id(node) in sizes:
+            return sizes[id(node)]
+        if depth > MAX_DEPTH:
+            raise _Limits("nesting-too-deep", f"the document nests deeper than {MAX_DEPTH} levels", node)
+        total = 1
+        if isinstance(node, yaml.MappingNode):
+            total += sum(size(v, depth + 1) for _k, v in node.value)
+        elif isinstance(node, yaml.SequenceNode):
+            total += sum(size(v, depth + 1) for v in node.value)
+        sizes[id(node)] = total
+        if total > MAX_NODES:
+            raise _Limits("input-too-large", f"the document expands to more than {MAX_NODES:,} values (aliases?)", node)
+        return total
+
+    try:
+        size(root, 0)
+    except _Limits as e:
+        return e
+    return None
+
+
+def _limit_hint(code: ErrorCode) -> str:
+    if code == "input-too-large":
+        return "simplify the document; anchors and aliases that expand are not supported"
+    return f"keep nesting under {MAX_DEPTH} levels; no spec needs this depth"
+
+
 def _mark_span(source: SourceFile, line: int, column: int) -> Span:
     """A one-character span at a 0-based YAML mark, moved back onto the last line when the mark
     is past the end of the text (PyYAML's '<stream end>'), so the excerpt shows something."""
@@ -62,6 +125,22 @@ def load_yaml_data(source: SourceFile) -> tuple[Any, SpanTable, list[Diagnostic]
                 )
             ],
         )
+    deep = _flow_too_deep(source.text)
+    if deep is not None:
+        # PyYAML's scanner is quadratic in the depth of flow collections ([[[...]]]): thousands of
+        # brackets take seconds before the composed document could be measured
+        return (
+            None,
+            {},
+            [
+                Diagnostic(
+                    "nesting-too-deep",
+                    f"brackets nest deeper than {PRESCAN_DEPTH} levels",
+                    source.span_at(deep),
+                    hint=f"keep nesting under {MAX_DEPTH} levels; no spec needs this depth",
+                )
+            ],
+        )
     try:
         root = yaml.compose(source.text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as e:
@@ -81,7 +160,9 @@ def load_yaml_data(source: SourceFile) -> tuple[Any, SpanTable, list[Diagnostic]
                     "yaml-syntax",
                     f"YAML: {e.problem or e.context}",
                     span,
-                    hint="check indentation, colons, quotes and closing brackets here and on the lines above",
+                    hint='quote values that contain "??", ": " or "#": "a ?? b"'
+                    if "'?'" in str(e.problem) or "'#'" in str(e.problem)
+                    else "check indentation, colons, quotes and closing brackets here and on the lines above",
                     notes=notes,
                 )
             ],
@@ -114,6 +195,11 @@ def load_yaml_data(source: SourceFile) -> tuple[Any, SpanTable, list[Diagnostic]
                 )
             ],
         )
+    big = _too_many_values(root)
+    if big is not None:
+        # measured on the composed graph, where an alias is one shared node: an alias bomb is
+        # caught in time linear in the text, before building (and spanning) its expansion
+        return None, {}, [Diagnostic(big.code, big.message, _span(path, big.node), hint=_limit_hint(big.code))]
     spans: SpanTable = {}
     diags: list[Diagnostic] = []
     constructor = yaml.SafeLoader("")
@@ -173,9 +259,7 @@ def load_yaml_data(source: SourceFile) -> tuple[Any, SpanTable, list[Diagnostic]
                     e.code,
                     e.message,
                     _span(path, e.node),
-                    hint="simplify the document; anchors and aliases that expand are not supported"
-                    if e.code == "input-too-large"
-                    else f"keep nesting under {MAX_DEPTH} levels; no spec needs this depth",
+                    hint=_limit_hint(e.code),
                 )
             ],
         )

@@ -3,7 +3,8 @@
 Mechanics only: a 135M model cannot be a useful critic (ALGORITHMS.md §1.9), so these tests check
 that a real model's replies flow through forward, backward and update (and bootstrap's harvest), that the patch is
 valid and that the budget holds — not that anything improves. Kept tiny (one step, one example,
-six-token answers, 2–4 calls per optimizer): about a minute on an idle 2-core CPU.
+six-token answers, 2–4 calls per optimizer); the TextGrad test took 6 min on the 2 shared cores at
+load 15, far less on an idle machine.
 """
 
 from __future__ import annotations

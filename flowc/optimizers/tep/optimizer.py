@@ -294,6 +294,7 @@ class TEP:
                 "val_before": st["val_base"] or 0.0,
                 "val_after": st["val_best"] or 0.0,
                 "updates": st["updates"],
+                "attempted_updates": st.get("attempted", 0),
                 "effective_updates": st["effective"],
             },
             budget_used=job.meter.used(),
@@ -344,10 +345,12 @@ class TEP:
         entries = dict(zip(active, results, strict=True))
         proposals = {p: e["prompt_after"] for p, e in entries.items() if e.get("prompt_after") is not None}
         accepted, val = await self._gate(job, base, st, proposals, valset, metric, step)
-        # an update is a node that asked for one (its critic was not at equilibrium); it is effective
-        # when it changed the prompt and passed the validation gate
+        # updates: every active node of every iteration (as TextGrad counts params × steps); effective:
+        # those whose prompt changed and passed the validation gate; attempted: those whose critic was
+        # not at equilibrium, so an update call was made
         attempted = [p for p, e in entries.items() if e["event"] == "proposal"]
-        st["updates"] += len(attempted)
+        st["updates"] += len(active)
+        st["attempted"] = int(st.get("attempted", 0)) + len(attempted)
         st["effective"] += len(accepted)
         for p in accepted:
             st["values"][p] = proposals[p]
