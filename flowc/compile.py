@@ -287,7 +287,7 @@ def compile(
     if isinstance(source, Pipeline):
         spec = source
     elif isinstance(source, Path) or (
-        isinstance(source, str) and "\n" not in source and source.endswith(SPEC_SUFFIXES)
+        isinstance(source, str) and "\n" not in source and (source.endswith(SPEC_SUFFIXES) or Path(source).is_file())
     ):
         spec = load_spec(source)
     else:

@@ -249,11 +249,6 @@ def test_yaml_block_nesting_too_deep(tmp_path: Path) -> None:
     fails_fast(text, "yaml", {"nesting-too-deep", "input-too-large"}, tmp_path)
 
 
-@pytest.mark.xfail(
-    reason="PyYAML's scanner is quadratic in flow-collection depth (stale_possible_simple_keys): "
-    "10,000 '[' take seconds before the depth limit applies; flowc/spec/io.py needs a pre-scan",
-    strict=False,
-)
 def test_yaml_flow_nesting_too_deep(tmp_path: Path) -> None:
     text = "pipeline: p\ndescription: " + "[" * DEPTH + "]" * DEPTH + "\n"
     fails_fast(text, "yaml", {"nesting-too-deep"}, tmp_path)
@@ -264,10 +259,5 @@ BOMB = "pipeline: p\na: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + ""
 )
 
 
-@pytest.mark.xfail(
-    reason="the alias bomb is caught only after expanding 200,000 values with spans (about 4 s); "
-    "flowc/spec/io.py should count the expanded size on the composed node graph first",
-    strict=False,
-)
 def test_yaml_alias_bomb(tmp_path: Path) -> None:
     fails_fast(BOMB, "yaml", {"input-too-large"}, tmp_path)

@@ -472,3 +472,44 @@ def test_default_fakes_reach_equilibrium_once_the_hint_is_in(tmp_path: Path) -> 
         "answer.prompt": f"{HINT} Notes: {{{{notes}}}} Q: {{{{question}}}}",
     }
     assert [s["phase"] for s in tep.stats] == ["free", "free", "nudged"]
+
+
+def test_joint_first_gate_needs_one_validation_pass_when_the_edits_help(tmp_path: Path) -> None:
+    runs = {}
+    for gate in ("per_node", "joint_first"):
+        patch, p_lm, _, _ = _run(
+            optimizer(lambda r: critic_reply()), tmp_path=tmp_path / gate, validate=True, gate=gate, t_free=1, t_nudge=0
+        )
+        runs[gate] = (patch.params, len(p_lm.calls))
+    assert runs["per_node"][0] == runs["joint_first"][0] and len(runs["joint_first"][0]) == 2
+    # baseline 4 + minibatch 4 + gate: per node 2 × 4 and together 4, or one joint pass of 4
+    assert runs["per_node"][1] == 20 and runs["joint_first"][1] == 12
+    cands = [json.loads(x) for x in (tmp_path / "joint_first" / "run" / "candidates.jsonl").read_text().splitlines()]
+    assert {c["gate"] for c in cands} == {"joint"} and all(c["accepted"] for c in cands)
+
+
+def test_joint_first_gate_falls_back_to_per_node(tmp_path: Path) -> None:
+    def pipeline(request: LMRequest) -> str:
+        return "dunno" if "NEVER" in "\n".join(m.content for m in request.messages) else "Paris"
+
+    def update(request: LMRequest) -> str:
+        cur = current_prompt(request)
+        return f"<PROMPT>{'NEVER answer. ' if '{{notes}}' in cur else HINT + ' '}{cur}</PROMPT>"
+
+    patch, _, _, _ = _run(
+        optimizer(lambda r: critic_reply(), update),
+        tmp_path=tmp_path,
+        pipeline_answer=pipeline,
+        validate=True,
+        gate="joint_first",
+        t_free=1,
+        t_nudge=0,
+    )
+    assert set(patch.params) == {"draft.prompt"}
+    cands = [json.loads(x) for x in (tmp_path / "run" / "candidates.jsonl").read_text().splitlines()]
+    assert {c["id"]: (c["accepted"], c["gate"]) for c in cands} == {
+        "step1:answer.prompt": (False, "per_node"),
+        "step1:draft.prompt": (True, "per_node"),
+    }
+    with pytest.raises(flowc.errors.FlowcError, match="gate must be"):
+        _run(optimizer(lambda r: critic_reply()), tmp_path=tmp_path / "x", gate="sometimes")

@@ -1,7 +1,7 @@
 """TEP — Textual Equilibrium Propagation (ALGORITHMS.md §2), flowc's reference implementation.
 
 No public implementation exists; the paper's text was not available either. Every choice below is
-explicit, documented in docs/optimizers.md, and exposed as a parameter with the defaults the reviews
+explicit, documented in docs/tep.md, and exposed as a parameter with the defaults the reviews
 and summaries report (T_free 20, W 3, T_nudge 40, actor temperature ~ U(0.3, 0.9), annealed nudging).
 
 Free phase (per node, all nodes in parallel): run the pipeline on a minibatch at a sampled actor
@@ -116,6 +116,10 @@ class TEP:
     actor_temperature: the range the pipeline's sampling temperature is drawn from per iteration.
     batch_size: examples per minibatch. max_suggestions / suggestion_words: the critic's bound.
     max_failures: failing examples in the forward task message. forward_signal: "A" or "B".
+    validate: the validation gate. gate: "per_node" scores each node's proposal alone, then the kept
+        ones together ((proposals + 1) validation passes); "joint_first" scores all proposals together
+        first and keeps them all if that does not drop, falling back to per_node otherwise (one pass
+        when the edits help, which matters on deep pipelines).
     """
 
     pipeline_lm: LMClient
@@ -136,6 +140,7 @@ class TEP:
     max_failures: int = 2
     forward_signal: str = "A"
     validate: bool = True
+    gate: str = "per_node"
     only: Sequence[str] | None = None
     frozen: Sequence[str] = ()
     resume: bool = False
@@ -162,6 +167,7 @@ class TEP:
             "max_failures",
             "forward_signal",
             "validate",
+            "gate",
         )
         return {
             **{k: getattr(self, k) for k in keys},
@@ -223,6 +229,8 @@ class TEP:
             )
         if self.forward_signal not in ("A", "B"):
             raise FlowcError("invalid-value", f"forward_signal must be 'A' or 'B', not {self.forward_signal!r}")
+        if self.gate not in ("per_node", "joint_first"):
+            raise FlowcError("invalid-value", f"gate must be 'per_node' or 'joint_first', not {self.gate!r}")
         job = Job(
             self.name,
             compiled,
@@ -538,12 +546,23 @@ class TEP:
                 return None
             return (await job.scorer.evaluate(cand, valset, metric)).mean if self.validate else best
 
-        singles = await asyncio.gather(*(score({**st["values"], p: v}) for p, v in proposals.items()))
-        scored = dict(zip(proposals, singles, strict=True))
-        accepted = [p for p, s in scored.items() if s is not None and accept(s, best)]
-        final_score = max((scored[p] or 0.0 for p in accepted), default=best)
-        if len(accepted) > 1:
-            together = await score({**st["values"], **{p: proposals[p] for p in accepted}})
+        joint: float | None = None
+        if self.gate == "joint_first" and len(proposals) > 1:
+            joint = await score({**st["values"], **proposals})
+        joint_ok = joint is not None and accept(joint, best)
+        if joint_ok:
+            scored: dict[str, float | None] = dict.fromkeys(proposals, joint)
+            accepted, final_score = list(proposals), joint
+        else:
+            singles = await asyncio.gather(*(score({**st["values"], p: v}) for p, v in proposals.items()))
+            scored = dict(zip(proposals, singles, strict=True))
+            accepted = [p for p, s in scored.items() if s is not None and accept(s, best)]
+            final_score = max((scored[p] or 0.0 for p in accepted), default=best)
+        if len(accepted) > 1 and not joint_ok:
+            if self.gate == "joint_first" and len(accepted) == len(proposals):
+                together = joint  # the joint pass already scored exactly these
+            else:
+                together = await score({**st["values"], **{p: proposals[p] for p in accepted}})
             if together is None or not accept(together, best):
                 top = max(accepted, key=lambda p: scored[p] or 0.0)
                 accepted = [top]
@@ -560,6 +579,7 @@ class TEP:
                 scores={"val": s if s is not None else -1.0},
                 accepted=p in accepted,
                 phase=st["phase"],
+                gate="joint" if joint_ok else "per_node",
             )
         return accepted, scored
 
