@@ -685,6 +685,7 @@ def section_e(args: argparse.Namespace) -> dict[str, Any]:
         direct(prompts[0])  # warm up both paths
         await via_flowc(prompts[0])
         totals = {"direct": [0, 0.0], "flowc": [0, 0.0]}
+        per_call: dict[str, list[float]] = {"direct": [], "flowc": []}
         same = 0
         for r in range(args.local_rounds):
             for i, prompt in enumerate(prompts):
@@ -694,12 +695,14 @@ def section_e(args: argparse.Namespace) -> dict[str, Any]:
                     tokens, dt, text = direct(prompt) if side == "direct" else await via_flowc(prompt)
                     totals[side][0] += tokens
                     totals[side][1] += dt
+                    per_call[side].append(round(dt, 3))
                     texts[side] = text.strip()
                 same += texts["direct"] == texts["flowc"]
         out: dict[str, Any] = {
             side: {"completion_tokens": t, "seconds": s, "tokens_per_s": t / s} for side, (t, s) in totals.items()
         }
         out["identical_outputs"] = {"count": same, "of": args.local_rounds * len(prompts)}
+        out["seconds_per_call"] = per_call
         return out
 
     res = asyncio.run(go())
