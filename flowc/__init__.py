@@ -5,7 +5,6 @@ compiled = flowc.compile("pipelines/agentic_rag.flow")
 """
 
 from flowc.compile import CompiledPipeline, compile, load_spec
-
 from flowc.version import __version__
 
 __all__ = ["CompiledPipeline", "__version__", "compile", "load_spec"]
