@@ -37,6 +37,7 @@ from flowc.runtime.lm import LMClient, LMRequest, LMResponse
 from flowc.runtime.nodes import NodeContext, run_node
 from flowc.runtime.outputs import MISSING
 from flowc.runtime.resources import RetrieverPool
+from flowc.runtime.telemetry import set_attributes, span
 from flowc.runtime.tools import ToolRegistry
 from flowc.runtime.trace import LMCallRecord, RunResult, StepRecord
 from flowc.spec.exprs import BoolOp, Coalesce, Compare, Expr, History, Lit, Not, Ref
@@ -127,6 +128,19 @@ class RecordingClient:
         self.records = records
 
     async def complete(self, request: LMRequest) -> LMResponse:
+        with span("flowc.lm_call", **{"flowc.node": request.node, "flowc.model": request.model}) as sp:
+            resp = await self._complete(request)
+            set_attributes(
+                sp,
+                **{
+                    "flowc.prompt_tokens": resp.prompt_tokens,
+                    "flowc.completion_tokens": resp.completion_tokens,
+                    "flowc.cached": resp.cached,
+                },
+            )
+            return resp
+
+    async def _complete(self, request: LMRequest) -> LMResponse:
         try:
             resp = await self.inner.complete(request)
         except Exception as e:  # a failed call is part of the trace too, whatever raised it
@@ -197,6 +211,20 @@ class Executor:
         return await self._run(inputs, run_id=run_id, lm=self.lm)
 
     async def _run(self, inputs: Mapping[str, Any], *, run_id: str | None, lm: LMClient) -> RunResult:
+        with span("flowc.run", **{"flowc.pipeline": self.compiled.name, "flowc.artifact": self.compiled.hash}) as sp:
+            result = await self._run_traced(inputs, run_id=run_id, lm=lm)
+            set_attributes(
+                sp,
+                **{
+                    "flowc.run_id": result.run_id,
+                    "flowc.status": result.status,
+                    "flowc.error_code": result.error_code,
+                    "flowc.steps": len(result.steps),
+                },
+            )
+            return result
+
+    async def _run_traced(self, inputs: Mapping[str, Any], *, run_id: str | None, lm: LMClient) -> RunResult:
         run_id = run_id or uuid.uuid4().hex[:12]
         result = RunResult(
             run_id=run_id, pipeline=self.compiled.name, artifact_hash=self.compiled.hash, inputs=dict(inputs)
@@ -468,6 +496,14 @@ class Executor:
     # -- one step ----------------------------------------------------------------------------------
 
     async def _step(
+        self, state: _RunState, name: str, inputs: dict[str, Any]
+    ) -> tuple[str, dict[str, Any], StepRecord, FlowcError | None]:
+        with span("flowc.node", **{"flowc.node": name, "flowc.kind": self.graph.node(name).kind}) as sp:
+            out = await self._step_traced(state, name, inputs)
+            set_attributes(sp, **{"flowc.status": out[2].status, "flowc.note": out[2].note})
+            return out
+
+    async def _step_traced(
         self, state: _RunState, name: str, inputs: dict[str, Any]
     ) -> tuple[str, dict[str, Any], StepRecord, FlowcError | None]:
         node = self.graph.node(name)
