@@ -8,6 +8,7 @@ pathological documents (deep nesting, alias bombs, huge files) fail fast with a 
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import yaml
@@ -109,6 +110,23 @@ def _mark_span(source: SourceFile, line: int, column: int) -> Span:
     return Span(source.path, line + 1, column + 1, line + 1, column + 2)
 
 
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader, reading numbers like `1e+30` as floats (YAML 1.2 and JSON do; PyYAML's
+    YAML 1.1 resolver wants a dot and would read a string), so a JSON spec means what it says."""
+
+
+_FLOAT = re.compile(
+    r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+    |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+    |\.[0-9_]+(?:[eE][-+][0-9]+)?
+    |[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+\.[0-9_]*
+    |[-+]?\.(?:inf|Inf|INF)
+    |\.(?:nan|NaN|NAN))$""",
+    re.X,
+)
+_Loader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT, list("-+0123456789."))
+
+
 def load_yaml_data(source: SourceFile) -> tuple[Any, SpanTable, list[Diagnostic]]:
     """Parse YAML/JSON text into plain data and a span table; problems come back as diagnostics."""
     path = source.path
@@ -142,7 +160,7 @@ def load_yaml_data(source: SourceFile) -> tuple[Any, SpanTable, list[Diagnostic]
             ],
         )
     try:
-        root = yaml.compose(source.text, Loader=yaml.SafeLoader)
+        root = yaml.compose(source.text, Loader=_Loader)
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         span = _mark_span(source, mark.line, mark.column) if mark else Span(path, 1, 1, 1, 2)
@@ -202,7 +220,7 @@ def load_yaml_data(source: SourceFile) -> tuple[Any, SpanTable, list[Diagnostic]
         return None, {}, [Diagnostic(big.code, big.message, _span(path, big.node), hint=_limit_hint(big.code))]
     spans: SpanTable = {}
     diags: list[Diagnostic] = []
-    constructor = yaml.SafeLoader("")
+    constructor = _Loader("")
     count = [0]
 
     def build(node: yaml.Node, p: tuple[str | int, ...], depth: int) -> Any:
@@ -295,7 +313,10 @@ def parse_yaml(text: str, path: str = "<yaml>") -> Pipeline:
 
 
 class _Dumper(yaml.SafeDumper):
-    pass
+    """Quotes strings that `_Loader` would read as numbers (e.g. "1e3")."""
+
+
+_Dumper.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT, list("-+0123456789."))
 
 
 def _str_presenter(dumper: yaml.SafeDumper, data: str) -> yaml.ScalarNode:
