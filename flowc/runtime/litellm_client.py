@@ -24,7 +24,9 @@ import json
 import os
 import random
 import sys
+import threading
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
@@ -37,6 +39,7 @@ from flowc.errors import (
     LMServerError,
     LMTimeout,
 )
+from flowc.runtime import local_provider
 from flowc.runtime.lm import LMRequest, LMResponse
 from flowc.runtime.policy import DEFAULT_POLICY, ModelPolicy
 from flowc.runtime.ratelimit import RateLimiters, estimate_tokens
@@ -47,6 +50,7 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 import litellm
 import openai
+from litellm.llms.custom_llm import CustomLLM
 
 # litellm prints "Give Feedback / Get Help" banners to stdout on every exception; flowc reports
 # its own typed errors instead.
@@ -152,14 +156,17 @@ class LiteLLMClient:
 
     def _resolve(self, model: str, inherit: ModelPolicy | None = None) -> _Route:
         policy = self._policies.get(model) or (
-            ModelPolicy(retries=inherit.retries, timeout_s=inherit.timeout_s,
-                        backoff_base_s=inherit.backoff_base_s, backoff_max_s=inherit.backoff_max_s)
-            if inherit is not None else self._default
+            ModelPolicy(
+                retries=inherit.retries,
+                timeout_s=inherit.timeout_s,
+                backoff_base_s=inherit.backoff_base_s,
+                backoff_max_s=inherit.backoff_max_s,
+            )
+            if inherit is not None
+            else self._default
         )
         if model.startswith("local/"):
-            from flowc.runtime import local_provider
-
-            local_provider.register()
+            register_local()
             local_provider.resolve_model_path(model)  # fail now, with the install hint
             provider, price_in, price_out = "local", 0.0, 0.0
             env_keys: tuple[str, ...] = ()
@@ -263,17 +270,26 @@ class LiteLLMClient:
     def _to_response(raw: Any, route: _Route, request: LMRequest, latency: float) -> LMResponse:
         choices = getattr(raw, "choices", None)
         if not choices:
-            raise LMError("lm-bad-response", "the response has no choices", node=request.node,
-                          model=route.model, hint=_BAD_RESPONSE_HINT)
+            raise LMError(
+                "lm-bad-response",
+                "the response has no choices",
+                node=request.node,
+                model=route.model,
+                hint=_BAD_RESPONSE_HINT,
+            )
         choice = choices[0]
         message = getattr(choice, "message", None)
         text = getattr(message, "content", None)
         finish = getattr(choice, "finish_reason", None)
         if not text:
             what = "empty" if text == "" else "null"
-            raise LMError("lm-bad-response", f"the response's message content is {what} "
-                          f"(finish_reason={finish})", node=request.node, model=route.model,
-                          hint=_BAD_RESPONSE_HINT)
+            raise LMError(
+                "lm-bad-response",
+                f"the response's message content is {what} (finish_reason={finish})",
+                node=request.node,
+                model=route.model,
+                hint=_BAD_RESPONSE_HINT,
+            )
         usage = getattr(raw, "usage", None)
         pt = int(getattr(usage, "prompt_tokens", 0) or 0)
         ct = int(getattr(usage, "completion_tokens", 0) or 0)
@@ -292,13 +308,21 @@ class LiteLLMClient:
         )
 
 
-_BAD_RESPONSE_HINT = (
-    "the provider answered without text; check the model id and max_tokens, or add a fallback model"
+_BAD_RESPONSE_HINT = "the provider answered without text; check the model id and max_tokens, or add a fallback model"
+
+
+_CREDENTIAL_ARGS = frozenset(
+    {
+        "api_key",
+        "api_secret",
+        "azure_ad_token",
+        "aws_secret_access_key",
+        "aws_session_token",
+        "vertex_credentials",
+        "headers",
+        "extra_headers",
+    }
 )
-
-
-_CREDENTIAL_ARGS = frozenset({"api_key", "api_secret", "azure_ad_token", "aws_secret_access_key",
-                              "aws_session_token", "vertex_credentials", "headers", "extra_headers"})
 
 
 def _refuse_credentials(request: LMRequest) -> None:
@@ -413,42 +437,101 @@ def _map_error(exc: BaseException, chain: list[BaseException], route: _Route, re
 
     err: LMError
     if has(TimeoutError, litellm.exceptions.Timeout, openai.APITimeoutError):
-        err = LMTimeout("lm-timeout", f"no answer within {timeout} s" if timeout else msg, node=node,
-                        model=model, hint="raise the model's timeout in the spec, lower max_tokens, "
-                        "or add a fallback model")
+        err = LMTimeout(
+            "lm-timeout",
+            f"no answer within {timeout} s" if timeout else msg,
+            node=node,
+            model=model,
+            hint="raise the model's timeout in the spec, lower max_tokens, or add a fallback model",
+        )
     elif has(litellm.exceptions.RateLimitError, openai.RateLimitError):
-        err = LMRateLimited("lm-rate-limited", msg, node=node, model=model,
-                            hint="lower the model's rpm/tpm in the spec so flowc paces calls, "
-                            "raise retries, or add a fallback model")
-    elif has(litellm.exceptions.AuthenticationError, litellm.exceptions.PermissionDeniedError,
-             openai.AuthenticationError, openai.PermissionDeniedError) or _missing_credentials(chain):
+        err = LMRateLimited(
+            "lm-rate-limited",
+            msg,
+            node=node,
+            model=model,
+            hint="lower the model's rpm/tpm in the spec so flowc paces calls, raise retries, or add a fallback model",
+        )
+    elif has(
+        litellm.exceptions.AuthenticationError,
+        litellm.exceptions.PermissionDeniedError,
+        openai.AuthenticationError,
+        openai.PermissionDeniedError,
+    ) or _missing_credentials(chain):
         keys = " or ".join(route.env_keys) or "the provider's API key variable"
-        err = LMError("lm-auth", msg, node=node, model=model,
-                      hint=f"set {keys} in the environment (flowc reads keys only from there)")
+        err = LMError(
+            "lm-auth",
+            msg,
+            node=node,
+            model=model,
+            hint=f"set {keys} in the environment (flowc reads keys only from there)",
+        )
     elif has(litellm.exceptions.ContextWindowExceededError):
-        err = LMError("lm-bad-request", msg, node=node, model=model,
-                      hint="the prompt is longer than the model's context: retrieve fewer passages, "
-                      "shorten the prompt, or use a model with a longer context")
+        err = LMError(
+            "lm-bad-request",
+            msg,
+            node=node,
+            model=model,
+            hint="the prompt is longer than the model's context: retrieve fewer passages, "
+            "shorten the prompt, or use a model with a longer context",
+        )
     elif has(ValueError) and _json_error(chain):
-        err = LMError("lm-bad-response", f"the server's answer is not valid JSON ({msg})", node=node,
-                      model=model, hint="check that api_base points at an OpenAI-compatible server")
+        err = LMError(
+            "lm-bad-response",
+            f"the server's answer is not valid JSON ({msg})",
+            node=node,
+            model=model,
+            hint="check that api_base points at an OpenAI-compatible server",
+        )
     elif has(litellm.exceptions.APIConnectionError, openai.APIConnectionError, ConnectionError):
         base = request.api_base or route.kwargs.get("api_base")
-        err = LMConnectionError("lm-connection", msg, node=node, model=model,
-                                hint=f"check that the server at {base} is running" if base
-                                else "check the network and the provider's status")
-    elif has(litellm.exceptions.BadRequestError, litellm.exceptions.NotFoundError,
-             litellm.exceptions.UnprocessableEntityError, litellm.exceptions.UnsupportedParamsError,
-             openai.BadRequestError, openai.NotFoundError, openai.UnprocessableEntityError):
-        err = LMError("lm-bad-request", msg, node=node, model=model,
-                      hint="check the model id and the request settings (max_tokens, stop, extra)")
-    elif has(litellm.exceptions.InternalServerError, litellm.exceptions.ServiceUnavailableError,
-             litellm.exceptions.BadGatewayError, litellm.exceptions.APIError, openai.APIStatusError):
-        err = LMServerError("lm-server-error", msg, node=node, model=model,
-                            hint="the provider failed; raise retries or add a fallback model")
+        err = LMConnectionError(
+            "lm-connection",
+            msg,
+            node=node,
+            model=model,
+            hint=f"check that the server at {base} is running"
+            if base
+            else "check the network and the provider's status",
+        )
+    elif has(
+        litellm.exceptions.BadRequestError,
+        litellm.exceptions.NotFoundError,
+        litellm.exceptions.UnprocessableEntityError,
+        litellm.exceptions.UnsupportedParamsError,
+        openai.BadRequestError,
+        openai.NotFoundError,
+        openai.UnprocessableEntityError,
+    ):
+        err = LMError(
+            "lm-bad-request",
+            msg,
+            node=node,
+            model=model,
+            hint="check the model id and the request settings (max_tokens, stop, extra)",
+        )
+    elif has(
+        litellm.exceptions.InternalServerError,
+        litellm.exceptions.ServiceUnavailableError,
+        litellm.exceptions.BadGatewayError,
+        litellm.exceptions.APIError,
+        openai.APIStatusError,
+    ):
+        err = LMServerError(
+            "lm-server-error",
+            msg,
+            node=node,
+            model=model,
+            hint="the provider failed; raise retries or add a fallback model",
+        )
     else:
-        err = LMServerError("lm-server-error", f"{type(exc).__name__}: {msg}", node=node, model=model,
-                            hint="an unexpected error from the provider; raise retries or add a fallback")
+        err = LMServerError(
+            "lm-server-error",
+            f"{type(exc).__name__}: {msg}",
+            node=node,
+            model=model,
+            hint="an unexpected error from the provider; raise retries or add a fallback",
+        )
     retry_after = _retry_after(chain) if err.retryable else None
     if retry_after is not None:
         # LMError has no field for it; the retry loop reads it back with getattr.
@@ -459,8 +542,7 @@ def _map_error(exc: BaseException, chain: list[BaseException], route: _Route, re
 def _missing_credentials(chain: list[BaseException]) -> bool:
     # The OpenAI SDK raises a bare OpenAIError (not an APIError: nothing was sent) when no key is set.
     return any(
-        (isinstance(e, openai.OpenAIError) and not isinstance(e, openai.APIError)
-         and "credential" in str(e).lower())
+        (isinstance(e, openai.OpenAIError) and not isinstance(e, openai.APIError) and "credential" in str(e).lower())
         or ("api_key" in str(e) and "Missing" in str(e))
         for e in chain
     )
@@ -476,3 +558,116 @@ def token_prices(model: str) -> tuple[float, float]:
     if model.startswith("local/"):
         return 0.0, 0.0
     return _prices(model)
+
+
+# -- the embedded models as a litellm custom provider ---------------------------------------------
+# local_provider.py loads and serves GGUF weights; this adapter is what litellm calls for `local/...`.
+
+LOCAL_PROVIDER = local_provider.PROVIDER
+
+
+def _request_body(messages: list[Any], optional_params: dict[str, Any]) -> dict[str, Any]:
+    body: dict[str, Any] = {"messages": messages}
+    for key in ("temperature", "max_tokens", "seed", "stop", "top_p", "top_k", "response_format"):
+        if key in optional_params and optional_params[key] is not None:
+            body[key] = optional_params[key]
+    if "max_completion_tokens" in optional_params and "max_tokens" not in body:
+        body["max_tokens"] = optional_params["max_completion_tokens"]
+    return body
+
+
+def _raise_for_error(result: dict[str, Any], model: str) -> None:
+    error = result.get("error")
+    if not error:
+        return
+    if not isinstance(error, dict):
+        error = {"message": str(error)}
+    message = str(error.get("message", error))
+    kind = error.get("type", "")
+    code = str(error.get("code", ""))
+    status = int(code) if code.isdigit() else 500
+    if kind == "timeout":
+        raise litellm.Timeout(message=message, model=model, llm_provider=LOCAL_PROVIDER)
+    if kind == "exceed_context_size_error":
+        raise litellm.ContextWindowExceededError(message=message, model=model, llm_provider=LOCAL_PROVIDER)
+    if status == 400:
+        raise litellm.BadRequestError(message=message, model=model, llm_provider=LOCAL_PROVIDER)
+    raise litellm.InternalServerError(message=message, model=model, llm_provider=LOCAL_PROVIDER)
+
+
+def _to_model_response(result: dict[str, Any], model: str) -> litellm.ModelResponse:
+    usage = result.get("usage") or {}
+    return litellm.ModelResponse(
+        id=result.get("id") or f"chatcmpl-{uuid.uuid4().hex}",
+        created=int(result.get("created") or time.time()),
+        model=model,
+        choices=result.get("choices") or [],
+        usage={
+            "prompt_tokens": int(usage.get("prompt_tokens", 0)),
+            "completion_tokens": int(usage.get("completion_tokens", 0)),
+            "total_tokens": int(usage.get("total_tokens", 0)),
+        },
+    )
+
+
+class LocalLLM(CustomLLM):
+    """litellm's handler for `local/...` models (registered by `register()`)."""
+
+    def completion(self, model: str, messages: list[Any], *args: Any, **kwargs: Any) -> litellm.ModelResponse:
+        """Blocking completion (litellm.completion)."""
+        full = f"{LOCAL_PROVIDER}/{model}"
+        loaded = local_provider.load(full)
+        timeout = _timeout(kwargs.get("timeout"))
+        deadline = time.monotonic() + timeout if timeout is not None else None
+        result = loaded.chat(_request_body(messages, kwargs.get("optional_params") or {}), deadline)
+        _raise_for_error(result, full)
+        return _to_model_response(result, full)
+
+    async def acompletion(self, model: str, messages: list[Any], *args: Any, **kwargs: Any) -> litellm.ModelResponse:
+        """Async completion (litellm.acompletion): the blocking call runs in the model's pool."""
+        full = f"{LOCAL_PROVIDER}/{model}"
+        loaded = local_provider._by_id.get(full)
+        if loaded is None:
+            # The first call loads the weights (about a second): off the event loop too.
+            loaded = await asyncio.get_running_loop().run_in_executor(None, local_provider.load, full)
+        timeout = _timeout(kwargs.get("timeout"))
+        deadline = time.monotonic() + timeout if timeout is not None else None
+        body = _request_body(messages, kwargs.get("optional_params") or {})
+        cancel = threading.Event()
+        future = asyncio.get_running_loop().run_in_executor(loaded.pool, loaded.chat, body, deadline, cancel)
+        try:
+            result = await (asyncio.wait_for(future, timeout) if timeout is not None else future)
+        except TimeoutError as e:
+            raise litellm.Timeout(
+                message=f"no answer within {timeout} s", model=full, llm_provider=LOCAL_PROVIDER
+            ) from e
+        finally:
+            # On a timeout or a cancelled task the worker thread is still decoding: stop it.
+            if not future.done():
+                cancel.set()
+        _raise_for_error(result, full)
+        return _to_model_response(result, full)
+
+
+def _timeout(value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    total = getattr(value, "read", None)  # an httpx.Timeout
+    return float(total) if isinstance(total, int | float) else None
+
+
+_local_handler: LocalLLM | None = None
+
+
+def register_local() -> None:
+    """Make `local/...` model ids callable through litellm (idempotent)."""
+    global _local_handler
+    if _local_handler is not None and any(i.get("provider") == LOCAL_PROVIDER for i in litellm.custom_provider_map):
+        return
+    _local_handler = LocalLLM()
+    litellm.custom_provider_map = [
+        *(i for i in litellm.custom_provider_map if i.get("provider") != LOCAL_PROVIDER),
+        {"provider": LOCAL_PROVIDER, "custom_handler": _local_handler},
+    ]

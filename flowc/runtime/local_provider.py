@@ -1,7 +1,8 @@
 """The embedded local provider: GGUF models served in process on the CPU through xllamacpp.
 
-`register()` adds a litellm custom provider named `local`, so `model="local/smollm2"` goes through
-litellm (and so through `LiteLLMClient`'s retries, limits and error mapping) like any provider.
+`flowc.runtime.litellm_client` registers these models with litellm as a custom provider named `local`,
+so `model="local/smollm2"` goes through litellm (and so through `LiteLLMClient`'s retries, limits and
+error mapping) like any provider; this module only loads and serves the weights, and imports no litellm.
 Model ids:
 
 - `local/<profile>`: a profile of `local_profiles.PROFILES` (smollm2, qwen-coder-0.5b, ...);
@@ -24,12 +25,10 @@ and ships a server, so one code path serves both uses.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -42,8 +41,6 @@ from flowc.runtime.local_profiles import PROFILES, gguf_path
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
-import litellm
-from litellm.llms.custom_llm import CustomLLM
 
 PROVIDER = "local"
 _GGUF_PREFIX = "gguf:"
@@ -72,7 +69,7 @@ def resolve_model_path(model: str) -> Path:
     """
     name = model.removeprefix(f"{PROVIDER}/")
     if name.startswith(_GGUF_PREFIX):
-        path = Path(name[len(_GGUF_PREFIX):])
+        path = Path(name[len(_GGUF_PREFIX) :])
         if not path.is_absolute():
             raise FlowcError(
                 "model-file-not-found",
@@ -80,13 +77,19 @@ def resolve_model_path(model: str) -> Path:
                 hint=f"write local/gguf:{path.resolve()}",
             )
         if not path.is_file():
-            raise FlowcError("model-file-not-found", f"'{model}': no file at {path}",
-                             hint="check the path, or export the fine-tuned model to GGUF first")
+            raise FlowcError(
+                "model-file-not-found",
+                f"'{model}': no file at {path}",
+                hint="check the path, or export the fine-tuned model to GGUF first",
+            )
         return path
     if name not in PROFILES:
-        raise FlowcError("model-file-not-found", f"'{model}': no local model profile '{name}'",
-                         hint=f"use local/<profile> with one of: {', '.join(PROFILES)}, "
-                         "or local/gguf:<absolute path to a .gguf file>")
+        raise FlowcError(
+            "model-file-not-found",
+            f"'{model}': no local model profile '{name}'",
+            hint=f"use local/<profile> with one of: {', '.join(PROFILES)}, "
+            "or local/gguf:<absolute path to a .gguf file>",
+        )
     return gguf_path(name)
 
 
@@ -97,9 +100,7 @@ def _context_for(model: str, options: LocalModelOptions) -> int:
     return PROFILES[name].context if name in PROFILES else 2048
 
 
-def _params(
-    path: Path, n_ctx: int, options: LocalModelOptions, port: int = 0, host: str = "127.0.0.1"
-) -> Any:
+def _params(path: Path, n_ctx: int, options: LocalModelOptions, port: int = 0, host: str = "127.0.0.1") -> Any:
     import xllamacpp
 
     p = xllamacpp.CommonParams()
@@ -173,8 +174,13 @@ class LoadedModel:
             return _timeout_result("stopped: the caller's deadline passed or it gave up")
         return {
             "id": state["id"],
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": "".join(parts)},
-                         "finish_reason": state["finish"]}],
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": "".join(parts)},
+                    "finish_reason": state["finish"],
+                }
+            ],
             "usage": state["usage"] or {},
         }
 
@@ -208,120 +214,15 @@ def load(model: str, options: LocalModelOptions | None = None) -> LoadedModel:
             try:
                 server = xllamacpp.Server(_params(path, _context_for(model, opts), opts))
             except Exception as e:
-                raise FlowcError("model-file-not-found", f"'{model}': llama.cpp could not load {path}: {e}",
-                                 hint="check that the file is a complete GGUF model") from e
+                raise FlowcError(
+                    "model-file-not-found",
+                    f"'{model}': llama.cpp could not load {path}: {e}",
+                    hint="check that the file is a complete GGUF model",
+                ) from e
             loaded = LoadedModel(path, server, opts.n_parallel)
             _models[path] = loaded
         _by_id[model] = loaded
     return loaded
-
-
-def _request_body(messages: list[Any], optional_params: dict[str, Any]) -> dict[str, Any]:
-    body: dict[str, Any] = {"messages": messages}
-    for key in ("temperature", "max_tokens", "seed", "stop", "top_p", "top_k", "response_format"):
-        if key in optional_params and optional_params[key] is not None:
-            body[key] = optional_params[key]
-    if "max_completion_tokens" in optional_params and "max_tokens" not in body:
-        body["max_tokens"] = optional_params["max_completion_tokens"]
-    return body
-
-
-def _raise_for_error(result: dict[str, Any], model: str) -> None:
-    error = result.get("error")
-    if not error:
-        return
-    if not isinstance(error, dict):
-        error = {"message": str(error)}
-    message = str(error.get("message", error))
-    kind = error.get("type", "")
-    code = str(error.get("code", ""))
-    status = int(code) if code.isdigit() else 500
-    if kind == "timeout":
-        raise litellm.Timeout(message=message, model=model, llm_provider=PROVIDER)
-    if kind == "exceed_context_size_error":
-        raise litellm.ContextWindowExceededError(message=message, model=model, llm_provider=PROVIDER)
-    if status == 400:
-        raise litellm.BadRequestError(message=message, model=model, llm_provider=PROVIDER)
-    raise litellm.InternalServerError(message=message, model=model, llm_provider=PROVIDER)
-
-
-def _to_model_response(result: dict[str, Any], model: str) -> litellm.ModelResponse:
-    usage = result.get("usage") or {}
-    return litellm.ModelResponse(
-        id=result.get("id") or f"chatcmpl-{uuid.uuid4().hex}",
-        created=int(result.get("created") or time.time()),
-        model=model,
-        choices=result.get("choices") or [],
-        usage={
-            "prompt_tokens": int(usage.get("prompt_tokens", 0)),
-            "completion_tokens": int(usage.get("completion_tokens", 0)),
-            "total_tokens": int(usage.get("total_tokens", 0)),
-        },
-    )
-
-
-class LocalLLM(CustomLLM):
-    """litellm's handler for `local/...` models (registered by `register()`)."""
-
-    def completion(self, model: str, messages: list[Any], *args: Any, **kwargs: Any) -> litellm.ModelResponse:
-        """Blocking completion (litellm.completion)."""
-        full = f"{PROVIDER}/{model}"
-        loaded = load(full)
-        timeout = _timeout(kwargs.get("timeout"))
-        deadline = time.monotonic() + timeout if timeout is not None else None
-        result = loaded.chat(_request_body(messages, kwargs.get("optional_params") or {}), deadline)
-        _raise_for_error(result, full)
-        return _to_model_response(result, full)
-
-    async def acompletion(
-        self, model: str, messages: list[Any], *args: Any, **kwargs: Any
-    ) -> litellm.ModelResponse:
-        """Async completion (litellm.acompletion): the blocking call runs in the model's pool."""
-        full = f"{PROVIDER}/{model}"
-        loaded = _by_id.get(full)
-        if loaded is None:
-            # The first call loads the weights (about a second): off the event loop too.
-            loaded = await asyncio.get_running_loop().run_in_executor(None, load, full)
-        timeout = _timeout(kwargs.get("timeout"))
-        deadline = time.monotonic() + timeout if timeout is not None else None
-        body = _request_body(messages, kwargs.get("optional_params") or {})
-        cancel = threading.Event()
-        future = asyncio.get_running_loop().run_in_executor(loaded.pool, loaded.chat, body, deadline, cancel)
-        try:
-            result = await (asyncio.wait_for(future, timeout) if timeout is not None else future)
-        except TimeoutError as e:
-            raise litellm.Timeout(message=f"no answer within {timeout} s", model=full,
-                                  llm_provider=PROVIDER) from e
-        finally:
-            # On a timeout or a cancelled task the worker thread is still decoding: stop it.
-            if not future.done():
-                cancel.set()
-        _raise_for_error(result, full)
-        return _to_model_response(result, full)
-
-
-def _timeout(value: Any) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, int | float):
-        return float(value)
-    total = getattr(value, "read", None)  # an httpx.Timeout
-    return float(total) if isinstance(total, int | float) else None
-
-
-_handler: LocalLLM | None = None
-
-
-def register() -> None:
-    """Make `local/...` model ids callable through litellm (idempotent)."""
-    global _handler
-    if _handler is not None and any(i.get("provider") == PROVIDER for i in litellm.custom_provider_map):
-        return
-    _handler = LocalLLM()
-    litellm.custom_provider_map = [
-        *(i for i in litellm.custom_provider_map if i.get("provider") != PROVIDER),
-        {"provider": PROVIDER, "custom_handler": _handler},
-    ]
 
 
 def warm(model: str) -> None:
@@ -382,8 +283,11 @@ def serve_model(
     try:
         server = xllamacpp.Server(_params(path, _context_for(model, opts), opts, port=port, host=host))
     except Exception as e:
-        raise FlowcError("model-file-not-found", f"'{model}': llama.cpp could not serve {path}: {e}",
-                         hint="check the file, and that the port is free") from e
+        raise FlowcError(
+            "model-file-not-found",
+            f"'{model}': llama.cpp could not serve {path}: {e}",
+            hint="check the file, and that the port is free",
+        ) from e
     address = str(server.listening_address).rstrip("/")
     return ServedModel(model, address + "/v1", server)
 

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from flowc.errors import LMConnectionError, LMTimeout
-from flowc.runtime import local_provider
+from flowc.runtime import litellm_client, local_provider
 from flowc.runtime.litellm_client import LiteLLMClient
 from flowc.runtime.lm import LMRequest, chat
 from flowc.runtime.local_profiles import gguf_path
@@ -90,7 +90,7 @@ async def test_local_timeout_is_typed_and_the_model_stays_usable() -> None:
 def test_sync_litellm_completion_uses_the_same_provider() -> None:
     import litellm
 
-    local_provider.register()
+    litellm_client.register_local()
     r = litellm.completion(model="local/smollm2", messages=[{"role": "user", "content": "Hi"}], max_tokens=4)
     assert r.choices[0].message.content and r.usage.completion_tokens <= 4
 
