@@ -19,6 +19,7 @@ A ParamPatch is plain JSON: param name → new value, with provenance per param.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -98,6 +99,40 @@ class Optimizer(Protocol):
         seed: int,
         run_dir: Path | None = None,
     ) -> ParamPatch: ...
+
+
+class AsyncOptimizer:
+    """Gives an optimizer written as `async optimize_async(...)` the contract's blocking `optimize`."""
+
+    async def optimize_async(
+        self,
+        compiled: CompiledPipeline,
+        *,
+        trainset: Sequence[Example],
+        valset: Sequence[Example],
+        metric: Metric,
+        budget: Budget,
+        seed: int,
+        run_dir: Path | None = None,
+    ) -> ParamPatch:
+        raise NotImplementedError
+
+    def optimize(
+        self,
+        compiled: CompiledPipeline,
+        *,
+        trainset: Sequence[Example],
+        valset: Sequence[Example],
+        metric: Metric,
+        budget: Budget,
+        seed: int,
+        run_dir: Path | None = None,
+    ) -> ParamPatch:
+        return asyncio.run(
+            self.optimize_async(
+                compiled, trainset=trainset, valset=valset, metric=metric, budget=budget, seed=seed, run_dir=run_dir
+            )
+        )
 
 
 def trainable_params(

@@ -12,7 +12,6 @@ Each harvested run and each scored candidate is one step: checkpointed, so a kil
 
 from __future__ import annotations
 
-import asyncio
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -20,7 +19,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from flowc.compile import CompiledPipeline
-from flowc.optimizers.base import ParamPatch, Provenance, trainable_params
+from flowc.optimizers.base import AsyncOptimizer, ParamPatch, Provenance, trainable_params
 from flowc.optimizers.budget import Budget, BudgetExceeded
 from flowc.optimizers.job import Job
 from flowc.optimizers.scoring import Metric, accept
@@ -28,7 +27,7 @@ from flowc.runtime.lm import LMClient
 
 
 @dataclass
-class BootstrapFewShot:
+class BootstrapFewShot(AsyncOptimizer):
     """Args:
     pipeline_lm: the client the pipeline's nodes call.
     max_demos: demos per node in a candidate set.
@@ -69,23 +68,6 @@ class BootstrapFewShot:
             "harvest (train runs)": (min(n_train, self.max_bootstrapped) * best, n_train * worst),
             "candidate scoring": (0, self.num_candidates * n_val * worst),
         }
-
-    def optimize(
-        self,
-        compiled: CompiledPipeline,
-        *,
-        trainset: Sequence[Mapping[str, Any]],
-        valset: Sequence[Mapping[str, Any]],
-        metric: Metric,
-        budget: Budget,
-        seed: int,
-        run_dir: Path | None = None,
-    ) -> ParamPatch:
-        return asyncio.run(
-            self.optimize_async(
-                compiled, trainset=trainset, valset=valset, metric=metric, budget=budget, seed=seed, run_dir=run_dir
-            )
-        )
 
     async def optimize_async(
         self,

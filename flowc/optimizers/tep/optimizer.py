@@ -39,7 +39,7 @@ from typing import Any, ClassVar
 
 from flowc.compile import CompiledPipeline
 from flowc.errors import FlowcError, SpecErrors
-from flowc.optimizers.base import ParamPatch, Provenance, trainable_params
+from flowc.optimizers.base import AsyncOptimizer, ParamPatch, Provenance, trainable_params
 from flowc.optimizers.budget import Budget, BudgetExceeded
 from flowc.optimizers.job import Job
 from flowc.optimizers.scoring import Evaluation, Metric, accept
@@ -105,7 +105,7 @@ def parse_critic(text: str, rubric: Sequence[Criterion], max_suggestions: int, m
 
 
 @dataclass
-class TEP:
+class TEP(AsyncOptimizer):
     """Args (defaults from ALGORITHMS.md §2.6; the (inferred) ones are flowc's choices):
     pipeline_lm / optimizer_lm / optimizer_model: the actor, and the critic-and-updater.
     t_free, window, t_nudge: iteration caps and the stability window W.
@@ -191,23 +191,6 @@ class TEP:
             "updates (one retry)": (0, iters * nodes * 2),
             "validation gate": (0, iters * (nodes + 1) * n_val * worst),
         }
-
-    def optimize(
-        self,
-        compiled: CompiledPipeline,
-        *,
-        trainset: Sequence[Mapping[str, Any]],
-        valset: Sequence[Mapping[str, Any]],
-        metric: Metric,
-        budget: Budget,
-        seed: int,
-        run_dir: Path | None = None,
-    ) -> ParamPatch:
-        return asyncio.run(
-            self.optimize_async(
-                compiled, trainset=trainset, valset=valset, metric=metric, budget=budget, seed=seed, run_dir=run_dir
-            )
-        )
 
     async def optimize_async(
         self,

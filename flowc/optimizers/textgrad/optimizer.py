@@ -26,7 +26,6 @@ provenance kept for what was dropped (Q6).
 
 from __future__ import annotations
 
-import asyncio
 import json
 import random
 import re
@@ -37,7 +36,7 @@ from typing import Any, ClassVar
 
 from flowc.compile import CompiledPipeline
 from flowc.errors import FlowcError, SpecErrors
-from flowc.optimizers.base import ParamPatch, Provenance, trainable_params
+from flowc.optimizers.base import AsyncOptimizer, ParamPatch, Provenance, trainable_params
 from flowc.optimizers.budget import Budget, BudgetExceeded
 from flowc.optimizers.job import Job
 from flowc.optimizers.scoring import Metric, accept
@@ -51,7 +50,7 @@ START, END = "<IMPROVED_VARIABLE>", "</IMPROVED_VARIABLE>"
 
 
 @dataclass
-class TextGrad:
+class TextGrad(AsyncOptimizer):
     """Args:
     pipeline_lm: the client the pipeline's nodes call (the forward engine).
     optimizer_lm: the client for feedback and updates (the backward engine and TGD).
@@ -123,23 +122,6 @@ class TextGrad:
             "updates (TGD, with one repair)": (0, self.steps * params * 2),
             "validation gate": (0, self.steps * per_step_val),
         }
-
-    def optimize(
-        self,
-        compiled: CompiledPipeline,
-        *,
-        trainset: Sequence[Mapping[str, Any]],
-        valset: Sequence[Mapping[str, Any]],
-        metric: Metric,
-        budget: Budget,
-        seed: int,
-        run_dir: Path | None = None,
-    ) -> ParamPatch:
-        return asyncio.run(
-            self.optimize_async(
-                compiled, trainset=trainset, valset=valset, metric=metric, budget=budget, seed=seed, run_dir=run_dir
-            )
-        )
 
     async def optimize_async(
         self,
