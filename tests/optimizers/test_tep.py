@@ -16,8 +16,8 @@ from flowc.optimizers.base import ParamPatch
 from flowc.optimizers.budget import Budget
 from flowc.optimizers.scoring import metric_from_spec
 from flowc.optimizers.tep import TEP
+from flowc.optimizers.tep.critic import parse_critic
 from flowc.optimizers.tep.edits import edit_ratio
-from flowc.optimizers.tep.optimizer import parse_critic
 from flowc.optimizers.tep.rubric import rubric_for
 from flowc.runtime.lm import LMClient, LMRequest, LMResponse
 from flowc.testing.contracts import OptimizerContract
