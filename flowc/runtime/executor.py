@@ -32,15 +32,17 @@ from typing import Any
 from flowc.compile import CompiledPipeline
 from flowc.errors import ERROR_CODES, FlowcError, RuntimeFlowError
 from flowc.ir.graph import INPUT, OUTPUT, FlowGraph, IRNode
+from flowc.runtime.conditions import evaluate
 from flowc.runtime.config import RunConfig
-from flowc.runtime.lm import LMClient, LMRequest, LMResponse
+from flowc.runtime.lm import LMClient
 from flowc.runtime.nodes import NodeContext, run_node
 from flowc.runtime.outputs import MISSING
+from flowc.runtime.recording import RecordingClient
 from flowc.runtime.resources import RetrieverPool
 from flowc.runtime.telemetry import set_attributes, span
 from flowc.runtime.tools import ToolRegistry
-from flowc.runtime.trace import LMCallRecord, RunResult, StepRecord
-from flowc.spec.exprs import BoolOp, Coalesce, Compare, Expr, History, Lit, Not, Ref
+from flowc.runtime.trace import RunResult, StepRecord
+from flowc.spec.exprs import Coalesce, Expr, History, Lit, Ref
 from flowc.spec.models import MapNode
 from flowc.spec.types import OptionalT, coerce_input
 
@@ -118,57 +120,6 @@ class _RunState:
 
     def fired(self, node: str) -> int:
         return self.version.get(node, 0)
-
-
-class RecordingClient:
-    """Wraps the run's LM client for one step, recording every call it makes."""
-
-    def __init__(self, inner: LMClient, records: list[LMCallRecord]) -> None:
-        self.inner = inner
-        self.records = records
-
-    async def complete(self, request: LMRequest) -> LMResponse:
-        with span("flowc.lm_call", **{"flowc.node": request.node, "flowc.model": request.model}) as sp:
-            resp = await self._complete(request)
-            set_attributes(
-                sp,
-                **{
-                    "flowc.prompt_tokens": resp.prompt_tokens,
-                    "flowc.completion_tokens": resp.completion_tokens,
-                    "flowc.cached": resp.cached,
-                },
-            )
-            return resp
-
-    async def _complete(self, request: LMRequest) -> LMResponse:
-        try:
-            resp = await self.inner.complete(request)
-        except Exception as e:  # a failed call is part of the trace too, whatever raised it
-            error = f"{e.code}: {e.diagnostic.message}" if isinstance(e, FlowcError) else f"{type(e).__name__}: {e}"
-            self.records.append(
-                LMCallRecord(
-                    node=request.node,
-                    model=request.model,
-                    request=request.canonical(),
-                    response=None,
-                    error=error,
-                )
-            )
-            raise
-        self.records.append(
-            LMCallRecord(
-                node=request.node,
-                model=request.model,
-                request=request.canonical(),
-                response=resp.text,
-                prompt_tokens=resp.prompt_tokens,
-                completion_tokens=resp.completion_tokens,
-                cost_usd=resp.cost_usd,
-                latency_s=resp.latency_s,
-                cached=resp.cached,
-            )
-        )
-        return resp
 
 
 class Executor:
@@ -453,45 +404,7 @@ class Executor:
         info = self.graph.loops[loop]
         if state.loop_count.get(loop, 0) >= info.max:
             return False
-        return info.condition is None or bool(self._eval(state, info.condition, pending))
-
-    def _eval(self, state: _RunState, e: Expr, pending: _Pending | None = None) -> Any:
-        if isinstance(e, Lit):
-            return e.value
-        if isinstance(e, Ref):
-            if e.node is None:
-                return state.inputs.get(e.port)
-            if pending is not None and e.node == pending[0] and e.port in pending[1]:
-                v = pending[1][e.port]
-                return None if v is MISSING else v
-            hist = state.values.get((e.node, e.port))
-            return hist[-1] if hist else None
-        if isinstance(e, History):
-            past = list(state.values.get((e.ref.node or "", e.ref.port), []))
-            if pending is not None and e.ref.node == pending[0] and e.ref.port in pending[1]:
-                past.append(pending[1][e.ref.port])
-            return past
-        if isinstance(e, Coalesce):
-            return next((v for v in (self._eval(state, o, pending) for o in e.options) if v is not None), None)
-        if isinstance(e, Not):
-            return not self._eval(state, e.item, pending)
-        if isinstance(e, BoolOp):
-            vals = (bool(self._eval(state, i, pending)) for i in e.items)
-            return all(vals) if e.op == "and" else any(vals)
-        assert isinstance(e, Compare)
-        a, b = self._eval(state, e.left, pending), self._eval(state, e.right, pending)
-        try:
-            return {
-                "==": lambda: a == b,
-                "!=": lambda: a != b,
-                "<": lambda: a < b,
-                "<=": lambda: a <= b,
-                ">": lambda: a > b,
-                ">=": lambda: a >= b,
-                "contains": lambda: str(b) in (a if isinstance(a, list) else str(a)),
-            }[e.op]()
-        except TypeError:
-            return False
+        return info.condition is None or bool(evaluate(info.condition, state.inputs, state.values, pending))
 
     # -- one step ----------------------------------------------------------------------------------
 
