@@ -43,6 +43,7 @@ from flowc.runtime import local_provider
 from flowc.runtime.lm import LMRequest, LMResponse
 from flowc.runtime.policy import DEFAULT_POLICY, ModelPolicy
 from flowc.runtime.ratelimit import RateLimiters, estimate_tokens
+from flowc.runtime.secrets import refuse_credentials, scrub
 
 # litellm fetches its cost map over the network at import unless told otherwise; there is no
 # network here, and the bundled map is what flowc wants anyway. Must precede the import.
@@ -228,7 +229,7 @@ class LiteLLMClient:
         if request.timeout_s is not None:
             kwargs["timeout"] = request.timeout_s
         if request.extra:
-            _refuse_credentials(request)
+            refuse_credentials(request)
             kwargs.update(request.extra)
         timeout = kwargs.get("timeout")
 
@@ -311,34 +312,6 @@ class LiteLLMClient:
 _BAD_RESPONSE_HINT = "the provider answered without text; check the model id and max_tokens, or add a fallback model"
 
 
-_CREDENTIAL_ARGS = frozenset(
-    {
-        "api_key",
-        "api_secret",
-        "azure_ad_token",
-        "aws_secret_access_key",
-        "aws_session_token",
-        "vertex_credentials",
-        "headers",
-        "extra_headers",
-    }
-)
-
-
-def _refuse_credentials(request: LMRequest) -> None:
-    """Requests are cached, recorded and traced, so they must never carry a credential."""
-    found = sorted(_CREDENTIAL_ARGS.intersection(request.extra))
-    if found:
-        raise LMError(
-            "lm-bad-request",
-            f"the request's extra settings carry credentials or headers ({', '.join(found)}); "
-            "requests are cached, recorded and traced, so they may not",
-            node=request.node,
-            model=request.model,
-            hint="set the provider's API key in the environment (e.g. OPENAI_API_KEY) instead",
-        )
-
-
 # -- resolution helpers ---------------------------------------------------------------------
 
 
@@ -368,16 +341,6 @@ def _present_keys(model: str) -> tuple[str, ...]:
 
 
 # -- error mapping --------------------------------------------------------------------------
-
-_SECRET_MARKERS = ("KEY", "TOKEN", "SECRET", "PASSWORD")
-
-
-def _scrub(text: str) -> str:
-    """Replace any secret-looking environment value that leaked into `text` with ***."""
-    for name, value in os.environ.items():
-        if len(value) >= 8 and any(m in name.upper() for m in _SECRET_MARKERS) and value in text:
-            text = text.replace(value, "***")
-    return text
 
 
 def _chain(exc: BaseException, stop: BaseException | None = None) -> list[BaseException]:
@@ -423,7 +386,7 @@ def _short(exc: BaseException) -> str:
     # litellm prefixes "litellm.RateLimitError: RateLimitError: OpenAIException - "; keep the tail.
     if " - " in text:
         text = text.split(" - ", 1)[1]
-    return _scrub(text[:300])
+    return scrub(text[:300])
 
 
 def _map_error(exc: BaseException, chain: list[BaseException], route: _Route, request: LMRequest) -> LMError:
