@@ -529,16 +529,6 @@ def token_prices(model: str) -> tuple[float, float]:
 LOCAL_PROVIDER = local_provider.PROVIDER
 
 
-def _request_body(messages: list[Any], optional_params: dict[str, Any]) -> dict[str, Any]:
-    body: dict[str, Any] = {"messages": messages}
-    for key in ("temperature", "max_tokens", "seed", "stop", "top_p", "top_k", "response_format"):
-        if key in optional_params and optional_params[key] is not None:
-            body[key] = optional_params[key]
-    if "max_completion_tokens" in optional_params and "max_tokens" not in body:
-        body["max_tokens"] = optional_params["max_completion_tokens"]
-    return body
-
-
 def _raise_for_error(result: dict[str, Any], model: str) -> None:
     error = result.get("error")
     if not error:
@@ -580,9 +570,9 @@ class LocalLLM(CustomLLM):
         """Blocking completion (litellm.completion)."""
         full = f"{LOCAL_PROVIDER}/{model}"
         loaded = local_provider.load(full)
-        timeout = _timeout(kwargs.get("timeout"))
+        timeout = local_provider.timeout_seconds(kwargs.get("timeout"))
         deadline = time.monotonic() + timeout if timeout is not None else None
-        result = loaded.chat(_request_body(messages, kwargs.get("optional_params") or {}), deadline)
+        result = loaded.chat(local_provider.chat_body(messages, kwargs.get("optional_params") or {}), deadline)
         _raise_for_error(result, full)
         return _to_model_response(result, full)
 
@@ -593,9 +583,9 @@ class LocalLLM(CustomLLM):
         if loaded is None:
             # The first call loads the weights (about a second): off the event loop too.
             loaded = await asyncio.get_running_loop().run_in_executor(None, local_provider.load, full)
-        timeout = _timeout(kwargs.get("timeout"))
+        timeout = local_provider.timeout_seconds(kwargs.get("timeout"))
         deadline = time.monotonic() + timeout if timeout is not None else None
-        body = _request_body(messages, kwargs.get("optional_params") or {})
+        body = local_provider.chat_body(messages, kwargs.get("optional_params") or {})
         cancel = threading.Event()
         future = asyncio.get_running_loop().run_in_executor(loaded.pool, loaded.chat, body, deadline, cancel)
         try:
@@ -610,15 +600,6 @@ class LocalLLM(CustomLLM):
                 cancel.set()
         _raise_for_error(result, full)
         return _to_model_response(result, full)
-
-
-def _timeout(value: Any) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, int | float):
-        return float(value)
-    total = getattr(value, "read", None)  # an httpx.Timeout
-    return float(total) if isinstance(total, int | float) else None
 
 
 _local_handler: LocalLLM | None = None

@@ -225,6 +225,27 @@ def load(model: str, options: LocalModelOptions | None = None) -> LoadedModel:
     return loaded
 
 
+def chat_body(messages: list[Any], optional_params: dict[str, Any]) -> dict[str, Any]:
+    """The llama.cpp chat request for litellm-style `messages` and optional params."""
+    body: dict[str, Any] = {"messages": messages}
+    for key in ("temperature", "max_tokens", "seed", "stop", "top_p", "top_k", "response_format"):
+        if key in optional_params and optional_params[key] is not None:
+            body[key] = optional_params[key]
+    if "max_completion_tokens" in optional_params and "max_tokens" not in body:
+        body["max_tokens"] = optional_params["max_completion_tokens"]
+    return body
+
+
+def timeout_seconds(value: Any) -> float | None:
+    """A call's timeout in seconds, from a number or an httpx.Timeout (its read limit)."""
+    if value is None:
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    total = getattr(value, "read", None)  # an httpx.Timeout
+    return float(total) if isinstance(total, int | float) else None
+
+
 def warm(model: str) -> None:
     """Load `model` now, e.g. before timing calls, so the first call does not pay for loading."""
     load(model)
