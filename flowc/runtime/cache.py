@@ -157,4 +157,3 @@ class CachedLM:
         self.cache.put(key, response)
         future.set_result(response)
         return response
-

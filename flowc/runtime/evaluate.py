@@ -134,8 +134,9 @@ async def evaluate(
                 continue
             done[str(row["id"])] = row
         if stale:
-            log.warning("%d result(s) in %s came from another version of the pipeline; running them again",
-                        stale, results_path)
+            log.warning(
+                "%d result(s) in %s came from another version of the pipeline; running them again", stale, results_path
+            )
         # Keep only the complete rows: a line cut by a kill has no newline, and the next row
         # appended after it would be glued to it and lost to the resume after this one.
         tmp = results_path.with_suffix(".jsonl.tmp")

@@ -79,8 +79,7 @@ class ScriptedLM:
                 f"ScriptedLM was asked for answer #{index + 1} but its script has only "
                 f"{len(self.responses)}; the extra request's last user message: "
                 f"{_last_user(request)[:200]!r}",
-                hint="add answers to the script, or check why the pipeline made more model calls "
-                "than the test expects",
+                hint="add answers to the script, or check why the pipeline made more model calls than the test expects",
             )
         item = self.responses[index]
         if isinstance(item, Exception):
@@ -135,8 +134,9 @@ class ReplayLM:
         """Load JSON lines written by `RecordingLM` (a JSON list of records works too)."""
         p = Path(path)
         if not p.exists():
-            raise FlowcError("file-not-found", f"no replay file at {p}",
-                             hint="record one first with RecordingLM(inner_client, path)")
+            raise FlowcError(
+                "file-not-found", f"no replay file at {p}", hint="record one first with RecordingLM(inner_client, path)"
+            )
         text = p.read_text(encoding="utf-8")
         if text.lstrip().startswith("["):
             return cls(json.loads(text))
@@ -152,14 +152,18 @@ class ReplayLM:
         hit = self._by_key.get(key)
         if hit is not None:
             return hit
-        raise FlowcError("lm-replay-miss", self._miss_message(request, key),
-                         hint="re-record the fixture with RecordingLM, or check what changed in the "
-                         "prompt (template, demos, inputs) or the model settings")
+        raise FlowcError(
+            "lm-replay-miss",
+            self._miss_message(request, key),
+            hint="re-record the fixture with RecordingLM, or check what changed in the "
+            "prompt (template, demos, inputs) or the model settings",
+        )
 
     def _miss_message(self, request: LMRequest, key: str) -> str:
         asked = _last_user(request)
-        msg = (f"no recorded response for request {key[:12]}… (model {request.model}); "
-               f"last user message: {asked[:300]!r}")
+        msg = (
+            f"no recorded response for request {key[:12]}… (model {request.model}); last user message: {asked[:300]!r}"
+        )
         if not self._requests:
             return msg + "; the replay file is empty"
         target = json.dumps(request.canonical(), sort_keys=True)
@@ -171,11 +175,16 @@ class ReplayLM:
         nearest = self._requests[best_key]
         messages = nearest.get("messages") or []
         nearest_user = next((m.get("content", "") for m in reversed(messages) if m.get("role") == "user"), "")
-        diffs = [f for f in ("model", "temperature", "max_tokens", "seed", "stop", "extra")
-                 if nearest.get(f) != request.canonical().get(f)]
+        diffs = [
+            f
+            for f in ("model", "temperature", "max_tokens", "seed", "stop", "extra")
+            if nearest.get(f) != request.canonical().get(f)
+        ]
         differs = f"; it differs in: {', '.join(diffs)}" if diffs else ""
-        return (f"{msg}; nearest recorded request {best_key[:12]}… ({best_ratio:.0%} similar{differs}) "
-                f"asked: {str(nearest_user)[:300]!r}")
+        return (
+            f"{msg}; nearest recorded request {best_key[:12]}… ({best_ratio:.0%} similar{differs}) "
+            f"asked: {str(nearest_user)[:300]!r}"
+        )
 
 
 class RecordingLM:

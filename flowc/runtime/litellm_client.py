@@ -231,6 +231,8 @@ class LiteLLMClient:
         if request.extra:
             refuse_credentials(request)
             kwargs.update(request.extra)
+        if request.constraint:  # read by llama.cpp (embedded or served); see constraints.py
+            kwargs["extra_body"] = {**kwargs.get("extra_body", {}), **request.constraint}
         timeout = kwargs.get("timeout")
 
         limiter = self._limiters.get(route.model)

@@ -38,6 +38,8 @@ class LMRequest(BaseModel):
     api_base: str | None = None
     timeout_s: float | None = None
     extra: dict[str, Any] = Field(default_factory=dict)
+    # A decoding constraint for the reply (constraints.py): {"grammar": GBNF} or {"json_schema": ...}.
+    constraint: dict[str, Any] | None = None
     # Who asked: recorded in traces, never part of the canonical key.
     node: str | None = None
 
@@ -50,7 +52,7 @@ class LMRequest(BaseModel):
             "seed": self.seed,
             "stop": list(self.stop),
             "extra": self.extra,
-        }
+        } | ({"constraint": self.constraint} if self.constraint is not None else {})
 
     def key(self) -> str:
         """sha256 of the canonical request, the cache and replay key."""

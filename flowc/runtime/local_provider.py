@@ -231,6 +231,10 @@ def chat_body(messages: list[Any], optional_params: dict[str, Any]) -> dict[str,
     for key in ("temperature", "max_tokens", "seed", "stop", "top_p", "top_k", "response_format"):
         if key in optional_params and optional_params[key] is not None:
             body[key] = optional_params[key]
+    for key in ("grammar", "json_schema"):  # a decoding constraint (constraints.py), via extra_body
+        value = (optional_params.get("extra_body") or {}).get(key)
+        if value is not None:
+            body[key] = value
     if "max_completion_tokens" in optional_params and "max_tokens" not in body:
         body["max_tokens"] = optional_params["max_completion_tokens"]
     return body

@@ -12,6 +12,7 @@ from flowc.compile import CompiledPipeline
 from flowc.errors import OutputParseError, RuntimeFlowError
 from flowc.ir.graph import IRNode
 from flowc.runtime.config import RunConfig
+from flowc.runtime.constraints import reply_constraint, wants_constraint
 from flowc.runtime.lm import LMClient, LMRequest, Message
 from flowc.runtime.outputs import OutputSpec, parse_outputs, resolve_format
 from flowc.runtime.prompting import build_messages, repair_message
@@ -98,6 +99,7 @@ async def _run_llm(
     assert node.model is not None, "checked at compile time"
     decl = ctx.compiled.spec.models[node.model]
     out = OutputSpec(ports, resolve_format(spec.format, ports))
+    constraint = reply_constraint(out) if wants_constraint(decl.id, decl.constrained) else None
     messages = build_messages(
         system=spec.system, prompt=spec.prompt, demos=[dict(d) for d in spec.demos], inputs=inputs, outputs=out
     )
@@ -111,6 +113,7 @@ async def _run_llm(
             seed=decl.seed,
             api_base=decl.api_base,
             timeout_s=decl.timeout,
+            constraint=constraint,
             node=node.name,
         )
 
@@ -129,8 +132,7 @@ async def _run_llm(
         except OutputParseError as second:
             raise OutputParseError(
                 "output-parse-error",
-                f"{_bare_message(second, node.name, decl.id)} (also after one repair); "
-                f"reply was {resp2.text[:120]!r}",
+                f"{_bare_message(second, node.name, decl.id)} (also after one repair); reply was {resp2.text[:120]!r}",
                 node=node.name,
                 model=decl.id,
                 hint=second.hint,

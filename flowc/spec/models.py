@@ -121,6 +121,9 @@ class ModelDecl(SpecModel):
     tpm: int | None = Field(None, ge=1)
     fallbacks: list[str] = Field(default_factory=list)
     api_base: str | None = None
+    # Constrained decoding of typed replies (a grammar in the request): None = only for the
+    # embedded local/ models; true also sends it to a llama.cpp server behind api_base.
+    constrained: bool | None = None
     # Weights: a LoRA adapter (safetensors) trained by flowc, and whether optimizers may train it.
     adapter: str | None = None
     trainable: bool = False

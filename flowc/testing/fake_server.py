@@ -28,8 +28,15 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
-_REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 429: "Too Many Requests",
-            500: "Internal Server Error", 503: "Service Unavailable"}
+_REASONS = {
+    200: "OK",
+    400: "Bad Request",
+    401: "Unauthorized",
+    404: "Not Found",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+}
 
 
 @dataclass(frozen=True)
@@ -274,8 +281,11 @@ class FakeOpenAIServer:
 
     @staticmethod
     def _write_raw(writer: asyncio.StreamWriter, status: int, data: bytes, extra: dict[str, str]) -> None:
-        head = [f"HTTP/1.1 {status} {_REASONS.get(status, 'Status')}", "content-type: application/json",
-                f"content-length: {len(data)}"]
+        head = [
+            f"HTTP/1.1 {status} {_REASONS.get(status, 'Status')}",
+            "content-type: application/json",
+            f"content-length: {len(data)}",
+        ]
         head += [f"{k}: {v}" for k, v in extra.items()]
         writer.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + data)
 
@@ -294,11 +304,17 @@ def _completion_body(request: dict[str, Any], reply: Reply) -> dict[str, Any]:
     messages = request.get("messages") or []
     prompt_words = sum(len(str(m.get("content", "")).split()) for m in messages if isinstance(m, dict))
     completion_words = len((reply.text or "").split())
-    choices = [] if reply.empty_choices else [{
-        "index": 0,
-        "message": {"role": "assistant", "content": reply.text},
-        "finish_reason": reply.finish_reason,
-    }]
+    choices = (
+        []
+        if reply.empty_choices
+        else [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": reply.text},
+                "finish_reason": reply.finish_reason,
+            }
+        ]
+    )
     pt = reply.prompt_tokens if reply.prompt_tokens is not None else prompt_words
     ct = reply.completion_tokens if reply.completion_tokens is not None else completion_words
     return {

@@ -28,8 +28,14 @@ class PricedLM:
     async def complete(self, request: LMRequest) -> LMResponse:
         self.calls += 1
         await asyncio.sleep(0.01)
-        return LMResponse(text=f"answer {self.calls}", model=request.model, prompt_tokens=3,
-                          completion_tokens=2, cost_usd=0.5, latency_s=0.01)
+        return LMResponse(
+            text=f"answer {self.calls}",
+            model=request.model,
+            prompt_tokens=3,
+            completion_tokens=2,
+            cost_usd=0.5,
+            latency_s=0.01,
+        )
 
 
 async def test_hit_is_cached_and_free(tmp_path: Path) -> None:
@@ -68,8 +74,9 @@ async def test_sampling_without_seed_bypasses(tmp_path: Path) -> None:
 async def test_concurrent_identical_misses_call_once(tmp_path: Path) -> None:
     inner = PricedLM()
     lm = CachedLM(inner, ResponseCache(tmp_path / "c.sqlite"), "a")
-    results = await asyncio.gather(*(lm.complete(req("same")) for _ in range(10)),
-                                   *(lm.complete(req(f"other {i}")) for i in range(5)))
+    results = await asyncio.gather(
+        *(lm.complete(req("same")) for _ in range(10)), *(lm.complete(req(f"other {i}")) for i in range(5))
+    )
     assert inner.calls == 6
     assert sum(r.cached for r in results) == 9
     assert len(lm.cache) == 6

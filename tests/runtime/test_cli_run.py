@@ -129,8 +129,13 @@ def test_run_with_input_file_trace_and_json(
     ],
 )
 def test_bad_inputs_exit_1_with_a_clear_error(
-    home: Path, clients: Clients, spec: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
-    argv: tuple[str, ...], message: str,
+    home: Path,
+    clients: Clients,
+    spec: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    argv: tuple[str, ...],
+    message: str,
 ) -> None:
     (tmp_path / "list.json").write_text('["q"]')
     code, _, err = flowc_cli(capsys, "run", str(spec), *argv)

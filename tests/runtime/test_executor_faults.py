@@ -61,7 +61,7 @@ pipeline faulty {
 
 def by_prompt(rules: dict[str, Callable[[], Reply]], default: str = "ok") -> Callable[[dict[str, Any]], Reply]:
     """The server's answer chosen by the node's prompt (its first message; a repair round adds
-        messages after it), so it does not depend on the order of calls."""
+    messages after it), so it does not depend on the order of calls."""
 
     def reply(body: dict[str, Any]) -> Reply:
         text = body["messages"][0]["content"]

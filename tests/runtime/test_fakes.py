@@ -78,10 +78,16 @@ async def test_record_then_replay_roundtrip(tmp_path: Path) -> None:
 
 async def test_replay_miss_shows_request_and_nearest(tmp_path: Path) -> None:
     records = [
-        {"key": req("What is the capital of France?").key(),
-         "request": req("What is the capital of France?").canonical(), "response": "Paris"},
-        {"key": req("Who wrote Hamlet?").key(), "request": req("Who wrote Hamlet?").canonical(),
-         "response": "Shakespeare"},
+        {
+            "key": req("What is the capital of France?").key(),
+            "request": req("What is the capital of France?").canonical(),
+            "response": "Paris",
+        },
+        {
+            "key": req("Who wrote Hamlet?").key(),
+            "request": req("Who wrote Hamlet?").canonical(),
+            "response": "Shakespeare",
+        },
     ]
     replay = ReplayLM(records)
     assert (await replay.complete(req("Who wrote Hamlet?"))).text == "Shakespeare"

@@ -124,7 +124,9 @@ async def test_truncated_output_reports_finish_reason(server: FakeOpenAIServer) 
 
 
 async def test_auth_error_names_the_env_var_and_leaks_no_key(
-    server: FakeOpenAIServer, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+    server: FakeOpenAIServer,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     secret = "sk-proj-THIS-IS-SECRET-0123456789"
@@ -139,8 +141,9 @@ async def test_auth_error_names_the_env_var_and_leaks_no_key(
     # The key really was sent (the server saw it) ...
     assert server.hits_log[0].headers["authorization"] == f"Bearer {secret}"
     # ... but appears in no message, rendering, traceback, log record or output.
-    rendered = "\n".join([str(err), repr(err), err.diagnostic.render(),
-                          "".join(traceback.format_exception(err)), caplog.text])
+    rendered = "\n".join(
+        [str(err), repr(err), err.diagnostic.render(), "".join(traceback.format_exception(err)), caplog.text]
+    )
     out = capsys.readouterr()
     assert secret not in rendered and secret not in out.out and secret not in out.err
 
@@ -164,14 +167,18 @@ async def test_connection_refused_is_typed_with_the_endpoint() -> None:
 
 
 async def test_fallback_is_used_when_the_primary_keeps_failing() -> None:
-    with FakeOpenAIServer(default=Reply.server_error(500)) as bad, FakeOpenAIServer(
-        default=Reply(text="from fallback")
-    ) as good:
-        lm = LiteLLMClient({
-            "openai/primary": ModelPolicy(api_base=bad.base_url, retries=1, backoff_base_s=0.01,
-                                          fallbacks=("openai/backup",)),
-            "openai/backup": ModelPolicy(api_base=good.base_url, retries=0),
-        })
+    with (
+        FakeOpenAIServer(default=Reply.server_error(500)) as bad,
+        FakeOpenAIServer(default=Reply(text="from fallback")) as good,
+    ):
+        lm = LiteLLMClient(
+            {
+                "openai/primary": ModelPolicy(
+                    api_base=bad.base_url, retries=1, backoff_base_s=0.01, fallbacks=("openai/backup",)
+                ),
+                "openai/backup": ModelPolicy(api_base=good.base_url, retries=0),
+            }
+        )
         r = await lm.complete(LMRequest(model="openai/primary", messages=chat(None, "q"), node="gen"))
         assert (r.text, r.model) == ("from fallback", "openai/backup")
         assert (bad.hits, good.hits) == (2, 1)
@@ -179,13 +186,13 @@ async def test_fallback_is_used_when_the_primary_keeps_failing() -> None:
 
 
 async def test_all_fallbacks_failing_reports_each() -> None:
-    with FakeOpenAIServer(default=Reply.server_error(500)) as bad, FakeOpenAIServer(
-        default=Reply(status=401)
-    ) as worse:
-        lm = LiteLLMClient({
-            "openai/primary": ModelPolicy(api_base=bad.base_url, retries=0, fallbacks=("openai/backup",)),
-            "openai/backup": ModelPolicy(api_base=worse.base_url, retries=0),
-        })
+    with FakeOpenAIServer(default=Reply.server_error(500)) as bad, FakeOpenAIServer(default=Reply(status=401)) as worse:
+        lm = LiteLLMClient(
+            {
+                "openai/primary": ModelPolicy(api_base=bad.base_url, retries=0, fallbacks=("openai/backup",)),
+                "openai/backup": ModelPolicy(api_base=worse.base_url, retries=0),
+            }
+        )
         with pytest.raises(LMServerError) as info:
             await lm.complete(LMRequest(model="openai/primary", messages=chat(None, "q"), node="gen"))
         err = info.value

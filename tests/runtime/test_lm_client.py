@@ -95,7 +95,8 @@ async def test_backoff_sleeps_are_jittered_and_bounded() -> None:
     with FakeOpenAIServer([Reply.server_error()] * 4) as srv:
         lm = LiteLLMClient(
             {"openai/fake": ModelPolicy(api_base=srv.base_url, retries=4, backoff_base_s=1.0, backoff_max_s=3.0)},
-            rng=random.Random(0), sleep=record,
+            rng=random.Random(0),
+            sleep=record,
         )
         await lm.complete(LMRequest(model="openai/fake", messages=chat(None, "q")))
     assert len(waits) == 4
@@ -139,8 +140,12 @@ def test_token_prices() -> None:
 
 
 async def test_credentials_in_request_extra_are_refused() -> None:
-    req = LMRequest(model="openai/gpt-4o-mini", messages=chat(None, "q"), node="n",
-                    extra={"api_key": "sk-should-not-be-here", "mock_response": "x"})
+    req = LMRequest(
+        model="openai/gpt-4o-mini",
+        messages=chat(None, "q"),
+        node="n",
+        extra={"api_key": "sk-should-not-be-here", "mock_response": "x"},
+    )
     with pytest.raises(LMError) as info:
         await LiteLLMClient().complete(req)
     assert info.value.code == "lm-bad-request" and "environment" in (info.value.hint or "")

@@ -77,8 +77,9 @@ async def test_served_model_answers_through_openai_route() -> None:
 
 async def test_local_timeout_is_typed_and_the_model_stays_usable() -> None:
     lm = LiteLLMClient({"local/smollm2": ModelPolicy(retries=0)})
-    long = LMRequest(model="local/smollm2", messages=chat(None, "Write a long story."), max_tokens=400,
-                     timeout_s=0.05, node="writer")
+    long = LMRequest(
+        model="local/smollm2", messages=chat(None, "Write a long story."), max_tokens=400, timeout_s=0.05, node="writer"
+    )
     with pytest.raises(LMTimeout) as info:
         await lm.complete(long)
     assert info.value.node == "writer" and info.value.model == "local/smollm2"
