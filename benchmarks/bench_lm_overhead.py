@@ -75,8 +75,15 @@ def make_clients(url: str) -> tuple[dict[str, Call], list[str]]:
         return r.json()["choices"][0]["message"]["content"]
 
     async def raw_litellm() -> Any:
-        r = await litellm.acompletion(model="openai/fake", messages=MESSAGES, api_base=url, api_key=KEY,
-                                      temperature=0.0, max_tokens=16, max_retries=0)
+        r = await litellm.acompletion(
+            model="openai/fake",
+            messages=MESSAGES,
+            api_base=url,
+            api_key=KEY,
+            temperature=0.0,
+            max_tokens=16,
+            max_retries=0,
+        )
         return r.choices[0].message.content
 
     flowc_client = LiteLLMClient({"openai/fake": ModelPolicy(api_base=url)})
@@ -98,12 +105,21 @@ def make_clients(url: str) -> tuple[dict[str, Call], list[str]]:
 
     for engine in ("auto", "litellm"):
         try:
-            lm = dspy.LM("openai/fake", api_base=url, api_key=KEY, cache=False, temperature=0.0,
-                         max_tokens=16, num_retries=0, engine=engine)
+            lm = dspy.LM(
+                "openai/fake",
+                api_base=url,
+                api_key=KEY,
+                cache=False,
+                temperature=0.0,
+                max_tokens=16,
+                num_retries=0,
+                engine=engine,
+            )
         except Exception as e:  # an older DSPy without engines: one client only
             if engine == "auto":
-                lm = dspy.LM("openai/fake", api_base=url, api_key=KEY, cache=False, temperature=0.0,
-                             max_tokens=16, num_retries=0)
+                lm = dspy.LM(
+                    "openai/fake", api_base=url, api_key=KEY, cache=False, temperature=0.0, max_tokens=16, num_retries=0
+                )
             else:
                 notes.append(f"DSPy engine={engine} skipped: {e}")
                 continue
@@ -159,8 +175,8 @@ async def flowc_own_work(calls: int) -> dict[str, float]:
     """flowc's own per-call work: `LiteLLMClient.complete` with `litellm.acompletion` replaced by a
     coroutine returning a prebuilt response, minus the same coroutine called directly."""
     prebuilt = litellm.ModelResponse(
-        model="fake", choices=[{"index": 0, "message": {"role": "assistant", "content": "Paris"},
-                                "finish_reason": "stop"}],
+        model="fake",
+        choices=[{"index": 0, "message": {"role": "assistant", "content": "Paris"}, "finish_reason": "stop"}],
         usage={"prompt_tokens": 12, "completion_tokens": 1, "total_tokens": 13},
     )
 
@@ -208,37 +224,53 @@ def main() -> None:
 
     base = results["httpx (plain HTTP)"]["median_ms"]
     raw = results["litellm.acompletion"]["median_ms"]
-    print(f"\nPer-call latency against a zero-latency loopback server "
-          f"({args.rounds} rounds x {args.calls} calls, interleaved)")
+    print(
+        f"\nPer-call latency against a zero-latency loopback server "
+        f"({args.rounds} rounds x {args.calls} calls, interleaved)"
+    )
     print(f"{'client':48} {'median ms':>10} {'p90 ms':>8} {'round-med':>10} {'over httpx':>11} {'cpu ms':>7}")
     for name, r in results.items():
-        print(f"{name:48} {r['median_ms']:10.3f} {r['p90_ms']:8.3f} {r['median_of_round_medians_ms']:10.3f} "
-              f"{r['median_ms'] - base:+11.3f} {r['cpu_median_ms']:7.3f}")
+        print(
+            f"{name:48} {r['median_ms']:10.3f} {r['p90_ms']:8.3f} {r['median_of_round_medians_ms']:10.3f} "
+            f"{r['median_ms'] - base:+11.3f} {r['cpu_median_ms']:7.3f}"
+        )
     flowc = results["flowc LiteLLMClient"]["median_ms"]
     cpu_flowc = results["flowc LiteLLMClient"]["cpu_median_ms"]
     cpu_raw = results["litellm.acompletion"]["cpu_median_ms"]
-    print(f"\nflowc LiteLLMClient vs raw litellm.acompletion: {flowc - raw:+.3f} ms wall, "
-          f"{cpu_flowc - cpu_raw:+.3f} ms CPU per call ({flowc / raw:.2f}x wall)")
+    print(
+        f"\nflowc LiteLLMClient vs raw litellm.acompletion: {flowc - raw:+.3f} ms wall, "
+        f"{cpu_flowc - cpu_raw:+.3f} ms CPU per call ({flowc / raw:.2f}x wall)"
+    )
     print(f"flowc's own work per call (litellm stubbed out): {own['own_work_us']:.1f} us")
     for n in notes:
         print("note:", n)
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({
-        "benchmark": "lm_overhead",
-        "server": "flowc.testing.fake_server (zero latency, separate process, 127.0.0.1)",
-        "calls_per_round": args.calls,
-        "rounds": args.rounds,
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
-        "versions": {"litellm": _version("litellm"), "httpx": httpx.__version__, "dspy": _version("dspy")},
-        "results_ms": results,
-        "flowc_minus_litellm_ms": flowc - raw,
-        "flowc_minus_litellm_cpu_ms": cpu_flowc - cpu_raw,
-        "load_average_1min": os.getloadavg()[0],
-        "flowc_own_work_us": own,
-        "notes": notes,
-        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }, indent=2) + "\n")
+    args.out.write_text(
+        json.dumps(
+            {
+                "benchmark": "lm_overhead",
+                "server": "flowc.testing.fake_server (zero latency, separate process, 127.0.0.1)",
+                "calls_per_round": args.calls,
+                "rounds": args.rounds,
+                "machine": {
+                    "cpus": os.cpu_count(),
+                    "python": platform.python_version(),
+                    "platform": platform.platform(),
+                },
+                "versions": {"litellm": _version("litellm"), "httpx": httpx.__version__, "dspy": _version("dspy")},
+                "results_ms": results,
+                "flowc_minus_litellm_ms": flowc - raw,
+                "flowc_minus_litellm_cpu_ms": cpu_flowc - cpu_raw,
+                "load_average_1min": os.getloadavg()[0],
+                "flowc_own_work_us": own,
+                "notes": notes,
+                "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     print(f"wrote {args.out}")
 
 

@@ -60,8 +60,11 @@ def main() -> None:
     client = LiteLLMClient()
 
     def direct(prompt: str) -> tuple[int, float, str]:
-        body = {"messages": [{"role": "system", "content": SYSTEM}, {"role": "user", "content": prompt}],
-                "max_tokens": args.max_tokens, "temperature": 0.0}
+        body = {
+            "messages": [{"role": "system", "content": SYSTEM}, {"role": "user", "content": prompt}],
+            "max_tokens": args.max_tokens,
+            "temperature": 0.0,
+        }
         t = time.perf_counter()
         out: dict[str, Any] = loaded.server.handle_chat_completions(body)
         dt = time.perf_counter() - t
@@ -98,32 +101,48 @@ def main() -> None:
 
     results = asyncio.run(run())
     ratio = results["flowc"]["tokens_per_s"] / results["direct"]["tokens_per_s"]
-    print(f"\n{args.model}: {len(prompts)} prompts x {args.rounds} rounds, max_tokens={args.max_tokens}, greedy "
-          f"(model load {load_s:.2f} s)")
+    print(
+        f"\n{args.model}: {len(prompts)} prompts x {args.rounds} rounds, max_tokens={args.max_tokens}, greedy "
+        f"(model load {load_s:.2f} s)"
+    )
     print(f"{'path':34} {'tokens':>7} {'seconds':>8} {'tok/s':>7}")
     for side, label in (("direct", "xllamacpp handle_chat_completions"), ("flowc", "flowc LiteLLMClient")):
         r = results[side]
         print(f"{label:34} {r['completion_tokens']:7.0f} {r['seconds']:8.2f} {r['tokens_per_s']:7.1f}")
-    print(f"ratio flowc/direct: {ratio:.3f} (goal >= 0.9); identical outputs: "
-          f"{results['identical_outputs']['count']:.0f}/{results['identical_outputs']['of']:.0f}")
+    print(
+        f"ratio flowc/direct: {ratio:.3f} (goal >= 0.9); identical outputs: "
+        f"{results['identical_outputs']['count']:.0f}/{results['identical_outputs']['of']:.0f}"
+    )
     paired = results["paired_overhead_ms"]
-    print(f"per-call time flowc minus direct, same prompt back to back: median {paired['median']:+.1f} ms, "
-          f"min {paired['min']:+.1f} ms")
+    print(
+        f"per-call time flowc minus direct, same prompt back to back: median {paired['median']:+.1f} ms, "
+        f"min {paired['min']:+.1f} ms"
+    )
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({
-        "benchmark": "local_throughput",
-        "model": args.model,
-        "gguf": str(loaded.path),
-        "max_tokens": args.max_tokens,
-        "rounds": args.rounds,
-        "prompts": len(prompts),
-        "load_average_1min": os.getloadavg()[0],
-        "model_load_s": load_s,
-        "results": results,
-        "ratio_flowc_over_direct": ratio,
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
-        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }, indent=2) + "\n")
+    args.out.write_text(
+        json.dumps(
+            {
+                "benchmark": "local_throughput",
+                "model": args.model,
+                "gguf": str(loaded.path),
+                "max_tokens": args.max_tokens,
+                "rounds": args.rounds,
+                "prompts": len(prompts),
+                "load_average_1min": os.getloadavg()[0],
+                "model_load_s": load_s,
+                "results": results,
+                "ratio_flowc_over_direct": ratio,
+                "machine": {
+                    "cpus": os.cpu_count(),
+                    "python": platform.python_version(),
+                    "platform": platform.platform(),
+                },
+                "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     print(f"wrote {args.out}")
 
 

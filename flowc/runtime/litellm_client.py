@@ -244,8 +244,9 @@ class LiteLLMClient:
         try:
             if timeout is None:
                 raw = await litellm.acompletion(**kwargs)
-            else:
-                raw = await asyncio.wait_for(litellm.acompletion(**kwargs), timeout + _GUARD_MARGIN_S)
+            else:  # asyncio.timeout, not wait_for: no extra task per call (~0.2 ms of CPU each)
+                async with asyncio.timeout(timeout + _GUARD_MARGIN_S):
+                    raw = await litellm.acompletion(**kwargs)
         except BaseException as e:
             if reservation is not None:
                 reservation.settle(None)
