@@ -70,12 +70,16 @@ def _metric(args: argparse.Namespace, compiled: flowc.CompiledPipeline) -> Metri
 def build_optimizer(name: str, compiled: flowc.CompiledPipeline, args: argparse.Namespace) -> Any:
     from flowc.optimizers.registry import get_optimizer
     from flowc.runtime.litellm_client import LiteLLMClient
-    from flowc.runtime.session import default_client
+    from flowc.runtime.ratelimit import RateLimiters
+    from flowc.runtime.session import default_client, policies
 
     cls = get_optimizer(name)
-    pipeline_lm = default_client(compiled)
+    # One limiter registry: a model's RPM/TPM hold across the pipeline's and the optimizer's calls
+    # (the optimizer model is often one the spec declares, with the spec's policy).
+    limiters = RateLimiters()
+    pipeline_lm = default_client(compiled, limiters=limiters)
     model = args.optimizer_model or next(iter(compiled.spec.models.values())).id
-    optimizer_lm = LiteLLMClient()
+    optimizer_lm = LiteLLMClient(policies(compiled), limiters=limiters)
     only = [x for x in (args.only or "").split(",") if x] or None
     frozen = [x for x in args.freeze.split(",") if x]
     kwargs: dict[str, Any] = {"pipeline_lm": pipeline_lm, "only": only, "frozen": frozen, "resume": args.resume}

@@ -114,6 +114,11 @@ class LiteLLMClient:
 
     # -- public --------------------------------------------------------------------------
 
+    @property
+    def limiters(self) -> RateLimiters:
+        """The rate-limit registry this client acquires from (shared when passed in)."""
+        return self._limiters
+
     async def complete(self, request: LMRequest) -> LMResponse:
         """Answer `request`, retrying and falling back as its model's policy says.
 

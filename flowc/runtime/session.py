@@ -17,6 +17,7 @@ from flowc.runtime.config import RunConfig
 from flowc.runtime.executor import Executor
 from flowc.runtime.lm import LMClient
 from flowc.runtime.policy import ModelPolicy
+from flowc.runtime.ratelimit import RateLimiters
 from flowc.runtime.store import RunStore
 from flowc.runtime.tools import ToolRegistry
 
@@ -54,11 +55,14 @@ def policies(compiled: CompiledPipeline) -> dict[str, ModelPolicy]:
     return out
 
 
-def default_client(compiled: CompiledPipeline) -> LMClient:
-    """litellm for every provider, the embedded models included, under the spec's policies."""
+def default_client(compiled: CompiledPipeline, *, limiters: RateLimiters | None = None) -> LMClient:
+    """litellm for every provider, the embedded models included, under the spec's policies.
+
+    Pass one `limiters` to every client of a job (e.g. an optimizer's own client) so that the
+    spec's RPM/TPM limits hold across all of them."""
     from flowc.runtime.litellm_client import LiteLLMClient
 
-    client = LiteLLMClient(policies(compiled))
+    client = LiteLLMClient(policies(compiled), limiters=limiters)
     client.prepare(*policies(compiled))  # a bad model id or a missing model file fails now
     return client
 

@@ -61,7 +61,7 @@ class Fakes:
 
         return Interruptible()
 
-    def default_client(self, compiled: Any) -> LMClient:
+    def default_client(self, compiled: Any, **kwargs: Any) -> LMClient:
         lm = FunctionLM(qa_pipeline_answer)
         self.pipeline.append(lm)
         return self.wrap(lm)
@@ -199,3 +199,21 @@ def test_unknown_optimizer(project: Path, monkeypatch: pytest.MonkeyPatch, capsy
     install(monkeypatch, Fakes())
     assert optimize(project, optimizer="textgard") != 0
     assert "did you mean 'textgrad'" in capsys.readouterr().err
+
+
+def test_pipeline_and_optimizer_clients_share_rate_limits(tmp_path: Path) -> None:
+    """The optimizer's client gets the spec's policies and the pipeline client's limiter registry,
+    so a declared rpm/tpm holds across both (they used to count separately)."""
+    import argparse
+
+    import flowc
+    from flowc.cli.optimize_commands import build_optimizer
+
+    compiled = flowc.compile(SPEC.replace('"fake/model"', '"openai/gpt-4o-mini" { rpm: 30 }'))
+    args = argparse.Namespace(
+        optimizer_model=None, only=None, freeze="", resume=False, steps=None, batch_size=None, set=[]
+    )
+    opt, model = build_optimizer("textgrad", compiled, args)
+    assert model == "openai/gpt-4o-mini"
+    assert opt.pipeline_lm.limiters is opt.optimizer_lm.limiters
+    assert opt.optimizer_lm.limiters.get(model) is not None  # the spec's rpm applies to it too
