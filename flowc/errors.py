@@ -99,6 +99,7 @@ ErrorCode = Literal[
     "artifact-invalid",
     "budget-exceeded",
     "node-failed",
+    "fmt-would-drop-comments",
 ]
 
 ERROR_CODES: tuple[str, ...] = get_args(ErrorCode)

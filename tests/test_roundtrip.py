@@ -58,7 +58,7 @@ def test_fmt_is_idempotent(path: Path, tmp_path: Path, capsys: pytest.CaptureFix
     work = tmp_path / "pipelines"
     shutil.copytree(path.parent, work, ignore=shutil.ignore_patterns("data"))
     target = work / path.name
-    assert flowc_main(["fmt", "-w", str(target)]) == 0
+    assert flowc_main(["fmt", "-w", "--drop-comments", str(target)]) == 0
     first = target.read_text(encoding="utf-8")
     assert flowc_main(["fmt", "--check", str(target)]) == 0
     assert flowc_main(["fmt", "-w", str(target)]) == 0
@@ -70,3 +70,58 @@ def test_fmt_is_idempotent(path: Path, tmp_path: Path, capsys: pytest.CaptureFix
     assert load_spec(converted).dump() == load_spec(path).dump()
     assert flowc_main(["fmt", "--check", str(converted)]) == 0
     capsys.readouterr()
+
+
+FLOW_WITH_COMMENTS = """\
+# what this pipeline is for
+pipeline p {
+  input q: str   # the question
+  output a: str <- n.a
+
+  # the only step; "# in a string" is not a comment
+  node n: llm {
+    prompt: \"\"\"
+      # a heading inside a prompt is text
+      {{q}}
+      \"\"\"
+    q <- q
+    output a: str
+  }
+}
+"""
+
+YAML_WITH_COMMENTS = """\
+# what this pipeline is for
+pipeline: p
+inputs: {q: {type: str}}  # the question
+outputs: {a: {type: str, source: n.a}}
+nodes:
+  n:
+    kind: llm
+    prompt: |
+      # a heading inside a prompt is text
+      {{q}}
+    inputs: {q: q}
+    outputs: {a: str}
+# trailing note
+"""
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "lines"), [("p.flow", FLOW_WITH_COMMENTS, "1, 3, 6"), ("p.yaml", YAML_WITH_COMMENTS, "1, 3, 13")]
+)
+def test_fmt_write_refuses_to_drop_comments(
+    name: str, text: str, lines: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    target = tmp_path / name
+    target.write_text(text, encoding="utf-8")
+    before = load_spec(target).dump()
+    assert flowc_main(["fmt", "-w", str(target)]) != 0
+    err = capsys.readouterr().err
+    assert "error[fmt-would-drop-comments]" in err and f"(lines {lines})" in err and "--drop-comments" in err
+    assert target.read_text(encoding="utf-8") == text  # nothing written
+    assert flowc_main(["fmt", str(target)]) == 0  # printing is harmless, with a note
+    assert "comment(s) are not carried over" in capsys.readouterr().err
+    assert flowc_main(["fmt", "-w", "--drop-comments", str(target)]) == 0
+    assert load_spec(target).dump() == before
+    assert "#" not in target.read_text(encoding="utf-8").replace("# a heading", "")

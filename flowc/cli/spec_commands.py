@@ -11,7 +11,7 @@ from typing import Any
 
 import flowc
 from flowc.compile import CompiledPipeline, load_spec
-from flowc.errors import Diagnostic, SpecErrors, render_all
+from flowc.errors import Diagnostic, FlowcError, SpecErrors, render_all
 from flowc.ir.graph import FlowGraph
 from flowc.ir.printer import dump_ir
 from flowc.ir.render import to_dot, to_mermaid
@@ -47,6 +47,9 @@ def register(sub: Any) -> None:
     p.add_argument("--to", choices=("flow", "yaml", "json"), help="output format (default: the input's)")
     p.add_argument("--write", "-w", action="store_true", help="rewrite the file in place (or write the converted file)")
     p.add_argument("--check", action="store_true", help="exit 1 if a file is not canonically formatted")
+    p.add_argument(
+        "--drop-comments", action="store_true", help="let --write rewrite a file in place although it has comments"
+    )
     p.set_defaults(func=cmd_fmt)
 
     p = sub.add_parser("graph", help="draw a pipeline as Mermaid or Graphviz DOT")
@@ -140,12 +143,20 @@ def cmd_fmt(args: argparse.Namespace) -> int:
                 print(f"would reformat {path}", file=sys.stderr)
                 changed += 1
             continue
+        comments = _comment_lines(path)
         if args.write:
             target = (
                 Path(path)
                 if to == _kind(path)
                 else Path(path).with_suffix({"flow": ".flow", "yaml": ".yaml", "json": ".json"}[to])
             )
+            if comments and target == Path(path) and not args.drop_comments:
+                raise FlowcError(
+                    "fmt-would-drop-comments",
+                    f"{path}: rewriting would drop {len(comments)} comment{'s' * (len(comments) > 1)} "
+                    f"(lines {', '.join(map(str, comments[:10]))}{', …' if len(comments) > 10 else ''})",
+                    hint="keep the file as it is, or pass --drop-comments to rewrite it without them",
+                )
             old = target.read_text(encoding="utf-8") if target.exists() else ""
             if old != text:
                 target.write_text(text, encoding="utf-8")
@@ -153,7 +164,17 @@ def cmd_fmt(args: argparse.Namespace) -> int:
                 print("\n".join(diff) if old else f"wrote {target}")
         else:
             sys.stdout.write(text)
+        if comments and not (args.write and args.drop_comments):
+            print(f"{path}: note: its {len(comments)} comment(s) are not carried over by fmt", file=sys.stderr)
     return 1 if changed else 0
+
+
+def _comment_lines(path: str) -> list[int]:
+    from flowc.syntax.comments import flow_comment_lines, yaml_comment_lines
+
+    text = Path(path).read_text(encoding="utf-8")
+    kind = _kind(path)
+    return flow_comment_lines(text) if kind == "flow" else yaml_comment_lines(text) if kind == "yaml" else []
 
 
 def cmd_compile(args: argparse.Namespace) -> int:
