@@ -65,6 +65,11 @@ async def test_served_model_answers_through_openai_route() -> None:
         lm = LiteLLMClient({"openai/smollm2": ModelPolicy(api_base=served.base_url, retries=0, timeout_s=60)})
         r = await lm.complete(LMRequest(model="openai/smollm2", messages=QUESTION, max_tokens=8, node="n"))
         assert r.text.strip() and 0 < r.completion_tokens <= 8
+        # `constrained: true` on a served model: llama.cpp's server reads the grammar from the body.
+        held = LMRequest(
+            model="openai/smollm2", messages=QUESTION, max_tokens=8, constraint={"grammar": 'root ::= "Lyon" | "Nice"'}
+        )
+        assert (await lm.complete(held)).text in ("Lyon", "Nice")
     finally:
         served.stop()
     # Stopped means stopped: the port no longer answers.
