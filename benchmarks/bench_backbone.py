@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import statistics
 import sys
@@ -28,6 +27,7 @@ sys.path.insert(0, str(ROOT / "tests" / "backbone"))  # the llama.cpp oracle and
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 import tagged_task as task  # noqa: E402
+from _common import machine, write_results  # noqa: E402
 from llama_oracle import LlamaOracle  # noqa: E402
 
 from flowc.backbone.backbone import Backbone  # noqa: E402
@@ -171,8 +171,7 @@ def main() -> None:
     args.tmp.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {
         "machine": {
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
+            **machine(),
             "jax": jax.__version__,
             "device": str(jax.devices()[0]),
             "load_average_start": os.getloadavg(),
@@ -193,9 +192,7 @@ def main() -> None:
     results["machine"]["load_average_end"] = os.getloadavg()
     results["peak_rss_mib"] = peak_rss_mib()
     print(f"peak RSS: {results['peak_rss_mib']:.0f} MiB")
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"wrote {OUT}")
+    write_results(OUT, results)
 
 
 if __name__ == "__main__":

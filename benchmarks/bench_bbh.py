@@ -25,7 +25,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -35,6 +34,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+from _common import machine, write_results  # noqa: E402
 
 import flowc  # noqa: E402
 from flowc.compile import CompiledPipeline  # noqa: E402
@@ -183,15 +184,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "protocol": "TextGrad §1.6: train [:50], val [50:150], test [150:]; batch 3, 12 iterations, validation-gated",
         "settings": {k: v for k, v in vars(args).items() if k not in ("out", "run_dir")},
         "sizes": {"train": len(train), "val": len(val), "test": len(test)},
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}",
+        "machine": machine(),
         "metric": "last_integer",
         "optimizers": {},
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
 
     def save() -> None:
-        out.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
+        write_results(args.out, result)
 
     print(f"test before ({len(test)} examples)...", flush=True)
     result["test_before"] = asyncio.run(evaluate(pipeline_lm, compiled, test, metric))
@@ -231,7 +230,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         }
         print(name, json.dumps(result["optimizers"][name], ensure_ascii=False)[:1500], flush=True)
         save()
-    print(f"wrote {out}")
     return 0
 
 

@@ -25,9 +25,7 @@ from __future__ import annotations
 import argparse
 import gc
 import itertools
-import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -37,6 +35,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from _common import machine, write_results  # noqa: E402
 
 import flowc  # noqa: E402
 from flowc.compile import CompiledPipeline, sha256  # noqa: E402
@@ -204,12 +204,7 @@ def main() -> int:
     one_k = next((r for r in rows if r["nodes"] == 1000), None)
     result = {
         "benchmark": "compile time vs spec size (synthetic_spec, .flow text → CompiledPipeline)",
-        "machine": {
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-            "cpus": os.cpu_count(),
-            "load_average_at_end": os.getloadavg(),
-        },
+        "machine": {**machine(), "load_average_at_end": os.getloadavg()},
         "seed": args.seed,
         "sizes": rows,
         "growth_per_10x": growth,
@@ -221,11 +216,8 @@ def main() -> int:
             "linear_cpu_without_gc": all(g["cpu_without_gc"] <= 1.5 * g["size_factor"] for g in growth.values()),
         },
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs (wall times suffer when it is high)")
-    print(f"\nwrote {out}")
+    print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs (wall times suffer when it is high)\n")
+    write_results(args.out, result)
     return 0
 
 

@@ -41,7 +41,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -53,6 +52,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+from _common import machine, write_results  # noqa: E402
 
 import flowc  # noqa: E402
 from flowc.optimizers.budget import Budget  # noqa: E402
@@ -208,12 +209,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.max_feedback_chars = None if args.max_feedback_chars == "none" else int(args.max_feedback_chars)
     label = args.label or f"{args.lm}, share {args.share}, cap {args.max_feedback_chars}"
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     result: dict[str, Any] = json.loads(out.read_text()) if out.exists() and not args.fresh else {}
     result.update(
         benchmark="depth",
         workload="flowc.testing.generators.deep_chain(depth); 7 train / 3 val capital questions; exact match",
-        machine=f"{platform.machine()}, {os.cpu_count()} cores",
+        machine=machine(),
     )
     runs = result.setdefault("runs", {})
     runs[label] = {"settings": {k: v for k, v in vars(args).items() if k not in ("out", "fresh")}, "results": {}}
@@ -231,8 +231,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 flush=True,
             )
             runs[label]["results"][name] = rows
-            out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {out}")
+            write_results(out, result)
     return 0
 
 

@@ -30,7 +30,6 @@ import asyncio
 import hashlib
 import json
 import os
-import platform
 import shutil
 import sys
 import tempfile
@@ -41,6 +40,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+from _common import write_results  # noqa: E402
 
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "hotpotqa"
 RESULTS = ROOT / "benchmarks" / "results"
@@ -225,29 +226,18 @@ def main() -> None:
     previous = json.loads(args.out.read_text()) if args.out.exists() else {}
     merged = dict(previous.get("systems", {})) if previous.get("n") == len(records) else {}
     merged.update(results)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(
-        json.dumps(
-            {
-                "benchmark": "hotpotqa",
-                "data": "HotpotQA dev sample (../shared/data/hotpotqa/dev.jsonl), first N questions",
-                "n": len(records),
-                "corpus_paragraphs": paragraphs,
-                "model": args.model,
-                "concurrency": args.concurrency,
-                "systems": merged,
-                "machine": {
-                    "cpus": os.cpu_count(),
-                    "python": platform.python_version(),
-                    "platform": platform.platform(),
-                },
-                "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            },
-            indent=2,
-        )
-        + "\n"
+    write_results(
+        args.out,
+        {
+            "benchmark": "hotpotqa",
+            "data": "HotpotQA dev sample (../shared/data/hotpotqa/dev.jsonl), first N questions",
+            "n": len(records),
+            "corpus_paragraphs": paragraphs,
+            "model": args.model,
+            "concurrency": args.concurrency,
+            "systems": merged,
+        },
     )
-    print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":

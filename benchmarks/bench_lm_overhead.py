@@ -20,9 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -40,6 +38,7 @@ import warnings  # noqa: E402
 
 import httpx  # noqa: E402
 import litellm  # noqa: E402
+from _common import package_version, write_results  # noqa: E402
 
 from flowc.runtime.litellm_client import LiteLLMClient  # noqa: E402
 from flowc.runtime.lm import LMRequest, chat  # noqa: E402
@@ -245,42 +244,26 @@ def main() -> None:
     for n in notes:
         print("note:", n)
 
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(
-        json.dumps(
-            {
-                "benchmark": "lm_overhead",
-                "server": "flowc.testing.fake_server (zero latency, separate process, 127.0.0.1)",
-                "calls_per_round": args.calls,
-                "rounds": args.rounds,
-                "machine": {
-                    "cpus": os.cpu_count(),
-                    "python": platform.python_version(),
-                    "platform": platform.platform(),
-                },
-                "versions": {"litellm": _version("litellm"), "httpx": httpx.__version__, "dspy": _version("dspy")},
-                "results_ms": results,
-                "flowc_minus_litellm_ms": flowc - raw,
-                "flowc_minus_litellm_cpu_ms": cpu_flowc - cpu_raw,
-                "load_average_1min": os.getloadavg()[0],
-                "flowc_own_work_us": own,
-                "notes": notes,
-                "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    write_results(
+        args.out,
+        {
+            "benchmark": "lm_overhead",
+            "server": "flowc.testing.fake_server (zero latency, separate process, 127.0.0.1)",
+            "calls_per_round": args.calls,
+            "rounds": args.rounds,
+            "versions": {
+                "litellm": package_version("litellm"),
+                "httpx": httpx.__version__,
+                "dspy": package_version("dspy"),
             },
-            indent=2,
-        )
-        + "\n"
+            "results_ms": results,
+            "flowc_minus_litellm_ms": flowc - raw,
+            "flowc_minus_litellm_cpu_ms": cpu_flowc - cpu_raw,
+            "load_average_1min": os.getloadavg()[0],
+            "flowc_own_work_us": own,
+            "notes": notes,
+        },
     )
-    print(f"wrote {args.out}")
-
-
-def _version(package: str) -> str | None:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version(package)
-    except PackageNotFoundError:
-        return None
 
 
 if __name__ == "__main__":

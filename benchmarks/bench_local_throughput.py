@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -26,6 +24,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from _common import write_results  # noqa: E402
 
 from flowc.runtime import local_provider  # noqa: E402
 from flowc.runtime.litellm_client import LiteLLMClient  # noqa: E402
@@ -118,32 +118,21 @@ def main() -> None:
         f"per-call time flowc minus direct, same prompt back to back: median {paired['median']:+.1f} ms, "
         f"min {paired['min']:+.1f} ms"
     )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(
-        json.dumps(
-            {
-                "benchmark": "local_throughput",
-                "model": args.model,
-                "gguf": str(loaded.path),
-                "max_tokens": args.max_tokens,
-                "rounds": args.rounds,
-                "prompts": len(prompts),
-                "load_average_1min": os.getloadavg()[0],
-                "model_load_s": load_s,
-                "results": results,
-                "ratio_flowc_over_direct": ratio,
-                "machine": {
-                    "cpus": os.cpu_count(),
-                    "python": platform.python_version(),
-                    "platform": platform.platform(),
-                },
-                "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            },
-            indent=2,
-        )
-        + "\n"
+    write_results(
+        args.out,
+        {
+            "benchmark": "local_throughput",
+            "model": args.model,
+            "gguf": str(loaded.path),
+            "max_tokens": args.max_tokens,
+            "rounds": args.rounds,
+            "prompts": len(prompts),
+            "load_average_1min": os.getloadavg()[0],
+            "model_load_s": load_s,
+            "results": results,
+            "ratio_flowc_over_direct": ratio,
+        },
     )
-    print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":

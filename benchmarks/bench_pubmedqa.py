@@ -30,7 +30,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import random
 import sys
 import time
@@ -41,6 +40,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+from _common import machine, write_results  # noqa: E402
 
 import flowc  # noqa: E402
 from flowc.compile import CompiledPipeline  # noqa: E402
@@ -214,15 +215,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "settings": {k: v for k, v in vars(args).items() if k not in ("out", "run_dir")},
         "sizes": {"train": len(train), "val": len(val), "test": len(test)},
         "test_labels": {lab: sum(r["answer"] == lab for r in test) for lab in ("yes", "no", "maybe")},
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}",
+        "machine": machine(),
         "metric": f"{metric.name} ({metric.output} vs {metric.target})",
         "optimizers": {},
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
 
     def save() -> None:
-        out.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
+        write_results(args.out, result)
 
     print(f"test before ({len(test)} examples)...", flush=True)
     result["test_before"] = asyncio.run(evaluate(pipeline_lm, compiled, test, metric))
@@ -262,7 +261,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         }
         print(name, json.dumps(result["optimizers"][name], ensure_ascii=False)[:1500], flush=True)
         save()
-    print(f"wrote {out}")
     return 0
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -27,6 +26,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from _common import machine, write_results  # noqa: E402
 
 from flowc.runtime.corpus import Corpus, load_corpus  # noqa: E402
 from flowc.runtime.metrics import hit_at_k, mrr, recall_at_k  # noqa: E402
@@ -105,12 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         "n_docs": len(corpus),
         "encoder": encoder.model_id if encoder else None,
         # Timings on a shared machine depend on what else runs: record the load around the run.
-        "machine": {
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-            "load_avg_1m_before": round(os.getloadavg()[0], 2),
-        },
+        "machine": {**machine(), "load_avg_1m_before": round(os.getloadavg()[0], 2)},
         "methods": {},
     }
     print(f"{len(questions)} questions, {len(corpus)} documents")
@@ -126,9 +122,7 @@ def main(argv: list[str] | None = None) -> int:
             f" {r['mrr']:>6.3f} {r['build_s']:>8.1f} {r['build_cpu_s']:>7.1f} {r['query_ms_median']:>7.2f}"
         )
     results["machine"]["load_avg_1m_after"] = round(os.getloadavg()[0], 2)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-    print(f"wrote {args.out}")
+    write_results(args.out, results)
     return 0
 
 

@@ -43,7 +43,6 @@ import asyncio
 import json
 import math
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -58,6 +57,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 os.environ.setdefault("DSPY_CACHEDIR", str(ROOT / ".cache" / "dspy-bench"))
+
+from _common import package_version, write_results  # noqa: E402
 
 KEY = "no-key-needed"
 OUT = ROOT / "benchmarks" / "results" / "runtime.json"
@@ -851,41 +852,21 @@ def main() -> None:
     # Sections not run this time keep their previous figures (each section is measured side by side).
     merged = dict(previous.get("sections", {}))
     merged.update(report)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(
-        json.dumps(
-            {
-                "benchmark": "runtime",
-                "sections": merged,
-                "last_run": {
-                    "sections": sorted(sections),
-                    "args": {k: v for k, v in vars(args).items() if k != "out"} | {"out": str(args.out)},
-                    "seconds": time.time() - started,
-                    "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                },
-                "machine": {
-                    "cpus": os.cpu_count(),
-                    "python": platform.python_version(),
-                    "platform": platform.platform(),
-                },
-                "versions": {p: _version(p) for p in ("litellm", "httpx", "dspy", "xllamacpp")},
-                "notes": notes,
+    write_results(
+        args.out,
+        {
+            "benchmark": "runtime",
+            "sections": merged,
+            "last_run": {
+                "sections": sorted(sections),
+                "args": {k: v for k, v in vars(args).items() if k != "out"} | {"out": str(args.out)},
+                "seconds": time.time() - started,
+                "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             },
-            indent=2,
-            default=str,
-        )
-        + "\n"
+            "versions": {p: package_version(p) for p in ("litellm", "httpx", "dspy", "xllamacpp")},
+            "notes": notes,
+        },
     )
-    print(f"wrote {args.out}")
-
-
-def _version(package: str) -> str | None:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version(package)
-    except PackageNotFoundError:
-        return None
 
 
 if __name__ == "__main__":
