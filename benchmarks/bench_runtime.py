@@ -25,7 +25,8 @@ name: `openai/fake` answers at once, `openai/fake-100ms` after 100 ms.
 (b) Fan-out: 8 independent `llm` branches at 100 ms per call joined by one `llm` node; wall time
     vs the critical path (2 calls: 0.2 s). Goal <= 1.2x.
 (c) Batch: 200 inputs at concurrency 16 through a 1-call pipeline at 100 ms; wall vs the ideal
-    200 / 16 x 0.1 s = 1.25 s. Goal <= 1.2x.
+    200 / 16 x 0.1 s = 1.25 s. Goal <= 1.2x. Beside it, the same batch as raw litellm calls and as
+    plain httpx POSTs (the floor without litellm), under the same semaphore.
 (d) Cached rerun: the same batch twice through open_executor (cache on): LM calls reaching the
     model on the second pass (goal 0), and its wall time.
 (e) Embedded model: tokens/s of `local/smollm2` through the Executor (a 1-node pipeline) vs
@@ -558,27 +559,39 @@ def section_c(url: str, args: argparse.Namespace) -> dict[str, Any]:
     ex = executor_for(compile_spec(ONE_CALL, MODEL="openai/fake-100ms", URL=url))
     inputs = _batch_inputs(args.batch)
 
-    async def raw_batch() -> None:
+    async def batch_of(call: Callable[[str], Awaitable[Any]]) -> tuple[float, float]:
+        """Wall and CPU seconds of the batch made with `call`, under the same semaphore."""
         sem = asyncio.Semaphore(args.concurrency)
 
         async def one(x: dict[str, str]) -> Any:
             async with sem:
-                return await _raw_call(url, x["question"])
+                return await call(x["question"])
 
+        c0, t0 = time.process_time(), time.perf_counter()
         await asyncio.gather(*(one(x) for x in inputs))
+        return time.perf_counter() - t0, time.process_time() - c0
 
-    async def go() -> tuple[float, float, float, float]:
+    async def go() -> tuple[float, float, float, float, float, float]:
+        import httpx
+
         await ex.run_batch(_batch_inputs(args.concurrency), concurrency=args.concurrency)  # warm up
         c0, t0 = time.process_time(), time.perf_counter()
         results = await ex.run_batch(inputs, concurrency=args.concurrency)
         wall, cpu = time.perf_counter() - t0, time.process_time() - c0
         for r in results:
             _check(r)
-        c0, t0 = time.process_time(), time.perf_counter()
-        await raw_batch()
-        return wall, cpu, time.perf_counter() - t0, time.process_time() - c0
+        raw_wall, raw_cpu = await batch_of(lambda q: _raw_call(url, q))
+        # The floor without litellm: the same requests as plain HTTP POSTs.
+        async with httpx.AsyncClient(base_url=url, headers={"authorization": f"Bearer {KEY}"}) as http:
 
-    wall, cpu, raw_wall, raw_cpu = asyncio.run(go())
+            async def post(q: str) -> Any:
+                body = {"model": "fake-100ms", "messages": [{"role": "user", "content": q}], "max_tokens": 16}
+                return (await http.post("/chat/completions", json=body)).raise_for_status()
+
+            http_wall, http_cpu = await batch_of(post)
+        return wall, cpu, raw_wall, raw_cpu, http_wall, http_cpu
+
+    wall, cpu, raw_wall, raw_cpu, http_wall, http_cpu = asyncio.run(go())
     ideal = args.batch / args.concurrency * 0.1
     return {
         "inputs": args.batch,
@@ -591,6 +604,9 @@ def section_c(url: str, args: argparse.Namespace) -> dict[str, Any]:
         "raw_litellm_wall_s": raw_wall,
         "raw_litellm_ratio": raw_wall / ideal,
         "raw_litellm_cpu_s": raw_cpu,
+        "plain_httpx_wall_s": http_wall,
+        "plain_httpx_ratio": http_wall / ideal,
+        "plain_httpx_cpu_s": http_cpu,
         "ideal_in_whole_waves_s": math.ceil(args.batch / args.concurrency) * 0.1,
     }
 
@@ -827,7 +843,9 @@ def main() -> None:
             f"(c) Batch {c['inputs']} @ concurrency {c['concurrency']}, 100 ms/call: wall {c['wall_s']:.3f} s "
             f"vs ideal {c['ideal_s']:.3f} s: {c['ratio']:.2f}x -> {_verdict(c['ratio'] <= 1.2)} (<= 1.2); "
             f"CPU {c['cpu_s']:.2f} s; raw litellm, same batch: {c['raw_litellm_wall_s']:.3f} s "
-            f"({c['raw_litellm_ratio']:.2f}x), CPU {c['raw_litellm_cpu_s']:.2f} s"
+            f"({c['raw_litellm_ratio']:.2f}x), CPU {c['raw_litellm_cpu_s']:.2f} s; plain httpx: "
+            f"{c.get('plain_httpx_wall_s', float('nan')):.3f} s ({c.get('plain_httpx_ratio', float('nan')):.2f}x), "
+            f"CPU {c.get('plain_httpx_cpu_s', float('nan')):.2f} s"
         )
     if "d_cached_rerun" in report:
         d = report["d_cached_rerun"]

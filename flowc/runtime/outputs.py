@@ -74,8 +74,15 @@ def format_instructions(spec: OutputSpec) -> str:
     if spec.format == "json":
         keys = ", ".join(f'"{k}" ({_describe(t)})' for k, t in spec.ports.items())
         return f"Reply with a JSON object with the keys {keys}."
-    parts = ", ".join(f"<{k}>{_describe(t)}</{k}>" for k, t in spec.ports.items())
+    parts = ", ".join(f"<{k}>{_tag_placeholder(t)}</{k}>" for k, t in spec.ports.items())
     return f"Reply with {parts}."
+
+
+def _tag_placeholder(t: TypeExpr) -> str:
+    """What a tag's content is described as: "..." for free text, since a small model copies a
+    word like "text" between the tags literally (SmolLM2 searched for "text")."""
+    inner = t.inner if isinstance(t, OptionalT) else t
+    return "..." if inner in (STR, ANY) else _describe(t)
 
 
 def render_reply(spec: OutputSpec, values: Mapping[str, Any]) -> str:

@@ -867,7 +867,7 @@ SCENARIOS: list[Scenario] = [
         ("<mood>Calm</mood>", "Rayleigh scattering"),
         path=("hinter", "final"),
         calls=(
-            Call("hinter", ("Any hint for Why is the sky blue?", "<hint>text</hint>")),
+            Call("hinter", ("Any hint for Why is the sky blue?", "<hint>...</hint>")),
             Call("final", ("Hint: no hint Question: Why is the sky blue?",)),
         ),
         outputs={"answer": "Rayleigh scattering", "hint": None, "never": None},
