@@ -93,6 +93,8 @@ def _too_many_values(root: yaml.Node) -> _Limits | None:
 
 
 def _limit_hint(code: ErrorCode) -> str:
+    if code == "yaml-syntax":
+        return "remove the tag: a spec is plain YAML (strings, numbers, booleans, lists, mappings)"
     if code == "input-too-large":
         return "simplify the document; anchors and aliases that expand are not supported"
     return f"keep nesting under {MAX_DEPTH} levels; no spec needs this depth"
@@ -125,6 +127,13 @@ _FLOAT = re.compile(
     re.X,
 )
 _Loader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT, list("-+0123456789."))
+# PyYAML resolves a lone `=` to the YAML 1.1 "value" tag but has no constructor for it (found by
+# tests/test_fuzz.py): it is just the string "=".
+def _plain_scalar(loader: yaml.SafeLoader, node: yaml.Node) -> Any:
+    return loader.construct_scalar(node) if isinstance(node, yaml.ScalarNode) else None
+
+
+_Loader.add_constructor("tag:yaml.org,2002:value", _plain_scalar)
 
 
 def load_yaml_data(source: SourceFile) -> tuple[Any, SpanTable, list[Diagnostic]]:
@@ -262,7 +271,10 @@ def load_yaml_data(source: SourceFile) -> tuple[Any, SpanTable, list[Diagnostic]
             return out
         if isinstance(node, yaml.SequenceNode):
             return [build(v, (*p, i), depth + 1) for i, v in enumerate(node.value)]
-        value = constructor.construct_object(node)
+        try:
+            value = constructor.construct_object(node)
+        except yaml.constructor.ConstructorError:  # an explicit tag (`!foo`, `!!python/...`)
+            raise _Limits("yaml-syntax", f"YAML: unsupported tag {node.tag!r}", node) from None
         # Dates and the like are not spec values: keep their text.
         return value if isinstance(value, str | int | float | bool) or value is None else str(node.value)
 
