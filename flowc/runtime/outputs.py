@@ -78,6 +78,9 @@ def format_instructions(spec: OutputSpec) -> str:
     return f"Reply with {parts}."
 
 
+_PLACEHOLDERS = ("...", "…")
+
+
 def _tag_placeholder(t: TypeExpr) -> str:
     """What a tag's content is described as: "..." for free text, since a small model copies a
     word like "text" between the tags literally (SmolLM2 searched for "text")."""
@@ -127,6 +130,13 @@ def parse_outputs(text: str, spec: OutputSpec, *, node: str, model: str | None =
                 raw[name] = found
         if not raw and len(spec.ports) == 1:
             raw[next(iter(spec.ports))] = text.strip()  # a lone answer without tags
+    if spec.format == "tagged":
+        # A tag that only repeats the instruction's placeholder holds no answer (SmolLM2 does this):
+        # it counts as missing, so an optional output is None and a binding's `??` moves on.
+        for name, t in spec.ports.items():
+            value = raw.get(name)
+            if isinstance(value, str) and value.strip() in _PLACEHOLDERS and _tag_placeholder(t) == "...":
+                del raw[name]
     out: dict[str, Any] = {}
     problems: list[str] = []
     for name, t in spec.ports.items():

@@ -127,6 +127,8 @@ _FLOAT = re.compile(
     re.X,
 )
 _Loader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT, list("-+0123456789."))
+
+
 # PyYAML resolves a lone `=` to the YAML 1.1 "value" tag but has no constructor for it (found by
 # tests/test_fuzz.py): it is just the string "=".
 def _plain_scalar(loader: yaml.SafeLoader, node: yaml.Node) -> Any:

@@ -8,6 +8,7 @@ import re
 import pytest
 
 import flowc
+from flowc.errors import OutputParseError
 from flowc.runtime.constraints import reply_constraint, wants_constraint
 from flowc.runtime.executor import Executor
 from flowc.runtime.fakes import ScriptedLM
@@ -179,3 +180,17 @@ def test_the_embedded_model_replies_within_the_grammar(ports: dict, fmt: str) ->
     assert set(values) == set(ports)
     if fmt == "tagged":
         assert re.match(r"<route>(search|answer)</route>", reply.text)
+
+
+def test_a_tag_that_only_repeats_the_placeholder_is_missing() -> None:
+    """Free text is shown as <name>...</name> in the instructions; a small model under the grammar
+    may copy the dots. That is no answer: optional outputs become None (so `a ?? b` moves on) and a
+    required one is a parse error (so the executor asks for a repair)."""
+    spec = OutputSpec({"next": EnumT(("search", "generate"), route=True), "query": OptionalT(STR)}, "tagged")
+    assert parse_outputs("<next>search</next>\n<query>...</query>\n", spec, node="n") == {
+        "next": "search",
+        "query": None,
+    }
+    assert parse_outputs("<next>search</next><query>Ed Wood cast</query>", spec, node="n")["query"] == "Ed Wood cast"
+    with pytest.raises(OutputParseError, match="'a' is missing"):
+        parse_outputs("<a>…</a><b>3</b>", OutputSpec({"a": STR, "b": INT}, "tagged"), node="n")
