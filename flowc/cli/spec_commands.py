@@ -136,14 +136,15 @@ def cmd_fmt(args: argparse.Namespace) -> int:
     changed = 0
     for path in args.specs:
         spec = load_spec(path)
+        source = Path(path).read_text(encoding="utf-8")
         to = args.to or _kind(path)
         text = _format(spec, to)
         if args.check:
-            if to == _kind(path) and Path(path).read_text(encoding="utf-8") != text:
+            if to == _kind(path) and source != text:
                 print(f"would reformat {path}", file=sys.stderr)
                 changed += 1
             continue
-        comments = _comment_lines(path)
+        comments = _comment_lines(source, _kind(path))
         if args.write:
             target = (
                 Path(path)
@@ -169,11 +170,9 @@ def cmd_fmt(args: argparse.Namespace) -> int:
     return 1 if changed else 0
 
 
-def _comment_lines(path: str) -> list[int]:
+def _comment_lines(text: str, kind: str) -> list[int]:
     from flowc.syntax.comments import flow_comment_lines, yaml_comment_lines
 
-    text = Path(path).read_text(encoding="utf-8")
-    kind = _kind(path)
     return flow_comment_lines(text) if kind == "flow" else yaml_comment_lines(text) if kind == "yaml" else []
 
 

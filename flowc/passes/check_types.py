@@ -11,7 +11,18 @@ from flowc.ir.graph import INPUT, OUTPUT, FlowGraph
 from flowc.passes.base import Pass, PassContext
 from flowc.spec.exprs import Coalesce, Compare, Expr, Lit, Ref, refs
 from flowc.spec.models import MapNode
-from flowc.spec.types import ANY, EnumT, ListT, OptionalT, Prim, RecordT, TypeExpr, is_assignable, named_refs
+from flowc.spec.types import (
+    ANY,
+    EnumT,
+    ListT,
+    OptionalT,
+    Prim,
+    RecordT,
+    TypeExpr,
+    is_assignable,
+    named_refs,
+    non_optional,
+)
 
 
 def binding_path(graph: FlowGraph, dst: str, port: str) -> tuple[str | int, ...]:
@@ -172,7 +183,7 @@ class CheckTypesPass(Pass):
                 for a, b in ((c.left, c.right), (c.right, c.left)):
                     if isinstance(a, Ref) and isinstance(b, Lit):
                         t = self.ref_type(graph, a)
-                        t = t.inner if isinstance(t, OptionalT) else t
+                        t = non_optional(t)
                         if isinstance(t, EnumT) and c.op in ("==", "!=") and b.value not in t.values:
                             ctx.report(
                                 "condition-type-mismatch",

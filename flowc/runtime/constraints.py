@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from flowc.runtime.outputs import OutputSpec
-from flowc.spec.types import ANY, BOOL, FLOAT, INT, STR, EnumT, ListT, OptionalT, Prim, RecordT, TypeExpr
+from flowc.spec.types import ANY, BOOL, FLOAT, INT, STR, EnumT, ListT, OptionalT, Prim, RecordT, TypeExpr, non_optional
 
 __all__ = ["reply_constraint", "wants_constraint"]
 
@@ -78,7 +78,7 @@ def _scalar(t: TypeExpr) -> str | None:
 
 def _text_value(t: TypeExpr) -> str | None:
     """The whole reply as one value (text format); None leaves it free."""
-    inner = t.inner if isinstance(t, OptionalT) else t
+    inner = non_optional(t)
     if isinstance(inner, ListT):
         item = _scalar(inner.item) or "[^\\n]+"
         return f'{item} ("\\n" {item})*'
@@ -87,7 +87,7 @@ def _text_value(t: TypeExpr) -> str | None:
 
 def _tagged_value(t: TypeExpr) -> str:
     """A value between `<name>` and `</name>`: lists one item per line, anything else up to `<`."""
-    inner = t.inner if isinstance(t, OptionalT) else t
+    inner = non_optional(t)
     if isinstance(inner, ListT):
         item = _scalar(inner.item) or "[^<\\n]+"
         return f'("\\n" {item})* "\\n"?'

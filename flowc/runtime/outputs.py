@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from flowc.errors import OutputParseError
-from flowc.spec.types import ANY, BOOL, FLOAT, INT, STR, EnumT, ListT, OptionalT, Prim, RecordT, TypeExpr
+from flowc.spec.types import ANY, BOOL, FLOAT, INT, STR, EnumT, ListT, OptionalT, Prim, RecordT, TypeExpr, non_optional
 
 __all__ = ["MISSING", "OutputSpec", "format_instructions", "parse_outputs", "resolve_format"]
 
@@ -42,14 +42,14 @@ def resolve_format(fmt: str, ports: Mapping[str, TypeExpr]) -> str:
         return fmt
     if len(ports) == 1:
         (t,) = ports.values()
-        inner = t.inner if isinstance(t, OptionalT) else t
+        inner = non_optional(t)
         if inner in (STR, ANY) or isinstance(inner, EnumT):
             return "text"
     return "tagged"
 
 
 def _describe(t: TypeExpr) -> str:
-    inner = t.inner if isinstance(t, OptionalT) else t
+    inner = non_optional(t)
     if isinstance(inner, EnumT):
         return "one of: " + ", ".join(inner.values)
     if isinstance(inner, ListT):
@@ -69,7 +69,7 @@ def format_instructions(spec: OutputSpec) -> str:
     """The sentence appended to the prompt that says how to reply (empty for plain text)."""
     if spec.format == "text":
         (t,) = spec.ports.values()
-        inner = t.inner if isinstance(t, OptionalT) else t
+        inner = non_optional(t)
         return f"Reply with {_describe(inner)}." if isinstance(inner, EnumT) else ""
     if spec.format == "json":
         keys = ", ".join(f'"{k}" ({_describe(t)})' for k, t in spec.ports.items())
@@ -81,11 +81,14 @@ def format_instructions(spec: OutputSpec) -> str:
 _PLACEHOLDERS = ("...", "…")
 
 
+def _free_text(t: TypeExpr) -> bool:
+    return non_optional(t) in (STR, ANY)
+
+
 def _tag_placeholder(t: TypeExpr) -> str:
     """What a tag's content is described as: "..." for free text, since a small model copies a
     word like "text" between the tags literally (SmolLM2 searched for "text")."""
-    inner = t.inner if isinstance(t, OptionalT) else t
-    return "..." if inner in (STR, ANY) else _describe(t)
+    return _PLACEHOLDERS[0] if _free_text(t) else _describe(t)
 
 
 def render_reply(spec: OutputSpec, values: Mapping[str, Any]) -> str:
@@ -135,13 +138,13 @@ def parse_outputs(text: str, spec: OutputSpec, *, node: str, model: str | None =
         # it counts as missing, so an optional output is None and a binding's `??` moves on.
         for name, t in spec.ports.items():
             value = raw.get(name)
-            if isinstance(value, str) and value.strip() in _PLACEHOLDERS and _tag_placeholder(t) == "...":
+            if isinstance(value, str) and value.strip() in _PLACEHOLDERS and _free_text(t):
                 del raw[name]
     out: dict[str, Any] = {}
     problems: list[str] = []
     for name, t in spec.ports.items():
         route = isinstance(t, EnumT) and t.route
-        inner = t.inner if isinstance(t, OptionalT) else t
+        inner = non_optional(t)
         if spec.format == "tagged" and isinstance(inner, ListT) and raw.get(name) == "":
             out[name] = []  # an empty <name></name> is an empty list (no sub-questions), not a missing one
             continue

@@ -94,6 +94,11 @@ class OptionalT(TypeExpr):
         return f"{self.inner}?"
 
 
+def non_optional(t: TypeExpr) -> TypeExpr:
+    """`t` without its `?`: the type a present value has."""
+    return t.inner if isinstance(t, OptionalT) else t
+
+
 STR, INT, FLOAT, BOOL, ANY = (Prim(n) for n in PRIMITIVES)
 DOC = Named("Doc")
 DOC_RECORD = RecordT(tuple((k, Prim(v)) for k, v in DOC_FIELDS))
@@ -219,7 +224,7 @@ def is_assignable(src: TypeExpr, dst: TypeExpr) -> bool:
     if src == dst or dst == ANY or src == ANY:
         return True
     if isinstance(dst, OptionalT):
-        inner = src.inner if isinstance(src, OptionalT) else src
+        inner = non_optional(src)
         return is_assignable(inner, dst.inner)
     if isinstance(src, OptionalT):
         return False
