@@ -1,4 +1,4 @@
-"""Commands that run pipelines: run, eval, runs, trace, serve-model."""
+"""Commands that run pipelines: run, eval, runs, trace, serve-model, models."""
 
 from __future__ import annotations
 
@@ -54,6 +54,10 @@ def register(sub: Any) -> None:
     p.add_argument("model", nargs="?", default="smollm2", help="a profile (smollm2, qwen-coder-0.5b, ...) or a .gguf")
     p.add_argument("--port", type=int, default=8088)
     p.set_defaults(func=cmd_serve_model)
+
+    p = sub.add_parser("models", help="list the embedded local models and whether they are installed")
+    p.add_argument("--prepare", action="store_true", help="assemble and verify every installed model now")
+    p.set_defaults(func=cmd_models)
 
 
 def _load(spec: str) -> CompiledPipeline:
@@ -252,4 +256,22 @@ def cmd_serve_model(args: argparse.Namespace) -> int:
         pass
     finally:
         served.stop()
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from flowc.runtime.local_profiles import PROFILES, gguf_path, is_installed
+
+    missing = []
+    for name, prof in PROFILES.items():
+        state = "installed" if is_installed(prof) else "not installed"
+        if state == "installed" and args.prepare:
+            path = gguf_path(name)  # assembles chunked models once, and checks their sha256
+            checked = ", sha256 checked" if prof.sha256_prefix else ""
+            state = f"ready ({path.stat().st_size / 2**20:.0f} MiB{checked})"
+        print(f"local/{name:<16} {state:<30} {prof.description}")
+        if state == "not installed":
+            missing.append(prof)
+    if missing:
+        print("\ninstall the quality profiles with: make models", file=sys.stderr)
     return 0
