@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ from flowc.passes.base import Pass, PassContext
 from flowc.passes.estimate_cost import CostEstimate
 from flowc.passes.pipeline import PassPipeline, default_passes
 from flowc.source import SourceFile, Span
+from flowc.spec.adapters import AdapterRef, resolve_adapters, short
 from flowc.spec.io import parse_yaml
 from flowc.spec.models import LLMNode, MapNode, Pipeline
 from flowc.syntax.parser import parse_flow
@@ -84,6 +85,8 @@ class CompiledPipeline:
     cost: CostEstimate | None
     spec_hash: str
     hash: str = field(default="")
+    # model name -> its adapter, hashed at compile time (the `weights` params' values name them)
+    adapters: Mapping[str, AdapterRef] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -144,7 +147,13 @@ class CompiledPipeline:
                 ],
             },
             "cost": self.cost.to_json() if self.cost else None,
+            # Only when there are adapters, so that artifacts without weights keep their hashes.
+            **({"weights": self.weights_record()} if self.adapters else {}),
         }
+
+    def weights_record(self) -> dict[str, Any]:
+        """Each model's adapter with the checksums that pin it (adapter, served GGUF, base)."""
+        return {name: ref.record() for name, ref in self.adapters.items()}
 
     def lockfile(self) -> dict[str, Any]:
         """What this artifact pins: models and their settings, each prompt's hash, corpora, weights."""
@@ -153,10 +162,7 @@ class CompiledPipeline:
         for name, c in spec.corpora.items():
             path = spec.base_dir / c.path
             corpora[name] = {"path": c.path, "sha256": _file_hash(path)}
-        weights = {}
-        for name, md in spec.models.items():
-            if md.adapter:
-                weights[name] = {"adapter": md.adapter, "sha256": _file_hash(spec.base_dir / md.adapter)}
+        weights = self.weights_record()
         return {
             "flowc": __version__,
             "pipeline": self.name,
@@ -212,7 +218,9 @@ class CompiledPipeline:
         spec = Pipeline.model_validate(data["spec"])
         spec.with_source(data.get("source_path"), {})
         subs = {k: cls.from_artifact_data(v, f"{where}:{k}") for k, v in data.get("subflows", {}).items()}
-        return _compile_spec(spec, subs, passes=None, verify_each=True, on_pass=None)
+        compiled = _compile_spec(spec, subs, passes=None, verify_each=True, on_pass=None)
+        _same_adapters(data.get("weights") or {}, compiled, where)
+        return compiled
 
     # -- params ------------------------------------------------------------------------------------
 
@@ -223,6 +231,7 @@ class CompiledPipeline:
         """
         nodes = dict(self.spec.nodes)
         models = dict(self.spec.models)
+        pinned: dict[str, str | None] = {}  # model -> the adapter sha256 the value names
         for name, value in values.items():
             if name not in self.graph.params:
                 raise FlowcError(
@@ -233,7 +242,8 @@ class CompiledPipeline:
             p = self.graph.params[name]
             if p.kind == "weights":
                 key = name.rsplit(".", 1)[0]
-                models[key] = models[key].model_copy(update={"adapter": value})
+                path, pinned[key] = _weights_value(name, value)
+                models[key] = models[key].model_copy(update={"adapter": path})
                 continue
             assert p.node is not None
             node = nodes[p.node]
@@ -252,7 +262,53 @@ class CompiledPipeline:
             }
         )
         spec.with_source(self.spec.source_path, dict(self.spec.spans))
-        return _compile_spec(spec, self.subflows, passes=None, verify_each=True, on_pass=None)
+        compiled = _compile_spec(spec, self.subflows, passes=None, verify_each=True, on_pass=None)
+        for model, sha in pinned.items():
+            got = compiled.adapters[model].sha256 if model in compiled.adapters else None
+            if sha is not None and got != sha:
+                raise FlowcError(
+                    "adapter-checksum-mismatch",
+                    f"the adapter given for '{model}.weights' has sha256 {short(got or '')}…, "
+                    f"the value names {short(sha)}…",
+                    hint="the file changed after the value was made: use the value its optimizer wrote, "
+                    "or rerun the optimizer",
+                )
+        return compiled
+
+
+def _weights_value(name: str, value: Any) -> tuple[str | None, str | None]:
+    """(path, sha256) of a `<model>.weights` value: None (no adapter) or {"path": ..., "sha256": ...}."""
+    if value is None:
+        return None, None
+    if (
+        isinstance(value, Mapping)
+        and isinstance(value.get("path"), str)
+        and isinstance(value.get("sha256"), str)
+        and len(value["sha256"]) == 64
+        and set(value) <= {"path", "sha256"}
+    ):
+        return value["path"], value["sha256"]
+    raise FlowcError(
+        "invalid-value",
+        f'\'{name}\' must be null or {{"path": ..., "sha256": ...}} naming an adapter, not {value!r:.80}',
+        hint="weights values name a .safetensors adapter by path and content hash "
+        "(flowc.optimizers.weights.AdapterStore.publish makes them)",
+    )
+
+
+def _same_adapters(recorded: Mapping[str, Any], compiled: CompiledPipeline, where: str) -> None:
+    """Refuse an artifact whose adapters (or their served GGUFs) changed since it was compiled."""
+    now = compiled.weights_record()
+    for model, rec in recorded.items():
+        cur = now.get(model)
+        for key, what in (("sha256", "adapter"), ("served_sha256", "served GGUF")):
+            if cur is None or cur.get(key) != rec.get(key):
+                raise FlowcError(
+                    "adapter-checksum-mismatch",
+                    f"'{where}': the {what} of model '{model}' ({rec.get('adapter')}) has sha256 "
+                    f"{short(str(cur.get(key) if cur else 'missing'))}…, the artifact pins {short(str(rec.get(key)))}…",
+                    hint="the file changed after 'flowc compile': restore it, or recompile the spec",
+                )
 
 
 def _file_hash(path: Path) -> str | None:
@@ -342,7 +398,12 @@ def _compile_spec(
     on_pass: Callable[[str, FlowGraph], None] | None,
 ) -> CompiledPipeline:
     graph, diags = lower(spec, {k: v.graph for k, v in subflows.items()})
-    ctx = PassContext(spec, list(diags))
+    adapters, weight_diags = resolve_adapters(spec)
+    for model, ref in adapters.items():
+        param = graph.params.get(f"{model}.weights")
+        if param is not None:  # the weights param names its adapter by content hash
+            graph.params[param.name] = replace(param, value=ref.param_value())
+    ctx = PassContext(spec, [*diags, *weight_diags])
     pipeline = PassPipeline(list(passes) if passes is not None else default_passes(), verify_each, on_pass)
     graph, log = pipeline.run(graph, ctx)
     if ctx.has_errors:
@@ -360,6 +421,7 @@ def _compile_spec(
         tuple(ctx.diagnostics),
         cost if isinstance(cost, CostEstimate) else None,
         spec_hash,
+        adapters=adapters,
     )
     object.__setattr__(compiled, "hash", compiled.to_artifact()["hash"])
     return compiled

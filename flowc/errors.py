@@ -69,6 +69,12 @@ ErrorCode = Literal[
     "test-unknown-name",
     "demo-unknown-field",
     "ir-verify-failed",
+    # -- weights (LoRA adapters) -------------------------------------------------------------
+    "adapter-unsupported",
+    "adapter-not-found",
+    "adapter-invalid",
+    "adapter-base-mismatch",
+    "adapter-checksum-mismatch",
     # -- passes and plugins -----------------------------------------------------------------
     "unknown-pass",
     "invalid-pass-option",

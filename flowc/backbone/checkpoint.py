@@ -1,7 +1,8 @@
 """Saving and loading adapters as safetensors (no pickle): tensors plus JSON metadata.
 
 The metadata carries the LoRA config, the model config and the sha256 of the base GGUF file, so an
-adapter is never silently applied to a different base.
+adapter is never silently applied to a different base. Files are written byte-reproducibly (the
+header's keys sorted), so the same adapter always has the same sha256: its content address.
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ import numpy as np
 from flowc.backbone.config import ModelConfig
 from flowc.backbone.lora import LoraConfig
 from flowc.errors import FlowcError
+from flowc.spec.adapters import FORMAT, canonical_safetensors
 
-FORMAT = "flowc-lora/1"
+__all__ = ("FORMAT", "load_adapter", "save_adapter")
 
 
 def save_adapter(
@@ -39,7 +41,7 @@ def save_adapter(
         model_config: the base model's hyper-parameters.
         extra: more JSON-serializable provenance (steps, data hash, metrics...).
     """
-    from safetensors.numpy import save_file
+    from safetensors.numpy import save
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -56,7 +58,7 @@ def save_adapter(
         "extra": json.dumps(extra or {}),
     }
     tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata=meta)
+    tmp.write_bytes(canonical_safetensors(save(tensors, metadata=meta)))
     os.replace(tmp, path)
     return path
 

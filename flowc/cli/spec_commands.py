@@ -75,6 +75,12 @@ def _check_one(path: str, werror: bool, quiet: bool) -> tuple[int, int]:
     except SpecErrors as e:
         print(e.render(), file=sys.stderr)
         return len(e.errors), len(e.diagnostics) - len(e.errors)
+    from flowc.runtime.adapters import base_diagnostics
+
+    mismatched = base_diagnostics(compiled)  # adapters trained on another base than their model's
+    if mismatched:
+        _print_diags([*mismatched, *compiled.warnings], path)
+        return len(mismatched), len(compiled.warnings)
     warnings = compiled.warnings
     _print_diags(list(warnings), path)
     if not quiet:

@@ -40,7 +40,7 @@ from flowc.errors import (
     LMTimeout,
 )
 from flowc.runtime import local_provider
-from flowc.runtime.lm import LMRequest, LMResponse
+from flowc.runtime.lm import LMRequest, LMResponse, LoraAdapter
 from flowc.runtime.policy import DEFAULT_POLICY, ModelPolicy
 from flowc.runtime.ratelimit import RateLimiters, estimate_tokens
 from flowc.runtime.secrets import refuse_credentials, scrub
@@ -238,6 +238,8 @@ class LiteLLMClient:
             kwargs.update(request.extra)
         if request.constraint:  # read by llama.cpp (embedded or served); see constraints.py
             kwargs["extra_body"] = {**kwargs.get("extra_body", {}), **request.constraint}
+        if request.adapter is not None:
+            kwargs["extra_body"] = {**kwargs.get("extra_body", {}), _ADAPTER_KEY: _adapter_body(route, request)}
         timeout = kwargs.get("timeout")
 
         limiter = self._limiters.get(route.model)
@@ -318,6 +320,27 @@ class LiteLLMClient:
 
 
 _BAD_RESPONSE_HINT = "the provider answered without text; check the model id and max_tokens, or add a fallback model"
+
+# Where a request's LoRA adapter rides to the embedded provider (litellm passes extra_body through).
+_ADAPTER_KEY = "flowc_adapter"
+
+
+def _adapter_body(route: _Route, request: LMRequest) -> dict[str, Any]:
+    if route.provider != LOCAL_PROVIDER:  # a fallback model of another provider cannot take it
+        raise LMError(
+            "adapter-unsupported",
+            "a LoRA adapter can only be served by the embedded local/ models",
+            node=request.node,
+            model=route.model,
+            hint="give the model's fallbacks local/ models only, or drop the adapter",
+        )
+    assert request.adapter is not None
+    return request.adapter.model_dump()
+
+
+def _adapter_of(kwargs: dict[str, Any]) -> LoraAdapter | None:
+    raw = ((kwargs.get("optional_params") or {}).get("extra_body") or {}).get(_ADAPTER_KEY)
+    return LoraAdapter.model_validate(raw) if raw is not None else None
 
 
 # -- resolution helpers ---------------------------------------------------------------------
@@ -577,7 +600,7 @@ class LocalLLM(CustomLLM):
     def completion(self, model: str, messages: list[Any], *args: Any, **kwargs: Any) -> litellm.ModelResponse:
         """Blocking completion (litellm.completion)."""
         full = f"{LOCAL_PROVIDER}/{model}"
-        loaded = local_provider.load(full)
+        loaded = local_provider.load(full, adapter=_adapter_of(kwargs))
         timeout = local_provider.timeout_seconds(kwargs.get("timeout"))
         deadline = time.monotonic() + timeout if timeout is not None else None
         result = loaded.chat(local_provider.chat_body(messages, kwargs.get("optional_params") or {}), deadline)
@@ -587,10 +610,13 @@ class LocalLLM(CustomLLM):
     async def acompletion(self, model: str, messages: list[Any], *args: Any, **kwargs: Any) -> litellm.ModelResponse:
         """Async completion (litellm.acompletion): the blocking call runs in the model's pool."""
         full = f"{LOCAL_PROVIDER}/{model}"
-        loaded = local_provider._by_id.get(full)
+        adapter = _adapter_of(kwargs)
+        loaded = local_provider.loaded(full, adapter)
         if loaded is None:
             # The first call loads the weights (about a second): off the event loop too.
-            loaded = await asyncio.get_running_loop().run_in_executor(None, local_provider.load, full)
+            loaded = await asyncio.get_running_loop().run_in_executor(
+                None, lambda: local_provider.load(full, adapter=adapter)
+            )
         timeout = local_provider.timeout_seconds(kwargs.get("timeout"))
         deadline = time.monotonic() + timeout if timeout is not None else None
         body = local_provider.chat_body(messages, kwargs.get("optional_params") or {})

@@ -20,6 +20,21 @@ class Message(BaseModel):
     content: str
 
 
+class LoraAdapter(BaseModel):
+    """A LoRA adapter to serve a request's model with (the embedded `local/` models only).
+
+    `sha256` (the adapter's content hash) is part of the request's key; the other fields say what
+    to load and what the files must hash to before they are loaded.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    served: str  # the llama.cpp LoRA GGUF, absolute
+    sha256: str  # the adapter (safetensors) it was exported from
+    served_sha256: str
+    base_sha256: str  # the base model file it was trained on
+
+
 class LMRequest(BaseModel):
     """A provider-independent chat completion request.
 
@@ -40,11 +55,13 @@ class LMRequest(BaseModel):
     extra: dict[str, Any] = Field(default_factory=dict)
     # A decoding constraint for the reply (constraints.py): {"grammar": GBNF} or {"json_schema": ...}.
     constraint: dict[str, Any] | None = None
+    # Weights to serve the model with: a LoRA adapter (runtime/adapters.py).
+    adapter: LoraAdapter | None = None
     # Who asked: recorded in traces, never part of the canonical key.
     node: str | None = None
 
     def canonical(self) -> dict[str, Any]:
-        return {
+        out = {
             "model": self.model,
             "messages": [m.model_dump() for m in self.messages],
             "temperature": self.temperature,
@@ -53,6 +70,9 @@ class LMRequest(BaseModel):
             "stop": list(self.stop),
             "extra": self.extra,
         } | ({"constraint": self.constraint} if self.constraint is not None else {})
+        if self.adapter is not None:  # only then, so that keys without weights stay as they were
+            out["adapter"] = self.adapter.sha256
+        return out
 
     def key(self) -> str:
         """sha256 of the canonical request, the cache and replay key."""

@@ -8,7 +8,9 @@ Model ids:
 - `local/<profile>`: a profile of `local_profiles.PROFILES` (smollm2, qwen-coder-0.5b, ...);
 - `local/gguf:<absolute path>`: any GGUF file, e.g. a fine-tuned model exported by flowc.
 
-One `xllamacpp.Server` is loaded per file, lazily, and kept for the life of the process. Its
+A request may carry a LoRA adapter (`LMRequest.adapter`); `adapters.py` checks and applies it.
+
+One `xllamacpp.Server` is loaded per file and adapter, lazily, and kept for the life of the process. Its
 calls block, so they run in a small thread pool of their own, off the event loop. Calls to one
 model are limited to its number of slots (`n_parallel`, default 1): on a 2-core CPU llama.cpp's
 parallel slots gave no more tokens per second than one slot fed serially (measured: 105 vs 95
@@ -37,6 +39,8 @@ from pathlib import Path
 from typing import Any
 
 from flowc.errors import FlowcError
+from flowc.runtime import adapters
+from flowc.runtime.lm import LoraAdapter
 from flowc.runtime.local_profiles import PROFILES, gguf_path
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
@@ -189,30 +193,42 @@ def _timeout_result(message: str) -> dict[str, Any]:
     return {"error": {"code": 408, "type": "timeout", "message": message}}
 
 
-_models: dict[Path, LoadedModel] = {}
-# model id -> loaded model, so the hot path skips resolving and checking the file after the first call.
-_by_id: dict[str, LoadedModel] = {}
+# (file, adapter sha256 or "") -> loaded model: one instance per base file and adapter.
+_models: dict[tuple[Path, str], LoadedModel] = {}
+# (model id, adapter sha256 or "") -> loaded model, so the hot path skips resolving and checking files.
+_by_id: dict[tuple[str, str], LoadedModel] = {}
 _models_lock = threading.Lock()
 
 
-def load(model: str, options: LocalModelOptions | None = None) -> LoadedModel:
-    """The loaded model behind `model` (a `local/...` id), loading it on first use.
+def loaded(model: str, adapter: LoraAdapter | None = None) -> LoadedModel | None:
+    """The instance already loaded for `model` with `adapter`, if any (no I/O)."""
+    return _by_id.get((model, adapter.sha256 if adapter else ""))
+
+
+def load(model: str, options: LocalModelOptions | None = None, adapter: LoraAdapter | None = None) -> LoadedModel:
+    """The loaded model behind `model` (a `local/...` id) with `adapter`, loading it on first use.
 
     Later calls return the same instance whatever `options` they pass: one loaded copy per
-    file per process.
+    file and adapter per process. An adapter is loaded only after its files are checked
+    (`adapters.check_files`).
     """
-    loaded = _by_id.get(model)
-    if loaded is not None:
-        return loaded
+    key = adapter.sha256 if adapter else ""
+    found = _by_id.get((model, key))
+    if found is not None:
+        return found
     path = resolve_model_path(model).resolve()
     with _models_lock:
-        loaded = _models.get(path)
+        loaded = _models.get((path, key))
         if loaded is None:
             import xllamacpp
 
             opts = options or LocalModelOptions()
+            params = _params(path, _context_for(model, opts), opts)
+            if adapter is not None:
+                adapters.check_files(model, path, adapter)
+                adapters.apply(params, adapter)
             try:
-                server = xllamacpp.Server(_params(path, _context_for(model, opts), opts))
+                server = xllamacpp.Server(params)
             except Exception as e:
                 raise FlowcError(
                     "model-file-not-found",
@@ -220,8 +236,8 @@ def load(model: str, options: LocalModelOptions | None = None) -> LoadedModel:
                     hint="check that the file is a complete GGUF model",
                 ) from e
             loaded = LoadedModel(path, server, opts.n_parallel)
-            _models[path] = loaded
-        _by_id[model] = loaded
+            _models[(path, key)] = loaded
+        _by_id[(model, key)] = loaded
     return loaded
 
 

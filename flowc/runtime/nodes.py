@@ -11,6 +11,7 @@ from typing import Any
 from flowc.compile import CompiledPipeline
 from flowc.errors import OutputParseError, RuntimeFlowError
 from flowc.ir.graph import IRNode
+from flowc.runtime.adapters import lora_for
 from flowc.runtime.config import RunConfig
 from flowc.runtime.constraints import reply_constraint, wants_constraint
 from flowc.runtime.lm import LMClient, LMRequest, Message
@@ -100,6 +101,7 @@ async def _run_llm(
     decl = ctx.compiled.spec.models[node.model]
     out = OutputSpec(ports, resolve_format(spec.format, ports))
     constraint = reply_constraint(out) if wants_constraint(decl.id, decl.constrained) else None
+    adapter = lora_for(ctx.compiled, node.model)
     messages = build_messages(
         system=spec.system, prompt=spec.prompt, demos=[dict(d) for d in spec.demos], inputs=inputs, outputs=out
     )
@@ -114,6 +116,7 @@ async def _run_llm(
             api_base=decl.api_base,
             timeout_s=decl.timeout,
             constraint=constraint,
+            adapter=adapter,
             node=node.name,
         )
 

@@ -60,8 +60,10 @@ def default_client(compiled: CompiledPipeline, *, limiters: RateLimiters | None 
 
     Pass one `limiters` to every client of a job (e.g. an optimizer's own client) so that the
     spec's RPM/TPM limits hold across all of them."""
+    from flowc.runtime.adapters import preflight
     from flowc.runtime.litellm_client import LiteLLMClient
 
+    preflight(compiled)  # an adapter trained on another base fails now, on its `adapter:` line
     client = LiteLLMClient(policies(compiled), limiters=limiters)
     client.prepare(*policies(compiled))  # a bad model id or a missing model file fails now
     return client
