@@ -158,7 +158,7 @@ def _convert(raw: str, default: Any) -> Any:
 
 def cmd_optimize(args: argparse.Namespace) -> int:
     from flowc.optimizers.projection import project
-    from flowc.optimizers.writeback import optimized_source, unified_diff
+    from flowc.optimizers.writeback import copy_adapters, optimized_source, unified_diff
     from flowc.runtime.evaluate import load_dataset
     from flowc.runtime.session import home
 
@@ -208,7 +208,6 @@ def cmd_optimize(args: argparse.Namespace) -> int:
         return 0
     source_path = Path(args.spec)
     old = source_path.read_text(encoding="utf-8")
-    new = optimized_source(compiled, patched, patch)
     target = (
         source_path
         if args.write
@@ -216,6 +215,8 @@ def cmd_optimize(args: argparse.Namespace) -> int:
         if args.out
         else source_path.with_name(source_path.stem + ".optimized" + source_path.suffix)
     )
+    # Trained adapters go beside the written spec (adapters/<model>-<sha12>.*), which names them there.
+    new = optimized_source(compiled, patched, copy_adapters(patch, compiled, target.parent))
     target.write_text(new, encoding="utf-8")
     sys.stdout.write(unified_diff(old, new, str(source_path)))
     print(

@@ -21,6 +21,10 @@ It checks, with deterministic fake models (`flowc.testing.optimizer_fakes`):
 
 Override the fixtures (`spec_text`, `trainset`, `valset`, `metric`) and `pipeline_answer` /
 `optimizer_answer` to run the suite on another pipeline or another kind of optimizer.
+
+An optimizer that trains weights subclasses `WeightOptimizerContract` (below) instead: the same
+suite on a pipeline whose model is trainable, where every weights value a patch holds must name a
+served adapter (`check_weights`), and equal runs (same seed, or resumed) give the same adapter hash.
 """
 
 from __future__ import annotations
@@ -38,8 +42,10 @@ from flowc.compile import CompiledPipeline
 from flowc.optimizers.base import Optimizer, ParamPatch
 from flowc.optimizers.budget import Budget
 from flowc.optimizers.scoring import Metric, metric_from_spec
+from flowc.runtime.adapters import base_diagnostics, base_file
 from flowc.runtime.executor import Executor
 from flowc.runtime.lm import LMClient, LMRequest
+from flowc.spec.adapters import file_sha256, read_metadata, served_path
 from flowc.testing.optimizer_fakes import (
     QA_SPEC,
     QA_TRAIN,
@@ -51,15 +57,18 @@ from flowc.testing.optimizer_fakes import (
     fake_optimizer_answer,
     hurting_pipeline_answer,
     qa_pipeline_answer,
+    request_text,
 )
 
 Rows = Sequence[Mapping[str, Any]]
 
 
 def comparable(patch: ParamPatch) -> dict[str, Any]:
-    """A patch without what legitimately differs between equal runs (wall time)."""
+    """A patch without what legitimately differs between equal runs (wall time, and the run
+    directory a weights value's adapter was filed in: its content hash must be equal)."""
     data = patch.model_dump(mode="json")
     data["budget_used"] = {k: v for k, v in data["budget_used"].items() if k != "seconds"}
+    data["params"] = {k: _content_only(k, v) for k, v in data["params"].items()}
     return data
 
 
@@ -157,6 +166,7 @@ class OptimizerContract:
             assert patched.params[name].value == value
         if patch.params:
             assert patched.hash != compiled.hash
+        check_weights(patch, compiled, patched)
         return patched
 
     # -- the contract ------------------------------------------------------------------------------
@@ -297,4 +307,93 @@ class OptimizerContract:
         assert rows and not any(r["accepted"] and r.get("params") for r in rows)
 
 
-__all__ = ("OptimizerContract", "comparable", "snapshot")
+# -- weight params ------------------------------------------------------------------------------------
+
+
+def _content_only(name: str, value: Any) -> Any:
+    if name.endswith(".weights") and isinstance(value, dict):
+        return {"sha256": value.get("sha256")}
+    return value
+
+
+def check_weights(patch: ParamPatch, compiled: CompiledPipeline, patched: CompiledPipeline) -> None:
+    """Every weights value of `patch` names a servable adapter: the file exists and has the hash
+    the value names, it was trained on its model's base file, its served GGUF lies beside it,
+    and the patched pipeline (which compiled and verified) pins exactly that adapter."""
+    for name, value in patch.params.items():
+        if compiled.params[name].kind != "weights" or value is None:
+            continue
+        model = name.rsplit(".", 1)[0]
+        path = Path(value["path"])
+        path = path if path.is_absolute() else compiled.spec.base_dir / path
+        assert path.is_file(), f"{name}: the adapter {path} does not exist"
+        assert file_sha256(path) == value["sha256"], f"{name}: the adapter's sha256 is not the one the value names"
+        meta = read_metadata(path)
+        base = base_file(compiled.spec.models[model].id)
+        assert base is not None, f"{name}: the model's base file is not installed"
+        assert meta["base_sha256"] == file_sha256(base), f"{name}: the adapter was trained on another base"
+        ref = patched.adapters[model]
+        assert ref.sha256 == value["sha256"] and ref.served.is_file(), f"{name}: no served GGUF beside the adapter"
+        assert patched.weights_record()[model]["sha256"] == value["sha256"], "the artifact pins another adapter"
+        assert not base_diagnostics(patched)
+
+
+def trained_pipeline_answer(request: LMRequest) -> str:
+    """The fake pipeline model of `WeightOptimizerContract`: `qa_pipeline_answer`, except that the
+    answer step says "Paris" whenever it is served with an adapter (trained weights that help)."""
+    text = request_text(request)
+    drafting = "Think about:" in text and "Notes:" not in text
+    if request.adapter is not None and not drafting:
+        return "Paris"
+    return qa_pipeline_answer(request)
+
+
+class WeightOptimizerContract(OptimizerContract):
+    """The conformance suite of an optimizer that trains weights. Provide `make_optimizer` and the
+    `base_model` fixture (a `local/...` id whose GGUF the optimizer trains, e.g. a tiny random model
+    exported by `flowc.backbone`); the pipeline is `QA_SPEC` with that model, `trainable: true`.
+
+    On top of `OptimizerContract` (whose same-seed and resume checks compare adapter hashes): a
+    patch changes weights, each names a servable adapter (`check_weights`), the patched pipeline's
+    artifact pins it and rebuilds to the same hash, and two runs in different directories write
+    byte-identical adapters and served GGUFs.
+    """
+
+    @pytest.fixture
+    def base_model(self) -> str:
+        raise NotImplementedError("subclasses return a local/... model id the optimizer can train")
+
+    @pytest.fixture
+    def spec_text(self, base_model: str) -> str:
+        return QA_SPEC.replace('model m = "fake/model"', f'model m = "{base_model}" {{\n    trainable: true\n  }}')
+
+    def pipeline_answer(self, request: LMRequest) -> str:
+        return trained_pipeline_answer(request)
+
+    def test_weights_are_served_adapters(
+        self, compiled: CompiledPipeline, trainset: Rows, valset: Rows, metric: Metric, tmp_path: Path
+    ) -> None:
+        first = self.run(compiled, trainset, valset, metric, run_dir=tmp_path / "a")
+        weights = {k: v for k, v in first.params.items() if compiled.params[k].kind == "weights"}
+        assert weights, "the default fakes reward any adapter: the optimizer should keep one"
+        patched = self.assert_valid_patch(first, compiled)
+        art, _ = patched.write(tmp_path / "build")
+        assert CompiledPipeline.from_artifact(art).hash == patched.hash
+        second = self.run(compiled, trainset, valset, metric, run_dir=tmp_path / "b")
+        for name, value in weights.items():
+            other = second.params[name]
+            assert other["path"] != value["path"], "each job files its adapters in its own run directory"
+            assert other["sha256"] == value["sha256"], "the same seed trains the same adapter"
+            a, b = Path(value["path"]), Path(other["path"])
+            assert a.read_bytes() == b.read_bytes()
+            assert served_path(a).read_bytes() == served_path(b).read_bytes()
+
+
+__all__ = (
+    "OptimizerContract",
+    "WeightOptimizerContract",
+    "check_weights",
+    "comparable",
+    "snapshot",
+    "trained_pipeline_answer",
+)
