@@ -104,6 +104,7 @@ ErrorCode = Literal[
     "import-unsupported",
     "import-dropped",
     "template-jinja",
+    "export-unsupported",
 ]
 
 ERROR_CODES: tuple[str, ...] = get_args(ErrorCode)

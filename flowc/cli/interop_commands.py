@@ -28,6 +28,12 @@ def register(sub: Any) -> None:
     pf.add_argument("--quiet", "-q", action="store_true", help="print errors and warnings only, not notes")
     pf.set_defaults(func=cmd_import_promptflow)
 
+    p = sub.add_parser("export", help="convert a pipeline into another tool's program")
+    p.add_argument("spec", metavar="SPEC")
+    p.add_argument("--to", required=True, choices=("dspy",), help="the target (dspy: a DSPy 3.x program)")
+    p.add_argument("-o", "--out", required=True, metavar="DIR", help="where program.py and program.json go")
+    p.set_defaults(func=cmd_export)
+
 
 def _pairs(items: list[str], flag: str) -> dict[str, str]:
     out = {}
@@ -67,4 +73,23 @@ def cmd_import_promptflow(args: argparse.Namespace) -> int:
     if result.tools:
         names = ", ".join(fn for fn, _ in result.tools)
         print(f"register the tools {names} before running it (docs/language.md#tool)", file=sys.stderr)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    import flowc
+
+    compiled = flowc.compile(args.spec)
+    try:
+        from flowc.interop.dspy.export import export_dspy
+    except ModuleNotFoundError as e:
+        if e.name != "dspy":
+            raise
+        raise FlowcError(
+            "export-unsupported", "the DSPy export needs the 'dspy' package", hint="pip install 'flowc[dspy]'"
+        ) from None
+    program, state, warnings = export_dspy(compiled, args.out)
+    for w in warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    print(f"wrote {program} and {state}", file=sys.stderr)
     return 0
