@@ -5,6 +5,7 @@ Stdlib only: every layer above may import this.
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,3 +61,21 @@ def render_excerpt(source: SourceFile | None, span: Span) -> str:
     n = max(1, min(end, len(text) + 1) - span.column)
     caret = " " * (span.column - 1) + "^" * n
     return f"{span.line:>{width}} | {text.rstrip()}\n{gutter} | {caret}"
+
+
+#: Unicode categories of characters that look like nothing (or like a plain space) on screen.
+_INVISIBLE = frozenset({"Zs", "Zl", "Zp", "Cf", "Cc", "Co", "Cn"})
+
+
+def describe_char(ch: str) -> str:
+    """How to name a character in a message: `'$'`, or for one that shows as blank or nothing (a
+    no-break or zero-width space, a control character) its code point and Unicode name."""
+    if ch and unicodedata.category(ch) in _INVISIBLE and ch not in " \t\n":
+        name = unicodedata.name(ch, "") or ("a control character" if unicodedata.category(ch) == "Cc" else "unnamed")
+        return f"U+{ord(ch):04X} ({name})"
+    return repr(ch)
+
+
+def is_invisible(ch: str) -> bool:
+    """Whether `ch` shows as a blank or as nothing although it is not a plain space, tab or newline."""
+    return bool(ch) and unicodedata.category(ch) in _INVISIBLE and ch not in " \t\r\n"
