@@ -48,6 +48,49 @@ class SourceFile:
         return Span(self.path, line, col, line, col + max(length, 1))
 
 
+_ESCAPE_WIDTH = {"x": 4, "u": 6, "U": 10}
+_HEX = frozenset("0123456789abcdefABCDEF")
+
+
+def value_column(line: str, column: int, offset: int, end_column: int | None = None) -> int:
+    """The column of character `offset` of a string value whose text starts at `column` of `line`.
+
+    A value written in quotes on one line is not its source text character for character: in
+    double quotes an escape (a backslash and `n`, `"` or `u00e9`) is one character of the value and
+    several of the source; in single quotes (YAML) two quotes are one; a one-line triple-quoted
+    block starts three columns later. Unquoted text maps one to one. The quoting is recognised
+    around the span the front ends record for a string: from just past the opening quote to just
+    before the closing one.
+    """
+    before = line[column - 2] if 2 <= column <= len(line) + 1 else ""
+    if before in ("'", '"') and (end_column is None or line[end_column - 1 : end_column] == before):
+        quote = before
+    elif line.startswith('"""', column - 1):
+        quote, column = '"""', column + 3
+    else:
+        return column + offset
+    i, n = column - 1, 0
+    while n < offset and i < len(line):
+        if quote == "'" and line.startswith("''", i):
+            i += 2
+        elif quote == '"' and line[i] == "\\":
+            i += _escape_width(line, i)
+        elif quote == '"""' and line[i] == "\\" and line[i + 1 : i + 2] in ('"', "\\"):
+            i += 2
+        else:
+            i += 1
+        n += 1
+    return i + 1 + (offset - n)
+
+
+def _escape_width(line: str, i: int) -> int:
+    """Source characters of the escape at `i` that make one character of the value."""
+    width = _ESCAPE_WIDTH.get(line[i + 1 : i + 2], 2)
+    digits = line[i + 2 : i + width]
+    high_surrogate = width == 6 and len(digits) == 4 and set(digits) <= _HEX and 0xD800 <= int(digits, 16) < 0xDC00
+    return 12 if high_surrogate and line.startswith("\\u", i + 6) else width  # a surrogate pair is one character
+
+
 def render_excerpt(source: SourceFile | None, span: Span) -> str:
     """The source line of `span` with a gutter and a caret line under the span."""
     if source is None:
