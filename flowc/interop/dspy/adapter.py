@@ -63,12 +63,35 @@ def node_meta(signature: type[dspy.Signature]) -> tuple[OutputSpec, str | None]:
     return OutputSpec(ports, fmt), system
 
 
+def node_name(signature: type[dspy.Signature]) -> str | None:
+    for f in signature.output_fields.values():
+        meta = (f.json_schema_extra or {}).get("flowc")
+        if isinstance(meta, Mapping):
+            return str(meta.get("node"))
+    return None
+
+
+def is_flowc_signature(signature: type[dspy.Signature]) -> bool:
+    return any("flowc" in (f.json_schema_extra or {}) for f in signature.output_fields.values())
+
+
 class FlowcAdapter(dspy.Adapter):
-    """Formats and parses exactly as flowc's executor does (runtime/prompting.py, runtime/outputs.py)."""
+    """Formats and parses exactly as flowc's executor does (runtime/prompting.py, runtime/outputs.py).
+
+    Signatures that flowc did not export (an optimizer's own, e.g. MIPROv2's instruction proposer)
+    go through DSPy's ChatAdapter."""
+
+    def __init__(self, lms: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
+        """`lms`: node name → the LM that node calls (its model), over the LM DSPy passes in."""
+        super().__init__(**kwargs)
+        self.fallback = dspy.ChatAdapter()
+        self.lms = dict(lms or {})
 
     def format(
         self, signature: type[dspy.Signature], demos: list[dict[str, Any]], inputs: dict[str, Any]
     ) -> list[dict[str, Any]]:
+        if not is_flowc_signature(signature):
+            return list(self.fallback.format(signature, demos, inputs))
         spec, system = node_meta(signature)
         names = list(signature.input_fields)
         prompt = prompt_from_instructions(signature.instructions, names)
@@ -83,6 +106,8 @@ class FlowcAdapter(dspy.Adapter):
         return [{"role": m.role, "content": m.content} for m in messages]
 
     def parse(self, signature: type[dspy.Signature], completion: str) -> dict[str, Any]:
+        if not is_flowc_signature(signature):
+            return dict(self.fallback.parse(signature, completion))
         spec, _system = node_meta(signature)
         values = parse_outputs(completion, spec, node=signature.__name__)
         return {k: (None if v is MISSING else v) for k, v in values.items()}
@@ -95,6 +120,9 @@ class FlowcAdapter(dspy.Adapter):
         demos: list[dict[str, Any]],
         inputs: dict[str, Any],
     ) -> list[dict[str, Any]]:
+        if not is_flowc_signature(signature):
+            return list(self.fallback(lm, lm_kwargs, signature, demos, inputs))
+        lm = self.lms.get(node_name(signature) or "", lm)
         messages = self.format(signature, demos, inputs)
         reply = _complete(lm, messages, lm_kwargs)
         try:

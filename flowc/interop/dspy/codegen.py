@@ -129,7 +129,7 @@ class _Writer:
         out = [f"class {cls}(dspy.Signature):", f"    {spec.prompt!r}", ""]
         for port, expr in spec.inputs.items():
             out.append(f"    {port}: {python_type(_binding_type(self.g, expr))} = dspy.InputField()")
-        meta = {"format": fmt, "system": spec.system}
+        meta = {"format": fmt, "system": spec.system, "node": name}
         for port, t in body_ports.items():
             out.append(f"    {port}: {python_type(t)} = flowc_output({str(t)!r}, **{meta!r})")
         return "\n".join(out)
