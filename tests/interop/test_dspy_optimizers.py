@@ -122,8 +122,22 @@ def test_cli_optimize_with_a_dspy_optimizer_writes_the_spec_back(
         val = tmp_path / "val.jsonl"
         val.write_text("".join(json.dumps(r) + "\n" for r in QA_VAL))
         rc = main(
-            ["optimize", str(spec), "-O", "dspy:BootstrapFewShotWithRandomSearch", "--data", str(data), "--val",
-             str(val), "--set", "num_candidates=2", "--budget-calls", "300", "--run-dir", str(tmp_path / "run")]
+            [
+                "optimize",
+                str(spec),
+                "-O",
+                "dspy:BootstrapFewShotWithRandomSearch",
+                "--data",
+                str(data),
+                "--val",
+                str(val),
+                "--set",
+                "num_candidates=2",
+                "--budget-calls",
+                "300",
+                "--run-dir",
+                str(tmp_path / "run"),
+            ]
         )
     assert rc == 0
     out = capsys.readouterr().out

@@ -20,24 +20,10 @@ from typing import Any
 import dspy
 
 from flowc.errors import OutputParseError
+from flowc.interop.templates import prompt_from_instructions
 from flowc.runtime.outputs import MISSING, OutputSpec, parse_outputs
 from flowc.runtime.prompting import build_messages, repair_message
-from flowc.spec.template import TemplateError, placeholders
 from flowc.spec.types import DOC, DOC_RECORD, ListT, OptionalT, TypeExpr, parse_type
-
-
-def prompt_from_instructions(instructions: str, inputs: list[str]) -> str:
-    """The flowc prompt template that sends what `instructions` + the inputs send under the adapter.
-
-    Raises TemplateError when the instructions hold a malformed placeholder or one naming no input."""
-    used = {p.name for p in placeholders(instructions)}
-    unknown = sorted(used - set(inputs))
-    if unknown:
-        raise TemplateError(f"the instructions use {{{{{unknown[0]}}}}}, which is not an input", 0)
-    missing = [i for i in inputs if i not in used]
-    if not missing:
-        return instructions
-    return instructions.rstrip() + "\n\n" + "\n".join(f"{i}: {{{{{i}}}}}" for i in missing)
 
 
 def _resolve(t: TypeExpr) -> TypeExpr:

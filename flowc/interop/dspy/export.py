@@ -16,8 +16,8 @@ from typing import Any
 
 from flowc.compile import CompiledPipeline
 from flowc.errors import FlowcError
-from flowc.interop.dspy.adapter import prompt_from_instructions
 from flowc.interop.dspy.codegen import Exported, program_source
+from flowc.interop.templates import prompt_from_instructions
 from flowc.spec.models import LLMNode, MapNode
 from flowc.spec.template import TemplateError
 
