@@ -82,7 +82,7 @@ def test_reflective_dspy_optimizers_run_through_the_job(tmp_path: Path, cls_name
     compiled = flowc.compile(QA_SPEC)
     p_lm, o_lm = FunctionLM(qa_pipeline_answer), FunctionLM(_reflector)
     cls = get_optimizer(cls_name)
-    opt = cls(pipeline_lm=p_lm, optimizer_lm=o_lm, max_metric_calls=12, max_steps=1, num_candidates=2)
+    opt = cls(pipeline_lm=p_lm, optimizer_lm=o_lm, max_metric_calls=12, simba_steps=1, num_candidates=2)
     patch = opt.optimize(
         compiled,
         trainset=[dict(x) for x in QA_TRAIN],

@@ -27,11 +27,10 @@ from typing import Any, ClassVar
 
 from flowc.compile import CompiledPipeline
 from flowc.errors import FlowcError
-from flowc.optimizers.base import AsyncOptimizer, ParamPatch, Provenance, trainable_params
-from flowc.optimizers.budget import Budget, BudgetExceeded
 from flowc.optimizers.dspy.bridge import Halted, dspy_lm
 from flowc.optimizers.job import Job
 from flowc.optimizers.scoring import Metric, accept
+from flowc.optimizers.skeleton import Run, StepOptimizer, StepReport
 from flowc.runtime.lm import LMClient
 from flowc.spec.models import ModelDecl
 
@@ -48,50 +47,32 @@ def _require_dspy() -> Any:
     return dspy
 
 
-@dataclass
-class DSPyOptimizer(AsyncOptimizer):
+@dataclass(kw_only=True)
+class DSPyOptimizer(StepOptimizer):
     """Args:
     pipeline_lm / optimizer_lm: the clients of the pipeline's nodes and of the optimizer's own calls.
     optimizer_model: the model id of the optimizer's own calls (MIPROv2's proposer, GEPA's reflection).
     max_bootstrapped_demos / max_labeled_demos: demos per predictor.
     num_candidates: candidate programs (instructions for MIPROv2; demo sets for random search).
-    num_trials: MIPROv2's search trials; max_steps: SIMBA's steps; max_metric_calls: GEPA's budget.
+    num_trials: MIPROv2's search trials; simba_steps: SIMBA's steps; max_metric_calls: GEPA's budget.
     num_threads: DSPy's threads (1 keeps runs, and so resume, deterministic).
     """
 
-    pipeline_lm: LMClient
     optimizer_lm: LMClient | None = None
     optimizer_model: str | None = None
     max_bootstrapped_demos: int = 2
     max_labeled_demos: int = 2
     num_candidates: int = 3
     num_trials: int = 3
-    max_steps: int = 2
+    simba_steps: int = 2
     max_metric_calls: int = 40
     num_threads: int = 1
-    only: Sequence[str] | None = None
-    frozen: Sequence[str] = ()
-    resume: bool = False
 
     name: ClassVar[str] = "dspy"
+    param_kinds: ClassVar[tuple[str, ...]] = ("prompt", "demos")
     teleprompter: ClassVar[str] = ""
     #: DSPy optimizers that call a model of their own (for the job's optimizer client)
     uses_optimizer_lm: ClassVar[bool] = False
-
-    def settings(self) -> dict[str, Any]:
-        return {
-            "teleprompter": self.teleprompter,
-            "max_bootstrapped_demos": self.max_bootstrapped_demos,
-            "max_labeled_demos": self.max_labeled_demos,
-            "num_candidates": self.num_candidates,
-            "num_trials": self.num_trials,
-            "max_steps": self.max_steps,
-            "max_metric_calls": self.max_metric_calls,
-            "num_threads": self.num_threads,
-            "optimizer_model": self.optimizer_model,
-            "only": list(self.only or []),
-            "frozen": list(self.frozen),
-        }
 
     def projected_calls(self, compiled: CompiledPipeline, n_train: int, n_val: int) -> dict[str, tuple[int, int]]:
         from flowc.optimizers.projection import forward_calls
@@ -149,7 +130,7 @@ class DSPyOptimizer(AsyncOptimizer):
                 metric=metric,
                 bsize=4,
                 num_candidates=self.num_candidates,
-                max_steps=self.max_steps,
+                max_steps=self.simba_steps,
                 max_demos=self.max_bootstrapped_demos,
                 prompt_model=reflection_lm,
                 num_threads=self.num_threads,
@@ -200,107 +181,49 @@ class DSPyOptimizer(AsyncOptimizer):
             if self.teleprompter not in ("BootstrapFewShot", "SIMBA"):
                 kwargs["valset"] = examples(valset)
             optimized = tp.compile(program.instance, **kwargs)
-        allowed = set(trainable_params(compiled, self.only, self.frozen))
-        return {k: v for k, v in params_from_program(compiled, program, optimized).items() if k in allowed}
+        return params_from_program(compiled, program, optimized)
 
-    # -- the job -------------------------------------------------------------------------------------
+    # -- the job: the validation baseline (the skeleton's), then one step: DSPy's run and the gate --
 
-    async def optimize_async(
-        self,
-        compiled: CompiledPipeline,
-        *,
-        trainset: Sequence[Mapping[str, Any]],
-        valset: Sequence[Mapping[str, Any]],
-        metric: Metric,
-        budget: Budget,
-        seed: int,
-        run_dir: Path | None = None,
-    ) -> ParamPatch:
-        job = Job(
-            self.name,
-            compiled,
-            pipeline_lm=self.pipeline_lm,
-            optimizer_lm=self.optimizer_lm or self.pipeline_lm,
-            budget=budget,
-            seed=seed,
-            trainset=trainset,
-            valset=valset,
-            settings=self.settings(),
-            run_dir=run_dir,
-            resume=self.resume,
-        )
-        st: dict[str, Any] = job.state or {"step": 0, "val_before": None, "params": None, "val_after": None}
-        stopped: str | None = None
+    def finished(self, run: Run) -> bool:
+        return bool(run.state.get("done"))
+
+    def max_steps(self) -> int | None:
+        return 1
+
+    async def step(self, run: Run) -> StepReport:
+        halted = Halted()
+        # DSPy runs in a worker thread; its calls come back to this loop, where the job's clients
+        # live (their connections and rate limiters belong to it).
+        loop = asyncio.get_running_loop()
+        args = (run.compiled, run.job, loop, run.trainset, run.valset, run.metric, run.seed, halted)
         try:
-            if st["val_before"] is None:
-                st["val_before"] = (await job.scorer.evaluate(compiled, valset, metric)).mean
-                st["step"] = 1
-                job.checkpoint(st["step"], st)
-            if st["params"] is None:
-                halted = Halted()
-                # DSPy runs in a worker thread; its calls come back to this loop, where the job's
-                # clients live (their connections and rate limiters belong to it).
-                loop = asyncio.get_running_loop()
-                try:
-                    params = await asyncio.to_thread(
-                        self._run_dspy, compiled, job, loop, trainset, valset, metric, seed, halted
-                    )
-                except Exception:
-                    if halted.error is None:
-                        raise
-                    params = {}
-                if halted.error is not None:
-                    raise halted.error
-                st["params"] = params
-                st["step"] = 2
-                job.log(step=2, event="dspy", teleprompter=self.teleprompter, params=sorted(params))
-                if not params:  # DSPy kept the program as it was
-                    job.candidate(
-                        step=2, id="dspy", parent="base", params=[], scores={"val": st["val_before"]}, accepted=False
-                    )
-                job.checkpoint(st["step"], st)
-            if st["params"] and st["val_after"] is None:
-                patched = compiled.with_params(st["params"])
-                val_after = (await job.scorer.evaluate(patched, valset, metric)).mean
-                st["val_after"], st["step"] = val_after, 3
-                job.candidate(
-                    step=3,
-                    id="dspy",
-                    parent="base",
-                    params=sorted(st["params"]),
-                    scores={"val": val_after, "val_before": st["val_before"]},
-                    accepted=accept(val_after, float(st["val_before"])),
-                )
-                job.checkpoint(st["step"], st)
-        except BudgetExceeded as e:
-            stopped = f"budget: {e.axis}"
-        finally:
-            job.close()
-        before = st["val_before"] or 0.0
-        kept = bool(st["params"]) and st["val_after"] is not None and accept(st["val_after"], before)
-        values = dict(st["params"]) if kept else {}
-        prov = {
-            k: Provenance(
-                optimizer=self.name,
-                step=st["step"],
-                candidate="dspy",
-                parent="base",
-                scores={"val_before": before, "val_after": st["val_after"]},
-                rationale=f"DSPy {self.teleprompter}",
-            )
-            for k in values
-        }
-        return ParamPatch(
-            pipeline=compiled.name,
-            base_hash=compiled.hash,
-            optimizer=self.name,
-            seed=seed,
-            params=values,
-            provenance=prov,
-            scores={"val_before": before, "val_after": st["val_after"] if kept else before},
-            budget_used=job.meter.used(),
-            stopped_by=stopped,
+            params = await asyncio.to_thread(self._run_dspy, *args)
+        except Exception:
+            if halted.error is None:
+                raise
+            params = {}
+        if halted.error is not None:
+            raise halted.error  # the budget (the skeleton stops with the baseline) or a kill
+        params = {k: v for k, v in params.items() if k in run.params}
+        run.state["done"] = True
+        run.log(event="dspy", teleprompter=self.teleprompter, params=sorted(params))
+        if not params:  # DSPy kept the program as it was
+            run.candidate(id="dspy", parent="base", params=[], scores={"val": run.val_best}, accepted=False)
+            return StepReport(accepted=None, phase=self.teleprompter)
+        run.state["updates"] += 1
+        val = await run.validate(params)
+        accepted = val is not None and accept(val, run.val_best)
+        run.candidate(
+            id="dspy",
+            parent="base",
+            params=sorted(params),
+            scores={"val": val if val is not None else 0.0, "val_before": run.val_best},
+            accepted=accepted,
         )
+        if accepted:
+            run.keep(params, val=val, candidate="dspy", rationale=dict.fromkeys(params, f"DSPy {self.teleprompter}"))
+        return StepReport(val=val, accepted=accepted, phase=self.teleprompter)
 
 
 def _retrievers(compiled: CompiledPipeline, job: Job, loop: asyncio.AbstractEventLoop) -> dict[str, Any]:

@@ -22,18 +22,17 @@ the uninterrupted one would and pays for no call twice.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, ClassVar
 
 from flowc.compile import CompiledPipeline
 from flowc.errors import FlowcError
-from flowc.optimizers.base import AsyncOptimizer, ParamPatch, Provenance, trainable_params
-from flowc.optimizers.budget import Budget, BudgetExceeded
+from flowc.optimizers.base import trainable_params
+from flowc.optimizers.budget import BudgetExceeded
 from flowc.optimizers.gepa.adapter import Evaluated, FlowcGEPAAdapter, Trace, pareto_front
-from flowc.optimizers.job import Job
-from flowc.optimizers.scoring import Metric, accept
+from flowc.optimizers.scoring import accept
+from flowc.optimizers.skeleton import Run, StepOptimizer, StepReport
 from flowc.runtime.lm import LMClient, LMRequest, Message
 
 #: What flowc adds to gepa's own reflection prompt: the texts it evolves are templates.
@@ -55,37 +54,32 @@ def reflection_template() -> str:
     return base.replace(marker, TEMPLATE_NOTE + "\n\n" + marker, 1)
 
 
-@dataclass
-class GEPA(AsyncOptimizer):
+@dataclass(kw_only=True)
+class GEPA(StepOptimizer):
     """Args:
-    pipeline_lm / optimizer_lm: the pipeline's client and the reflection model's.
-    optimizer_model: the reflection model's id.
+    optimizer_lm / optimizer_model: the reflection model's client and id.
     max_metric_calls: examples gepa may evaluate in all (its own budget).
     minibatch: training examples per reflection.
     components: which param kinds evolve (prompt, system).
     """
 
-    pipeline_lm: LMClient
     optimizer_lm: LMClient | None = None
     optimizer_model: str | None = None
     max_metric_calls: int = 60
     minibatch: int = 3
     components: tuple[str, ...] = ("prompt",)
-    only: Sequence[str] | None = None
-    frozen: Sequence[str] = ()
-    resume: bool = False
 
     name: ClassVar[str] = "gepa"
 
-    def settings(self) -> dict[str, Any]:
-        return {
-            "max_metric_calls": self.max_metric_calls,
-            "minibatch": self.minibatch,
-            "components": list(self.components),
-            "optimizer_model": self.optimizer_model,
-            "only": list(self.only or []),
-            "frozen": list(self.frozen),
-        }
+    def select_params(self, compiled: CompiledPipeline) -> list[str]:
+        params = trainable_params(compiled, self.only, self.frozen, kinds=self.components)
+        if not params:
+            raise FlowcError(
+                "invalid-value",
+                f"pipeline '{compiled.name}' has no trainable {'/'.join(self.components)} param for gepa",
+                hint="mark an llm node 'trainable: true', or check --only/--freeze and --set components=...",
+            )
+        return params
 
     def projected_calls(self, compiled: CompiledPipeline, n_train: int, n_val: int) -> dict[str, tuple[int, int]]:
         from flowc.optimizers.projection import forward_calls
@@ -108,129 +102,79 @@ class GEPA(AsyncOptimizer):
 
         return reflect
 
-    async def optimize_async(
-        self,
-        compiled: CompiledPipeline,
-        *,
-        trainset: Sequence[Mapping[str, Any]],
-        valset: Sequence[Mapping[str, Any]],
-        metric: Metric,
-        budget: Budget,
-        seed: int,
-        run_dir: Path | None = None,
-    ) -> ParamPatch:
-        try:
-            import gepa
-        except ModuleNotFoundError as e:
-            if e.name != "gepa":
-                raise
-            raise FlowcError(
-                "unknown-name", "GEPA needs the 'gepa' package", hint="pip install 'flowc[gepa]'"
-            ) from None
-        names = trainable_params(compiled, self.only, self.frozen, kinds=self.components)
-        job = Job(
-            self.name,
-            compiled,
-            pipeline_lm=self.pipeline_lm,
-            optimizer_lm=self.optimizer_lm or self.pipeline_lm,
-            budget=budget,
-            seed=seed,
-            trainset=trainset,
-            valset=valset,
-            settings=self.settings(),
-            run_dir=run_dir,
-            resume=self.resume,
-        )
-        seed_candidate = {n: str(compiled.params[n].value) for n in names}
-        loop = asyncio.get_running_loop()
-        adapter = FlowcGEPAAdapter(compiled, job, metric, loop, list(valset))
-        st: dict[str, Any] = job.state or {"step": 0, "val_scores": None}
-        stopped: str | None = None
-        model = self.optimizer_model or next(iter(compiled.spec.models.values())).id
-        try:
-            if st["val_scores"] is None:
-                traces = await adapter.run(seed_candidate, list(valset))
-                st["val_scores"] = [t.score for t in traces]
-                st["step"] = 1
-                job.checkpoint(st["step"], st)
-            else:  # resumed: the baseline's scores are in the saved state, gepa need not run it again
-                adapter.seed_memo(
-                    seed_candidate, list(valset), [Trace(ex, None, s, "") for ex, s in zip(valset, st["val_scores"])]
-                )
-            adapter.evaluated.append(Evaluated(seed_candidate, list(st["val_scores"])))
-            if names and trainset:
-                await asyncio.to_thread(
-                    gepa.optimize,
-                    seed_candidate=seed_candidate,
-                    trainset=list(trainset),
-                    valset=list(valset),
-                    adapter=adapter,
-                    reflection_lm=self._reflection(loop, job.optimizer_lm, model),
-                    reflection_prompt_template=reflection_template(),
-                    candidate_selection_strategy="pareto",
-                    reflection_minibatch_size=self.minibatch,
-                    max_metric_calls=self.max_metric_calls,
-                    seed=seed,
-                    raise_on_exception=True,
-                    display_progress_bar=False,
-                )
-        except BudgetExceeded as e:
-            stopped = f"budget: {e.axis}"
-        finally:
-            job.close()
-        return self._patch(compiled, job, adapter, seed_candidate, st, seed, stopped)
+    # -- the job: baseline (per validation example), one gepa step, the gate -----------------------
 
-    def _patch(
-        self,
-        compiled: CompiledPipeline,
-        job: Job,
-        adapter: FlowcGEPAAdapter,
-        seed_candidate: dict[str, str],
-        st: dict[str, Any],
-        seed: int,
-        stopped: str | None,
-    ) -> ParamPatch:
+    async def start(self, run: Run) -> None:
+        ev = await run.evaluate(run.compiled, run.valset)
+        run.state["val_scores"] = [s.score for s in ev.items]
+        run.state["val_base"] = run.state["val_best"] = ev.mean
+
+    def finished(self, run: Run) -> bool:
+        return bool(run.state.get("done")) and not run.state.get("stop_axis")
+
+    def max_steps(self) -> int | None:
+        return 1
+
+    def extra_scores(self, state: Mapping[str, Any]) -> dict[str, float]:
+        return {k: float(state[k]) for k in ("candidates", "pareto") if k in state}
+
+    async def step(self, run: Run) -> StepReport:
+        if run.state.get("stop_axis"):  # the gepa step ran out of budget and kept its best: stop here
+            axis = str(run.state["stop_axis"])
+            raise BudgetExceeded(axis, f"the {axis} budget ran out during the gepa run")
+        import gepa
+
+        seed = {p: str(run.compiled.params[p].value) for p in run.params}
+        loop = asyncio.get_running_loop()
+        adapter = FlowcGEPAAdapter(run.compiled, run.job, run.metric, loop, list(run.valset))
+        baseline = [Trace(ex, None, s, "") for ex, s in zip(run.valset, run.state["val_scores"], strict=True)]
+        adapter.seed_memo(seed, list(run.valset), baseline)  # gepa scores the seed: known already
+        adapter.evaluated.append(Evaluated(seed, list(run.state["val_scores"])))
+        model = self.optimizer_model or next(iter(run.compiled.spec.models.values())).id
+        try:
+            await asyncio.to_thread(
+                gepa.optimize,
+                seed_candidate=seed,
+                trainset=list(run.trainset),
+                valset=list(run.valset),
+                adapter=adapter,
+                reflection_lm=self._reflection(loop, run.job.optimizer_lm, model),
+                reflection_prompt_template=reflection_template(),
+                candidate_selection_strategy="pareto",
+                reflection_minibatch_size=self.minibatch,
+                max_metric_calls=self.max_metric_calls,
+                seed=run.seed,
+                raise_on_exception=True,
+                display_progress_bar=False,
+            )
+        except BudgetExceeded as e:
+            run.state["stop_axis"] = e.axis  # keep the best so far; the next step stops the job
+        run.state["done"] = True
+        return self._settle(run, adapter, seed)
+
+    def _settle(self, run: Run, adapter: FlowcGEPAAdapter, seed: dict[str, str]) -> StepReport:
+        """Log every candidate scored on the validation set (with the frontier) and keep the best."""
         evaluated = adapter.evaluated
         front = set(pareto_front(evaluated))
-        before = evaluated[0].mean if evaluated else 0.0
-        best = max(range(len(evaluated)), key=lambda i: (evaluated[i].mean, -i)) if evaluated else 0
+        base = evaluated[0].mean
+        best = max(range(len(evaluated)), key=lambda i: (evaluated[i].mean, -i))
+        kept = best > 0 and accept(evaluated[best].mean, base)
         for i, e in enumerate(evaluated):
-            changed = sorted(k for k, v in e.candidate.items() if seed_candidate.get(k) != v)
-            job.candidate(
-                step=st["step"] + i,
+            run.candidate(
                 id=f"g{i}",
-                parent="base" if i else None,
-                params=changed,
+                parent=None if i == 0 else "g0",
+                params=sorted(k for k, v in e.candidate.items() if seed.get(k) != v),
                 scores={"val": e.mean, "per_example": e.scores},
                 pareto=i in front,
-                accepted=i == best and i > 0 and accept(e.mean, before),
+                accepted=kept and i == best,
             )
-        values: dict[str, Any] = {}
-        after = before
-        if evaluated and best > 0 and accept(evaluated[best].mean, before):
-            after = evaluated[best].mean
-            params = adapter.params(evaluated[best].candidate)
-            values = {k: v for k, v in params.items() if v != compiled.params[k].value}
-        prov = {
-            k: Provenance(
-                optimizer=self.name,
-                step=st["step"],
-                candidate=f"g{best}",
-                parent="base",
-                scores={"val_before": before, "val_after": after},
-                rationale=f"GEPA: best of {len(evaluated)} candidates on the validation set "
-                f"({len(front)} on the Pareto frontier)",
-            )
-            for k in values
-        }
-        return ParamPatch(
-            pipeline=compiled.name,
-            base_hash=compiled.hash,
-            optimizer=self.name,
-            seed=seed,
-            params=values,
-            provenance=prov,
-            scores={"val_before": before, "val_after": after},
-            budget_used=job.meter.used(),
-            stopped_by=stopped,
+        run.state["candidates"], run.state["pareto"] = len(evaluated), len(front)
+        if not kept:
+            return StepReport(val=base, accepted=None if len(evaluated) == 1 else False, phase="gepa")
+        run.state["updates"] += 1
+        values = adapter.params(evaluated[best].candidate)
+        why = f"GEPA: best of {len(evaluated)} candidates on the validation set ({len(front)} on the Pareto frontier)"
+        run.keep(
+            values, val=evaluated[best].mean, candidate=f"g{best}", parent="g0", rationale=dict.fromkeys(values, why)
         )
+        return StepReport(val=evaluated[best].mean, accepted=True, phase="gepa")
