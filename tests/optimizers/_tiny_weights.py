@@ -1,10 +1,10 @@
 """A tiny weight-training optimizer for the tests: real LoRA training with `flowc.backbone`.
 
-`TinyLoraSFT` scores the pipeline on the validation set, trains a LoRA adapter of every trainable
-model for a few supervised steps on the training pairs (question → answer, through the base
-model's chat template), files it with `flowc.optimizers.weights.AdapterStore`, scores the patched
-pipeline, and keeps the adapter when the score does not drop. Every phase is checkpointed, so a
-killed job resumes without training again once the adapter is filed. The base is a random-init
+`TinyLoraSFT` (on the shared `StepOptimizer` skeleton) scores the pipeline on the validation set,
+trains a LoRA adapter of every trainable model for a few supervised steps on the training pairs
+(question → answer, through the base model's chat template), files it with
+`flowc.optimizers.weights.AdapterStore`, scores the patched pipeline, and keeps the adapter when the
+score does not drop. The base is a random-init
 tiny llama (`tiny_base`), so a run takes seconds on a CPU; llama.cpp serves it like any GGUF.
 
 The suite trains a dozen times in one process: the loaded backbone is shared between runs (it is
@@ -14,10 +14,9 @@ immutable), and jax's persistent compilation cache spares recompiling the same t
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import jax
 
@@ -27,12 +26,10 @@ from flowc.backbone.export import export_params
 from flowc.backbone.gguf_io import GGUFModelFile
 from flowc.backbone.model import init_params
 from flowc.compile import CompiledPipeline
-from flowc.optimizers.base import AsyncOptimizer, ParamPatch, Provenance
-from flowc.optimizers.budget import Budget, BudgetExceeded
-from flowc.optimizers.job import Job
-from flowc.optimizers.scoring import Metric, accept
-from flowc.optimizers.weights import AdapterStore, trainable_models
-from flowc.runtime.lm import LMClient
+from flowc.optimizers.budget import BudgetExceeded
+from flowc.optimizers.scoring import accept
+from flowc.optimizers.skeleton import Run, StepOptimizer, StepReport
+from flowc.optimizers.weights import AdapterStore, TrainableModel, trainable_models
 from flowc.runtime.local_profiles import gguf_path
 
 #: A random llama with SmolLM2's vocabulary and chat template (its tokenizer is copied from SmolLM2).
@@ -57,17 +54,18 @@ def _backbone(path: Path) -> Backbone:
     return Backbone.load(path)
 
 
-@dataclass
-class TinyLoraSFT(AsyncOptimizer):
-    pipeline_lm: LMClient
+@dataclass(kw_only=True)
+class TinyLoraSFT(StepOptimizer):
+    """One step: train an adapter of every trainable model, file it, validate, keep it if the
+    validation score does not drop. A job killed during the step trains again on resume, to the
+    same adapter (same seed, same data), which `AdapterStore.publish` files under the same name."""
+
     steps: int = 2
     rank: int = 2
     learning_rate: float = 0.05
-    only: Sequence[str] | None = None
-    frozen: Sequence[str] = ()
-    resume: bool = False
 
     name: ClassVar[str] = "tiny-lora-sft"
+    param_kinds: ClassVar[tuple[str, ...]] = ("weights",)
 
     def projected_calls(self, compiled: CompiledPipeline, n_train: int, n_val: int) -> dict[str, tuple[int, int]]:
         from flowc.optimizers.projection import forward_calls
@@ -75,91 +73,39 @@ class TinyLoraSFT(AsyncOptimizer):
         best, worst = forward_calls(compiled)
         return {"validation before": (n_val * best, n_val * worst), "validation after": (n_val * best, n_val * worst)}
 
-    async def optimize_async(
-        self,
-        compiled: CompiledPipeline,
-        *,
-        trainset: Sequence[Mapping[str, Any]],
-        valset: Sequence[Mapping[str, Any]],
-        metric: Metric,
-        budget: Budget,
-        seed: int,
-        run_dir: Path | None = None,
-    ) -> ParamPatch:
-        models = trainable_models(compiled, self.only, self.frozen)
-        job = Job(
-            self.name,
-            compiled,
-            pipeline_lm=self.pipeline_lm,
-            optimizer_lm=self.pipeline_lm,
-            budget=budget,
-            seed=seed,
-            trainset=trainset,
-            valset=valset,
-            settings={"steps": self.steps, "rank": self.rank, "learning_rate": self.learning_rate},
-            run_dir=run_dir,
-            resume=self.resume,
-        )
-        store = AdapterStore(job.rundir.path)
-        st: dict[str, Any] = job.state or {"step": 0, "val_base": None, "values": None, "val_new": None}
-        stopped = None
-        try:
-            if st["val_base"] is None:
-                st["val_base"] = (await job.scorer.evaluate(compiled, valset, metric)).mean
-                st["step"] = 1
-                job.checkpoint(st["step"], st)
-            if st["values"] is None:
-                if budget.seconds is not None and job.meter.seconds >= budget.seconds:
-                    raise BudgetExceeded("seconds", f"the time budget of {budget.seconds}s is spent")
-                st["values"] = {m.param: self._train(m, store, trainset, metric, seed) for m in models}
-                st["step"] = 2
-                job.checkpoint(st["step"], st)
-            if st["val_new"] is None:
-                patched = compiled.with_params(st["values"])
-                st["val_new"] = (await job.scorer.evaluate(patched, valset, metric)).mean
-                st["step"] = 3
-                job.candidate(
-                    step=3,
-                    id="c1",
-                    parent="base",
-                    params={k: v["sha256"] for k, v in st["values"].items()},
-                    scores={"val": st["val_new"]},
-                    accepted=accept(st["val_new"], st["val_base"]),
-                )
-                job.checkpoint(st["step"], st)
-        except BudgetExceeded as e:
-            stopped = f"budget: {e.axis}"
-        finally:
-            job.close()
-        base = st["val_base"] or 0.0
-        kept = st["val_new"] is not None and accept(st["val_new"], base)
-        values = dict(st["values"]) if kept else {}
-        prov = {
-            k: Provenance(optimizer=self.name, step=3, candidate="c1", parent="base", scores={"val": st["val_new"]})
-            for k in values
-        }
-        return ParamPatch(
-            pipeline=compiled.name,
-            base_hash=compiled.hash,
-            optimizer=self.name,
-            seed=seed,
-            params=values,
-            provenance=prov,
-            scores={"val_before": base, "val_after": st["val_new"] if kept else base},
-            budget_used=job.meter.used(),
-            stopped_by=stopped,
-        )
+    def max_steps(self) -> int:
+        return 1
 
-    def _train(
-        self, model: Any, store: AdapterStore, trainset: Sequence[Mapping[str, Any]], metric: Metric, seed: int
-    ) -> dict[str, str]:
+    def finished(self, run: Run) -> bool:
+        return int(run.state["step"]) >= 1
+
+    async def step(self, run: Run) -> StepReport:
+        budget = run.job.meter.budget
+        if budget.seconds is not None and run.job.meter.seconds >= budget.seconds:
+            raise BudgetExceeded("seconds", f"the time budget of {budget.seconds}s is spent")
+        store = AdapterStore(run.job.rundir.path)
+        models = [m for m in trainable_models(run.compiled, self.only, self.frozen) if m.param in run.params]
+        values = {m.param: self._train(m, store, run) for m in models}
+        val = await run.validate(values)
+        accepted = val is not None and accept(val, run.val_best)
+        run.state["updates"] += 1
+        run.candidate(
+            id="c1", parent="base", params={k: v["sha256"] for k, v in values.items()}, scores={"val": val},
+            accepted=accepted,
+        )  # fmt: skip
+        if accepted:
+            run.keep(values, val=val, candidate="c1", parent="base")
+        return StepReport(val=val, accepted=accepted)
+
+    def _train(self, model: TrainableModel, store: AdapterStore, run: Run) -> dict[str, str]:
         bb = _backbone(model.base_path)
         trainer = LoraTrainer.create(
-            bb, LoraConfig(rank=self.rank, alpha=2.0 * self.rank), learning_rate=self.learning_rate, seed=seed
+            bb, LoraConfig(rank=self.rank, alpha=2.0 * self.rank), learning_rate=self.learning_rate, seed=run.seed
         )
+        target = run.metric.target
         examples = [
-            chat_example(bb.tokenizer, [{"role": "user", "content": str(ex["question"])}], str(ex[metric.target]))
-            for ex in trainset
+            chat_example(bb.tokenizer, [{"role": "user", "content": str(ex["question"])}], str(ex[target]))
+            for ex in run.trainset
         ]
         batch = make_batch(examples, pad_id=bb.end_of_turn_id)
         for _ in range(self.steps):
