@@ -50,7 +50,7 @@ def base_diagnostics(compiled: CompiledPipeline) -> list[Diagnostic]:
     """An `adapter-base-mismatch` diagnostic, located on its `adapter:` line, for every adapter
     (of the pipeline and its subflows) trained on another base file than its model's."""
     out: list[Diagnostic] = []
-    for c in (compiled, *compiled.subflows.values()):
+    for c in _with_subflows(compiled):
         for name, ref in c.adapters.items():
             model_id = c.spec.models[name].id
             base = base_file(model_id)
@@ -70,6 +70,14 @@ def base_diagnostics(compiled: CompiledPipeline) -> list[Diagnostic]:
                     "or train the adapter on this model",
                 )
             )
+    return out
+
+
+def _with_subflows(compiled: CompiledPipeline) -> list[CompiledPipeline]:
+    """The pipeline and every flow it imports, at any depth."""
+    out = [compiled]
+    for sub in compiled.subflows.values():
+        out.extend(_with_subflows(sub))
     return out
 
 

@@ -250,3 +250,16 @@ def test_adapter_files_are_byte_reproducible(tmp_path: Path) -> None:
     assert (len(canonical_safetensors(blob)) - len(blob[8 + n :])) % 8 == 0
     (tmp_path / "x.safetensors").write_bytes(canonical_safetensors(blob))
     assert read_metadata(tmp_path / "x.safetensors")["base_sha256"] == "0" * 64
+
+
+def test_the_weights_interface_imports_no_jax() -> None:
+    """JADE and POQD import jax themselves; the interface they build on, the runtime that serves
+    adapters and the conformance suite must not."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, flowc.optimizers.weights, flowc.optimizers.writeback, flowc.runtime.adapters, "
+        "flowc.testing.contracts; assert 'jax' not in sys.modules, 'jax was imported'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
