@@ -73,8 +73,6 @@ ErrorCode = Literal[
     "adapter-unsupported",
     "adapter-not-found",
     "adapter-invalid",
-    "adapter-base-mismatch",
-    "adapter-checksum-mismatch",
     # -- passes and plugins -----------------------------------------------------------------
     "unknown-pass",
     "invalid-pass-option",
@@ -100,6 +98,8 @@ ErrorCode = Literal[
     "corpus-invalid",
     "model-file-not-found",
     "model-checksum-mismatch",
+    "adapter-base-mismatch",
+    "adapter-checksum-mismatch",
     "dataset-invalid",
     "run-not-found",
     "artifact-invalid",
