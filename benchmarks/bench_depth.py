@@ -139,12 +139,12 @@ def run_one(name: str, depth: int, args: argparse.Namespace) -> dict[str, Any]:
         optimizer_lm: LMClient = FunctionLM(GrowingCritic(share=args.share))
         model = "fake/critic"
     else:
-        from flowc.runtime.litellm_client import LiteLLMClient
+        from flowc.runtime.client import ModelClient
         from flowc.runtime.session import default_client
 
         pipeline_lm = default_client(compiled)
         model = args.optimizer_lm or args.lm
-        optimizer_lm = pipeline_lm if model == args.lm else LiteLLMClient()
+        optimizer_lm = pipeline_lm if model == args.lm else ModelClient()
     p_count, o_count = CountingLM(pipeline_lm), CountingLM(optimizer_lm)
     opt = OPTIMIZERS[name](p_count, o_count, model, args)
     t0 = time.perf_counter()

@@ -111,7 +111,7 @@ def load_splits(args: argparse.Namespace) -> tuple[Rows, Rows, Rows]:
 
 
 def make_clients(args: argparse.Namespace, compiled: CompiledPipeline) -> tuple[LMClient, LMClient]:
-    from flowc.runtime.litellm_client import LiteLLMClient
+    from flowc.runtime.client import ModelClient
     from flowc.runtime.session import default_client
 
     pipeline_lm = default_client(compiled)
@@ -121,7 +121,7 @@ def make_clients(args: argparse.Namespace, compiled: CompiledPipeline) -> tuple[
         return pipeline_lm, FunctionLM(GrowingCritic(share=0.5, hint=FAKE_HINT))
     if args.optimizer_lm == args.lm:
         return pipeline_lm, pipeline_lm
-    return pipeline_lm, LiteLLMClient()
+    return pipeline_lm, ModelClient()
 
 
 def _tep(p: LMClient, o: LMClient, a: argparse.Namespace) -> Any:

@@ -9,7 +9,7 @@ clients' work is on the measured process. The server's latency is chosen per req
 name: `openai/fake` answers at once, `openai/fake-100ms` after 100 ms.
 
 (a) Overhead per LM call. One 4-node chain (rewrite -> draft -> critique -> answer, four `llm`
-    nodes) run by flowc's Executor (LiteLLMClient, no cache, no store), the same four requests
+    nodes) run by flowc's Executor (ModelClient, no cache, no store), the same four requests
     (captured from flowc's first run) made with raw `litellm.acompletion`, and DSPy: a dspy.Module
     of four chained dspy.Predict, with litellm as its transport (`engine="litellm"`, the same HTTP
     path as flowc) and with its default engine (its own HTTP client). Plain httpx POSTs are the
@@ -223,11 +223,11 @@ def compile_spec(text: str, **subs: str) -> Any:
 
 
 def executor_for(compiled: Any) -> Any:
+    from flowc.runtime.client import ModelClient
     from flowc.runtime.executor import Executor
-    from flowc.runtime.litellm_client import LiteLLMClient
     from flowc.runtime.session import policies
 
-    return Executor(compiled, lm=LiteLLMClient(policies(compiled)))
+    return Executor(compiled, lm=ModelClient(policies(compiled)))
 
 
 def _check(result: Any) -> Any:
@@ -413,7 +413,7 @@ def _stub_acompletion() -> Callable[..., Awaitable[Any]]:
 async def _own_work(url: str, runs: int, rounds: int, profile_out: Path | None) -> dict[str, Any]:
     """Each system's own work per call: `litellm.acompletion` replaced by a coroutine that builds the
     server's answer in process, so no I/O and no litellm remain, only what the system itself does
-    around the call (flowc: scheduling, prompts, parsing, records, LiteLLMClient's request and
+    around the call (flowc: scheduling, prompts, parsing, records, ModelClient's request and
     response handling; DSPy: its adapter, signatures, callbacks). CPU-bound and in one process, so
     this is far less sensitive to a loaded machine than (a)'s end-to-end figures."""
     import litellm

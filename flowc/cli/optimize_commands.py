@@ -69,7 +69,7 @@ def _metric(args: argparse.Namespace, compiled: flowc.CompiledPipeline) -> Metri
 
 def build_optimizer(name: str, compiled: flowc.CompiledPipeline, args: argparse.Namespace) -> Any:
     from flowc.optimizers.registry import get_optimizer
-    from flowc.runtime.litellm_client import LiteLLMClient
+    from flowc.runtime.client import ModelClient
     from flowc.runtime.ratelimit import RateLimiters
     from flowc.runtime.session import default_client, policies
 
@@ -79,7 +79,7 @@ def build_optimizer(name: str, compiled: flowc.CompiledPipeline, args: argparse.
     limiters = RateLimiters()
     pipeline_lm = default_client(compiled, limiters=limiters)
     model = args.optimizer_model or next(iter(compiled.spec.models.values())).id
-    optimizer_lm = LiteLLMClient(policies(compiled), limiters=limiters)
+    optimizer_lm = ModelClient(policies(compiled), limiters=limiters)
     only = [x for x in (args.only or "").split(",") if x] or None
     frozen = [x for x in args.freeze.split(",") if x]
     kwargs: dict[str, Any] = {"pipeline_lm": pipeline_lm, "only": only, "frozen": frozen, "resume": args.resume}

@@ -9,10 +9,10 @@ import pytest
 
 import flowc
 from flowc.errors import OutputParseError
+from flowc.runtime.client import ModelClient
 from flowc.runtime.constraints import reply_constraint, wants_constraint
 from flowc.runtime.executor import Executor
 from flowc.runtime.fakes import ScriptedLM
-from flowc.runtime.litellm_client import LiteLLMClient
 from flowc.runtime.lm import LMRequest, chat
 from flowc.runtime.local_provider import chat_body
 from flowc.runtime.outputs import OutputSpec, parse_outputs
@@ -135,7 +135,7 @@ def test_the_constraint_is_part_of_the_cache_key_only_when_present() -> None:
 def test_the_grammar_reaches_an_openai_compatible_server_in_the_body() -> None:
     with FakeOpenAIServer() as srv:
         req = LMRequest(model="openai/served", messages=chat(None, "q"), constraint={"grammar": 'root ::= "a"'})
-        asyncio.run(LiteLLMClient({"openai/served": ModelPolicy(api_base=srv.base_url)}).complete(req))
+        asyncio.run(ModelClient({"openai/served": ModelPolicy(api_base=srv.base_url)}).complete(req))
         (hit,) = srv.hits_log
     assert hit.body["grammar"] == 'root ::= "a"'
 
@@ -175,7 +175,7 @@ def test_the_embedded_model_replies_within_the_grammar(ports: dict, fmt: str) ->
         max_tokens=96,
         constraint=reply_constraint(spec),
     )
-    reply = asyncio.run(LiteLLMClient().complete(req))
+    reply = asyncio.run(ModelClient().complete(req))
     values = parse_outputs(reply.text, spec, node="n")
     assert set(values) == set(ports)
     if fmt == "tagged":
