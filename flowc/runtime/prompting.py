@@ -5,7 +5,7 @@ cache key) depends only on them."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 from flowc.runtime.lm import Message
 from flowc.runtime.outputs import OutputSpec, format_instructions, render_reply
@@ -53,7 +53,7 @@ def user_message(prompt: str, inputs: Mapping[str, Any], instructions: str) -> M
     return _message("user", _user(prompt, inputs, instructions))
 
 
-def _message(role: str, content: str) -> Message:
+def _message(role: Literal["system", "user", "assistant"], content: str) -> Message:
     # Built from trusted parts on the hot path: skip validation (a role is one of three literals here).
     return Message.model_construct(role=role, content=content)
 
