@@ -451,13 +451,21 @@ class Executor:
 
     async def _step_traced(self, state: _RunState, name: str, inputs: dict[str, Any]) -> _Outcome:
         node = self.graph.node(name)
-        step = StepRecord(
+        # Built from trusted values, every field given: no validation and no default factories
+        # (which pydantic inspects on each model_construct) on the hot path.
+        step = StepRecord.model_construct(
             seq=len(state.steps),
             node=name,
             kind=node.kind,
             iteration=state.fired(name),
             inputs=_jsonable(inputs),
+            outputs={},
+            status="ok",
+            error=None,
+            note=None,
             started_s=time.perf_counter() - state.started,
+            duration_s=0.0,
+            lm_calls=[],
         )
         t0 = time.perf_counter()
         recorder = RecordingClient(state.lm, step.lm_calls)
