@@ -6,12 +6,13 @@ import argparse
 import random
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import flowc
 from flowc.errors import FlowcError
-from flowc.optimizers.budget import Budget
-from flowc.optimizers.scoring import Metric, metric_by_name, metric_from_spec
+
+if TYPE_CHECKING:  # the optimizers load the runtime (numpy, retrieval): only when a command runs
+    from flowc.optimizers.scoring import Metric
 
 
 def register(sub: Any) -> None:
@@ -62,6 +63,8 @@ def _split(rows: list[dict[str, Any]], fraction: float, seed: int) -> tuple[list
 
 
 def _metric(args: argparse.Namespace, compiled: flowc.CompiledPipeline) -> Metric:
+    from flowc.optimizers.scoring import metric_by_name, metric_from_spec
+
     if args.metric:
         return metric_by_name(args.metric, args.output or next(iter(compiled.spec.outputs)), args.target)
     return metric_from_spec(compiled)
@@ -171,6 +174,8 @@ def cmd_optimize(args: argparse.Namespace) -> int:
     if not train:
         raise FlowcError("dataset-invalid", "no training examples left", hint="pass more data or --val")
     metric = _metric(args, compiled)
+    from flowc.optimizers.budget import Budget
+
     budget = Budget(args.budget_calls, args.budget_tokens, args.budget_usd, args.budget_seconds)
     optimizer, model = build_optimizer(args.optimizer, compiled, args)
     phases = optimizer.projected_calls(compiled, len(train), len(val))

@@ -5,9 +5,8 @@ It serves `openai/<model>` ids: OpenAI itself, and any OpenAI-compatible server 
 is one POST of a JSON body and one JSON reply, so doing it directly costs a fraction of going
 through litellm (docs/benchmarks.md, "The native transport"):
 
-- one `aiohttp.ClientSession` per event loop, shared by every client in the process, keeps
-  connections alive between calls; it is closed when its loop shuts down (`asyncio.run` and
-  pytest's runners finalize async generators, which is how the session learns of it);
+- one `aiohttp.ClientSession` per event loop (`pool.py`), shared by every client in the process,
+  keeps connections alive between calls; aiohttp is imported on the first call that goes out;
 - aiohttp, not httpx: on the fake server httpx's async client took 3.8x the CPU per sequential call
   and a tenth of the throughput at concurrency 16 (`benchmarks/bench_runtime.py --sections h`);
 - what a request sends besides its messages (model, temperature, max_tokens, seed, stop, the
@@ -25,17 +24,12 @@ goes only to the provider's own hosts. Proxies come from the usual environment v
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import time
 import urllib.request
-import weakref
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
-
-import aiohttp
 
 from flowc.errors import LMConnectionError, LMError, LMRateLimited, LMServerError, LMTimeout
 from flowc.runtime.lm import LMRequest, LMResponse
@@ -83,7 +77,6 @@ BODY_PARAMS = frozenset(
 # OpenAI's reasoning models take other parameters (max_completion_tokens, no temperature); litellm
 # knows their rules, so on OpenAI's own endpoint they go through it.
 _REASONING = ("o1", "o3", "o4", "gpt-5", "codex")
-_CONNECTIONS = 256  # per session: beyond this, requests queue for a free connection
 
 
 def serves(model: str, policy: ModelPolicy) -> bool:
@@ -117,7 +110,6 @@ class _Route:
     price_out: float
     # serialized settings -> the body's opening bytes, up to where the messages go
     prefixes: dict[tuple[Any, ...], tuple[Any, Any, bytes]] = field(default_factory=dict)
-    timeouts: dict[float | None, aiohttp.ClientTimeout] = field(default_factory=dict)
 
 
 class NativeTransport:
@@ -148,19 +140,12 @@ class NativeTransport:
             raise _missing_key(route, request)
         body = _body(route, request)
         timeout_s = request.timeout_s if request.timeout_s is not None else route.timeout_s
-        timeout = route.timeouts.get(timeout_s)
-        if timeout is None:
-            timeout = route.timeouts[timeout_s] = aiohttp.ClientTimeout(total=timeout_s)
-        session = await _session()
+        from flowc.runtime.transports import pool  # aiohttp: loaded by the first call that goes out
+
         start = time.perf_counter()
         try:
-            async with session.post(
-                route.url, data=body, headers=route.headers, timeout=timeout, proxy=route.proxy
-            ) as resp:
-                status = resp.status
-                raw = await resp.read()
-                headers = resp.headers
-        except TimeoutError as e:
+            status, raw, headers = await pool.post(route.url, body, route.headers, timeout_s, route.proxy)
+        except pool.Timeout as e:
             raise LMTimeout(
                 "lm-timeout",
                 f"no answer within {timeout_s} s",
@@ -168,7 +153,7 @@ class NativeTransport:
                 model=route.model,
                 hint="raise the model's timeout in the spec, lower max_tokens, or add a fallback model",
             ) from e
-        except aiohttp.ClientPayloadError as e:
+        except pool.BrokenBody as e:
             raise LMConnectionError(
                 "lm-connection",
                 f"the connection to {route.base} broke before the whole answer arrived ({_reason(e)})",
@@ -176,7 +161,7 @@ class NativeTransport:
                 model=route.model,
                 hint="a proxy or the server cut the reply short; raise retries, or check the server's logs",
             ) from e
-        except (aiohttp.ClientError, OSError) as e:
+        except pool.Unreachable as e:
             raise LMConnectionError(
                 "lm-connection",
                 f"cannot reach {route.base}: {_reason(e)}",
@@ -285,43 +270,6 @@ def _prefix(route: _Route, request: LMRequest) -> bytes:
     fields.pop("messages", None)
     text = json.dumps(fields, ensure_ascii=False, separators=(",", ":"))
     return (text[:-1] + ',"messages":').encode()
-
-
-# -- one pooled session per event loop --------------------------------------------------------
-
-_sessions: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[aiohttp.ClientSession, Any]] = (
-    weakref.WeakKeyDictionary()
-)
-_last: tuple[asyncio.AbstractEventLoop | None, aiohttp.ClientSession | None] = (None, None)
-
-
-async def _session() -> aiohttp.ClientSession:
-    """The running loop's session, created on its first call."""
-    global _last
-    loop = asyncio.get_running_loop()
-    if _last[0] is loop and _last[1] is not None and not _last[1].closed:
-        return _last[1]
-    entry = _sessions.get(loop)
-    if entry is None or entry[0].closed:
-        session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=_CONNECTIONS, ttl_dns_cache=300),
-            trust_env=False,  # proxies are read explicitly below; trust_env would also read ~/.netrc
-        )
-        keeper = _close_with_loop(session)
-        await keeper.__anext__()
-        entry = (session, keeper)
-        _sessions[loop] = entry
-    _last = (loop, entry[0])
-    return entry[0]
-
-
-async def _close_with_loop(session: aiohttp.ClientSession) -> AsyncIterator[None]:
-    """An async generator left suspended: the loop closes it at shutdown (shutdown_asyncgens),
-    which closes the session inside that loop, before the loop is gone."""
-    try:
-        yield
-    finally:
-        await session.close()
 
 
 def _proxy_for(base: str) -> str | None:
