@@ -71,10 +71,12 @@ class LiteLLMTransport:
         self._routes: dict[tuple[str, str | None], _Route] = {}
 
     def prepare(self, model: str, policy: ModelPolicy) -> None:
-        if self._policies.get(model) == policy and (model, policy.api_base) in self._routes:
+        if self._policies.get(model) == policy and (model, None) in self._routes:
             return
         self._policies[model] = policy
-        self._route(model, policy.api_base)
+        route = self._route(model, None)  # a request without an api_base of its own: the policy's
+        if policy.api_base is not None:
+            self._routes[(model, policy.api_base)] = route
 
     async def complete(self, request: LMRequest) -> LMResponse:
         route = self._routes.get((request.model, request.api_base)) or self._route(request.model, request.api_base)

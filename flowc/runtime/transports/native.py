@@ -130,7 +130,9 @@ class NativeTransport:
                 hint="remove 'transport: native' to let flowc route the model through litellm",
             )
         self._policies[model] = policy
-        self._route(model, policy.api_base)
+        route = self._route(model, None)  # a request without an api_base of its own: the policy's
+        if policy.api_base is not None:
+            self._routes[(model, policy.api_base)] = route
 
     async def complete(self, request: LMRequest) -> LMResponse:
         route = self._routes.get((request.model, request.api_base))
