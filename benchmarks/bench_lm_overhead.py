@@ -11,7 +11,8 @@ and p90 of single-call wall times in ms, pooled over rounds, and the median of p
 medians (robust to a round that was disturbed).
 
 Clients: a plain `httpx.AsyncClient` POST (the floor), raw `litellm.acompletion`, flowc's
-`ModelClient.complete`, and DSPy's `LM.acall` with its default engine and with its litellm
+`ModelClient.complete` on its litellm transport ("flowc ModelClient", the row compared with raw
+litellm) and on its native transport, and DSPy's `LM.acall` with its default engine and with its litellm
 engine (skipped with a note when dspy is not installed; caching off). Writes
 `benchmarks/results/lm_overhead.json`.
 """
@@ -85,16 +86,21 @@ def make_clients(url: str) -> tuple[dict[str, Call], list[str]]:
         )
         return r.choices[0].message.content
 
-    flowc_client = ModelClient({"openai/fake": ModelPolicy(api_base=url)})
+    flowc_client = ModelClient({"openai/fake": ModelPolicy(api_base=url, transport="litellm")})
+    native_client = ModelClient({"openai/fake": ModelPolicy(api_base=url)})
     request = LMRequest(model="openai/fake", messages=chat(SYSTEM, USER), max_tokens=16)
 
     async def flowc_lm() -> Any:
         return (await flowc_client.complete(request)).text
 
+    async def flowc_native() -> Any:
+        return (await native_client.complete(request)).text
+
     clients: dict[str, Call] = {
         "httpx (plain HTTP)": plain_httpx,
         "litellm.acompletion": raw_litellm,
         "flowc ModelClient": flowc_lm,
+        "flowc ModelClient (native transport)": flowc_native,
     }
     try:
         import dspy
@@ -182,7 +188,7 @@ async def flowc_own_work(calls: int) -> dict[str, float]:
     async def stub(**kwargs: Any) -> Any:
         return prebuilt
 
-    client = ModelClient({"openai/fake": ModelPolicy(api_base="http://127.0.0.1:9/v1")})
+    client = ModelClient({"openai/fake": ModelPolicy(api_base="http://127.0.0.1:9/v1", transport="litellm")})
     request = LMRequest(model="openai/fake", messages=chat(SYSTEM, USER), max_tokens=16)
     real = litellm.acompletion
     litellm.acompletion = stub

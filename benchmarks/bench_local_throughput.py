@@ -5,8 +5,8 @@
 Both sides use the same loaded model (one `xllamacpp.Server` in this process), the same prompts,
 greedy decoding and the same max_tokens, so they generate the same tokens. The direct side calls
 `Server.handle_chat_completions(dict)` on the main thread; the flowc side awaits
-`ModelClient.complete` with `local/...` (litellm's custom provider, a worker thread, response
-validation). Prompts alternate between the two sides one by one, in a rotating order, so load
+`ModelClient.complete` with `local/...` (the embedded transport: a worker thread, response
+checks). Prompts alternate between the two sides one by one, in a rotating order, so load
 from other processes on the machine hits both alike. Reported: completion tokens / wall seconds
 per side, and the ratio (goal >= 0.9). Writes `benchmarks/results/local_throughput.json`.
 """
