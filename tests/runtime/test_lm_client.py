@@ -221,3 +221,51 @@ def test_local_generation_stops_between_tokens_when_cancelled(tmp_path: Path) ->
     out = LoadedModel(tmp_path / "m.gguf", server, n_parallel=1).chat({"messages": []}, cancel=cancel)
     assert server.stopped_at == 5  # llama.cpp was told to stop at once, not after 100 tokens
     assert out["error"]["type"] == "timeout"
+
+
+def test_a_specs_transport_and_key_variable_reach_the_policy() -> None:
+    import flowc
+    from flowc.runtime.session import policies
+
+    spec = """
+pipeline p {
+  input q: str
+  output a: str <- n.a
+  model m = "openai/qwen" {
+    api_base: "https://vllm.example.com/v1"
+    api_key_env: "MY_VLLM_KEY"
+    transport: litellm
+  }
+  node n: llm {
+    prompt: "{{q}}"
+    q <- q
+    output a: str
+  }
+}
+"""
+    compiled = flowc.compile(spec)
+    pol = policies(compiled)["openai/qwen"]
+    assert (pol.transport, pol.api_key_env) == ("litellm", "MY_VLLM_KEY")
+    assert "MY_VLLM_KEY" in compiled.lockfile()["models"]["m"].values()  # the name, never a value
+    client = ModelClient(policies(compiled))
+    assert client.transport_of("openai/qwen") == "litellm"
+
+
+def test_transport_choice_per_model() -> None:
+    lm = ModelClient(
+        {
+            "openai/o3-mini": ModelPolicy(),  # a reasoning model on OpenAI's endpoint: litellm knows its rules
+            "openai/served": ModelPolicy(api_base="http://127.0.0.1:8000/v1"),
+            "openai/pinned": ModelPolicy(api_base="http://127.0.0.1:8000/v1", transport="litellm"),
+        }
+    )
+    assert lm.transport_of("openai/gpt-4o-mini") == "native"
+    assert lm.transport_of("openai/served") == "native"
+    assert lm.transport_of("openai/o3-mini") == "litellm"
+    assert lm.transport_of("openai/pinned") == "litellm"
+    assert lm.transport_of("local/smollm2") == "embedded"
+    with pytest.raises(LMError) as info:
+        ModelClient({"anthropic/claude-3-5-haiku-latest": ModelPolicy(transport="native")}).prepare(
+            "anthropic/claude-3-5-haiku-latest"
+        )
+    assert info.value.code == "lm-bad-request" and "transport" in (info.value.hint or "")
