@@ -7,13 +7,14 @@ through litellm (docs/benchmarks.md, "The native transport"):
 
 - one `aiohttp.ClientSession` per event loop (`pool.py`), shared by every client in the process,
   keeps connections alive between calls; aiohttp is imported on the first call that goes out;
-- aiohttp, not httpx: on the fake server httpx's async client took 3.8x the CPU per sequential call
-  and a tenth of the throughput at concurrency 16 (`benchmarks/bench_runtime.py --sections h`);
+- aiohttp, not httpx: on the fake server httpx's async client took 3x the CPU per sequential call
+  and had a seventh of the throughput at concurrency 16 (`benchmarks/bench_runtime.py --sections h`);
 - what a request sends besides its messages (model, temperature, max_tokens, seed, stop, the
   decoding constraint) is serialized once per distinct set of settings and reused, so a node's
   calls only serialize their messages;
-- the reply is read with the standard json module (orjson saved ~7 us a call: not worth a
-  compiled dependency at this size).
+- bodies and replies go through the standard json module: orjson would save ~10 us a call
+  (dumps and loads of these small documents), not worth a compiled dependency when flowc's whole
+  own work is ~70 us a call and the call itself milliseconds.
 
 Errors are typed as on every path (lm-timeout, lm-rate-limited with the server's Retry-After,
 lm-server-error, lm-connection, lm-auth, lm-bad-request, lm-bad-response); retries, limits and
