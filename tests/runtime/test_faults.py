@@ -346,3 +346,14 @@ async def test_a_named_key_variable_that_is_unset_is_an_auth_error(
     with pytest.raises(LMError) as info:
         await client(server, api_key_env="MY_UNSET_KEY").complete(ask())
     assert info.value.code == "lm-auth" and "MY_UNSET_KEY" in (info.value.hint or "")
+
+
+async def test_a_named_keys_value_is_scrubbed_whatever_its_variable_is_called(
+    server: FakeOpenAIServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flowc.runtime.secrets import scrub
+
+    monkeypatch.setenv("VLLM_CRED", "cred-0123456789-abcdef")  # a name without KEY/TOKEN/SECRET in it
+    await client(server, api_key_env="VLLM_CRED").complete(ask())
+    assert server.hits_log[0].headers["authorization"] == "Bearer cred-0123456789-abcdef"
+    assert scrub("the server said: bad cred-0123456789-abcdef") == "the server said: bad ***"

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from flowc.errors import LMError
+from flowc.runtime.secrets import treat_as_secret
 from flowc.spec.endpoints import ENV_NAME, credential_problem
 
 __all__ = ["ENV_NAME", "Credential", "credential_for", "credential_problem", "is_loopback", "is_own_host"]
@@ -126,6 +127,7 @@ def credential_for(model: str, api_base: str | None, api_key_env: str | None, *,
                 hint=f"keep the key for this server in its own variable (export MY_SERVER_KEY=...) and name it "
                 f"with api_key_env; {api_key_env} goes only to its provider's own endpoints",
             )
+        treat_as_secret(api_key_env)
         return Credential(api_key_env, named=True)
     if api_base is None or env_base or is_own_host(provider, api_base):
         keys = PROVIDERS.get(provider, ((), ()))[0]

@@ -238,22 +238,16 @@ class NativeTransport:
 
 def _body(route: _Route, request: LMRequest) -> bytes:
     """The JSON body: the settings' serialized prefix (built once per distinct settings) + messages."""
-    key = (
-        request.temperature,
-        request.max_tokens,
-        request.seed,
-        request.stop,
-        id(request.constraint),
-        id(request.extra),
-    )
+    extra = request.extra or None  # requests built one by one each bring a new empty dict
+    key = (request.temperature, request.max_tokens, request.seed, request.stop, id(request.constraint), id(extra))
     cached = route.prefixes.get(key)
-    if cached is not None and cached[0] is request.constraint and (cached[1] is request.extra or not request.extra):
+    if cached is not None and cached[0] is request.constraint and cached[1] is extra:
         prefix = cached[2]
     else:
         prefix = _prefix(route, request)
         if len(route.prefixes) > 256:  # settings vary per call (a caller building new dicts): bound it
             route.prefixes.clear()
-        route.prefixes[key] = (request.constraint, request.extra, prefix)
+        route.prefixes[key] = (request.constraint, extra, prefix)
     messages = [{"role": m.role, "content": m.content} for m in request.messages]
     return prefix + json.dumps(messages, ensure_ascii=False, separators=(",", ":")).encode() + b"}"
 
