@@ -42,7 +42,7 @@ def _optional_command_modules() -> list[Any]:
     import importlib
 
     found = []
-    for name in ("flowc.cli.run_commands", "flowc.cli.optimize_commands"):
+    for name in ("flowc.cli.run_commands", "flowc.cli.optimize_commands", "flowc.cli.interop_commands"):
         try:
             found.append(importlib.import_module(name))
         except ModuleNotFoundError as e:
