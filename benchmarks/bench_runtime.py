@@ -4,7 +4,7 @@
 
 Every figure is a ratio measured side by side in one run against an OpenAI-compatible fake server
 (flowc.testing.fake_server) in its own process, so only the clients' work is on the measured
-process. DSPy rows need the `dspy` extra (pip install 'flowc[dspy]'); without it they are skipped
+process. DSPy rows need the `dspy` extra (make .venv/.test installs it); without it they are skipped
 and said so. Goals (issue 14) are printed beside each figure.
 
 (a) Per LM call, sequential: a 4-node chain at zero latency, one pipeline run of each system in
