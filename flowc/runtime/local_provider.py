@@ -1,8 +1,7 @@
 """The embedded local provider: GGUF models served in process on the CPU through xllamacpp.
 
-`flowc.runtime.litellm_client` registers these models with litellm as a custom provider named `local`,
-so `model="local/smollm2"` goes through litellm (and so through `LiteLLMClient`'s retries, limits and
-error mapping) like any provider; this module only loads and serves the weights, and imports no litellm.
+`flowc.runtime.transports.embedded` calls these models directly (through `ModelClient`'s retries,
+limits and error mapping, like any model); this module only loads and serves the weights.
 Model ids:
 
 - `local/<profile>`: a profile of `local_profiles.PROFILES` (smollm2, qwen-coder-0.5b, ...);
@@ -27,7 +26,6 @@ and ships a server, so one code path serves both uses.
 
 from __future__ import annotations
 
-import os
 import signal
 import threading
 import time
@@ -42,9 +40,6 @@ from flowc.errors import FlowcError
 from flowc.runtime import adapters
 from flowc.runtime.lm import LoraAdapter
 from flowc.runtime.local_profiles import PROFILES, gguf_path
-
-os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-
 
 PROVIDER = "local"
 _GGUF_PREFIX = "gguf:"
@@ -242,7 +237,7 @@ def load(model: str, options: LocalModelOptions | None = None, adapter: LoraAdap
 
 
 def chat_body(messages: list[Any], optional_params: dict[str, Any]) -> dict[str, Any]:
-    """The llama.cpp chat request for litellm-style `messages` and optional params."""
+    """The llama.cpp chat request for OpenAI-style `messages` and settings (`extra_body` holds a constraint)."""
     body: dict[str, Any] = {"messages": messages}
     for key in ("temperature", "max_tokens", "seed", "stop", "top_p", "top_k", "response_format"):
         if key in optional_params and optional_params[key] is not None:
@@ -299,7 +294,7 @@ def serve_model(
 ) -> ServedModel:
     """Serve a local model as an OpenAI-compatible HTTP server (llama.cpp's, in this process).
 
-    Other processes then call it through litellm as `openai/<anything>` with
+    Other processes then call it as `openai/<anything>` with
     `api_base=<ServedModel.base_url>`, sharing one loaded copy of the model. The server runs in
     background threads until `stop()` (or the process ends); `flowc serve-model` blocks on it.
 

@@ -18,7 +18,7 @@ from flowc.cli.main import main
 from flowc.compile import CompiledPipeline
 from flowc.errors import FlowcError, LMError, SpecErrors
 from flowc.runtime.adapters import base_diagnostics, lora_for, preflight
-from flowc.runtime.litellm_client import LiteLLMClient
+from flowc.runtime.client import ModelClient
 from flowc.runtime.lm import LMRequest, LoraAdapter, chat
 from flowc.spec.adapters import canonical_safetensors, file_sha256, read_metadata
 
@@ -233,7 +233,7 @@ async def test_an_adapter_cannot_reach_a_remote_model() -> None:
     adapter = LoraAdapter(served="/x.gguf", sha256="1" * 64, served_sha256="2" * 64, base_sha256="3" * 64)
     req = LMRequest(model="openai/gpt-4o-mini", messages=chat(None, "hi"), adapter=adapter, node="qa")
     with pytest.raises(LMError) as e:
-        await LiteLLMClient().complete(req)
+        await ModelClient().complete(req)
     assert e.value.code == "adapter-unsupported"
 
 
