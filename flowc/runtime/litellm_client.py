@@ -39,7 +39,7 @@ from flowc.errors import (
     LMServerError,
     LMTimeout,
 )
-from flowc.runtime import local_provider
+from flowc.runtime import attempts, local_provider
 from flowc.runtime.lm import LMRequest, LMResponse
 from flowc.runtime.policy import DEFAULT_POLICY, ModelPolicy
 from flowc.runtime.ratelimit import RateLimiters, estimate_tokens
@@ -207,16 +207,19 @@ class LiteLLMClient:
     async def _call_with_retries(self, route: _Route, request: LMRequest) -> LMResponse:
         attempt = 0
         while True:
+            started = time.perf_counter()
             try:
                 return await self._attempt(route, request)
             except LMError as e:
                 retry_after = getattr(e, "retry_after", None)
                 if not e.retryable or attempt >= route.policy.retries:
+                    _report_attempt(route, attempt, e, started, None)
                     raise
                 attempt += 1
                 wait = route.policy.backoff_s(attempt, self._rng.random())
                 if retry_after is not None:
                     wait = max(wait, min(retry_after, route.policy.backoff_max_s))
+                _report_attempt(route, attempt - 1, e, started, wait)
                 await self._sleep(wait)
 
     async def _attempt(self, route: _Route, request: LMRequest) -> LMResponse:
@@ -315,6 +318,20 @@ class LiteLLMClient:
             latency_s=latency,
             finish_reason=finish,
         )
+
+
+def _report_attempt(route: _Route, attempt: int, e: LMError, started: float, retry_in: float | None) -> None:
+    """Tell the recorder of this call (attempts.py) that attempt `attempt` (0-based) failed."""
+    attempts.report(
+        attempts.AttemptRecord(
+            model=route.model,
+            attempt=attempt + 1,
+            error_code=e.code,
+            error=e.diagnostic.message,
+            latency_s=time.perf_counter() - started,
+            retry_in_s=retry_in,
+        )
+    )
 
 
 _BAD_RESPONSE_HINT = "the provider answered without text; check the model id and max_tokens, or add a fallback model"
