@@ -349,6 +349,16 @@ def _prices(model: str) -> tuple[float, float]:
     return float(info.get("input_cost_per_token") or 0.0), float(info.get("output_cost_per_token") or 0.0)
 
 
+def context_window(model: str) -> int | None:
+    """The most input tokens `model` takes, from litellm's bundled model map; None when unknown."""
+    try:
+        info = litellm.get_model_info(model)
+    except Exception:
+        return None
+    value = info.get("max_input_tokens") or info.get("max_tokens")
+    return int(value) if isinstance(value, int | float) and value > 0 else None
+
+
 def _env_keys(model: str) -> tuple[str, ...]:
     """The environment variables litellm reads for `model`'s credentials (names only)."""
     try:

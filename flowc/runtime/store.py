@@ -83,22 +83,27 @@ class RunStore:
                             raise
         self._db.execute("CREATE INDEX IF NOT EXISTS runs_status ON runs(status)")
 
-    def mark_interrupted(self) -> list[str]:
+    def mark_interrupted(self, *, mine: bool = False) -> list[str]:
         """Mark 'interrupted' every run still 'running' whose process on this host has ended (or
-        is another process now holding the same pid); returns their ids. Runs begun by older
-        flowc versions (no pid recorded) and runs of other hosts are left as they are."""
+        is another process now holding the same pid); returns their ids. With `mine`, also the
+        runs of this process (called when it was interrupted and will start no more). Runs begun
+        by older flowc versions (no pid recorded) and runs of other hosts are left as they are."""
         pid, host, _ = self._me
         with self._lock:
             rows = self._db.execute(
                 "SELECT id, pid, proc_start FROM runs WHERE status='running' AND host=? AND pid IS NOT NULL",
                 (host,),
             ).fetchall()
-        dead = [rid for rid, rpid, rstart in rows if rpid != pid and not _same_process_alive(rpid, rstart)]
+        dead = [
+            rid
+            for rid, rpid, rstart in rows
+            if (mine and rpid == pid) or (rpid != pid and not _same_process_alive(rpid, rstart))
+        ]
         if dead:
             with self._lock:
                 self._db.executemany(
                     "UPDATE runs SET status='interrupted', error=?, error_code=NULL WHERE id=? AND status='running'",
-                    [("the process running it ended before the run finished (killed?)", rid) for rid in dead],
+                    [("interrupted before the run finished (the process was stopped or killed)", rid) for rid in dead],
                 )
         return dead
 
