@@ -254,7 +254,6 @@ class CompiledPipeline:
         spec.with_source(self.spec.source_path, dict(self.spec.spans))
         return _compile_spec(spec, self.subflows, passes=None, verify_each=True, on_pass=None)
 
-
     def with_models(self, models: Mapping[str, Mapping[str, Any]]) -> CompiledPipeline:
         """A new compiled pipeline with some model declarations changed, e.g.
         `{"small": {"id": "openai/gpt-4o-mini", "api_base": None}}` (what `--model` does). Only
@@ -267,8 +266,7 @@ class CompiledPipeline:
                 hint=f"declared models: {', '.join(self.spec.models) or 'none'}",
             )
         decls = {
-            k: v.model_copy(update=dict(models.get(k, {}))).model_dump(mode="json")
-            for k, v in self.spec.models.items()
+            k: v.model_copy(update=dict(models.get(k, {}))).model_dump(mode="json") for k, v in self.spec.models.items()
         }
         spec = Pipeline.model_validate({**self.spec.dump(), "models": decls})
         spec.with_source(self.spec.source_path, dict(self.spec.spans))
