@@ -42,7 +42,7 @@ def print_summary(report: dict[str, Any], data: str, console: Console) -> None:
     head += f", {errors} failed" if errors else ", 0 failed"
     by_code = report.get("errors_by_code") or {}
     if by_code:
-        head += " (" + ", ".join(f"{c} × {k}" for k, c in by_code.items()) + ")"
+        head += " (" + ", ".join(f"{code} × {n}" for code, n in by_code.items()) + ")"
     console.print(head, markup=False)
     if report.get("stopped"):
         console.print(f"stopped early: {report['stopped']}", markup=False)
@@ -98,7 +98,7 @@ def example_table(rows: Iterable[dict[str, Any]], metrics: list[str], title: str
         error = f"{r.get('error_code') or ''}: {short(r.get('error'), 80)}" if r["status"] != "ok" else ""
         table.add_row(
             str(r["id"]),
-            short(r.get("inputs")),
+            short(_single(r.get("inputs"))),
             short(_single(r.get("expected"))),
             short(_single(r.get("outputs"))),
             *scores,

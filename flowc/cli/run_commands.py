@@ -48,6 +48,7 @@ def register(sub: Any) -> None:
 
     p = sub.add_parser("models", help="list the embedded local models and whether they are installed")
     p.add_argument("--prepare", action="store_true", help="assemble and verify every installed model now")
+    p.add_argument("--json", action="store_true", help="print the models as JSON")
     p.set_defaults(func=cmd_models)
 
 
@@ -230,15 +231,23 @@ def cmd_models(args: argparse.Namespace) -> int:
     from flowc.runtime.local_profiles import PROFILES, gguf_path, is_installed
 
     missing = []
+    listed = []
     for name, prof in PROFILES.items():
-        state = "installed" if is_installed(prof) else "not installed"
-        if state == "installed" and args.prepare:
+        installed = is_installed(prof)
+        state = "installed" if installed else "not installed"
+        entry: dict[str, Any] = {"model": f"local/{name}", "installed": installed, "context": prof.context}
+        if installed and args.prepare:
             path = gguf_path(name)  # assembles chunked models once, and checks their sha256
             checked = ", sha256 checked" if prof.sha256_prefix else ""
             state = f"ready ({path.stat().st_size / 2**20:.0f} MiB{checked})"
-        print(f"local/{name:<16} {state:<30} {prof.description}")
-        if state == "not installed":
+            entry.update(path=str(path), bytes=path.stat().st_size)
+        listed.append({**entry, "description": prof.description, "install": prof.install})
+        if not args.json:
+            print(f"local/{name:<16} {state:<30} {prof.description}")
+        if not installed:
             missing.append(prof)
-    if missing:
+    if args.json:
+        print(json.dumps(listed, indent=2))
+    elif missing:
         print("\ninstall the quality profiles with: make models", file=sys.stderr)
     return 0

@@ -16,7 +16,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 
-from flowc.errors import RuntimeFlowError
+from flowc.errors import LMError
 from flowc.runtime.lm import LMClient, LMRequest, LMResponse
 
 CHARS_PER_TOKEN_AT_MOST = 6
@@ -60,7 +60,7 @@ class ContextGuard:
             need = least_tokens(request) + (request.max_tokens or 0)
             if need > window:
                 chars = sum(len(m.content) for m in request.messages)
-                raise RuntimeFlowError(
+                raise LMError(
                     "context-window-exceeded",
                     f"the prompt is {chars:,} characters (at least ~{least_tokens(request):,} tokens)"
                     + (f" plus max_tokens {request.max_tokens}" if request.max_tokens else "")
