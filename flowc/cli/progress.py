@@ -188,20 +188,23 @@ class OptimizeProgress(_Live):
 
 
 def event_status(e: Any) -> str:
-    """Scores and spend of a progress event, for the bar."""
+    """Scores, spend against the budget and ETA of a progress event, for the bar."""
     parts = []
+    if getattr(e, "phase", None):
+        parts.append(str(e.phase))
     if getattr(e, "val_best", None) is not None:
         parts.append(f"best {e.val_best:.3f}")
     elif getattr(e, "val", None) is not None:
         parts.append(f"val {e.val:.3f}")
     spent = getattr(e, "spent", {}) or {}
     budget = getattr(e, "budget", None)
-    calls = f"{int(spent.get('calls', 0))} calls"
-    limit = getattr(budget, "calls", None)
-    parts.append(calls + (f"/{limit}" if limit else ""))
-    usd, usd_limit = spent.get("usd", 0.0), getattr(budget, "usd", None)
-    if usd or usd_limit:
-        parts.append(f"${usd:.4f}" + (f"/${usd_limit:g}" if usd_limit else ""))
+    for axis, fmt in (("calls", "{:.0f} calls"), ("tokens", "{:,.0f} tok"), ("usd", "${:.4f}"), ("seconds", "{:.0f}s")):
+        limit = getattr(budget, axis, None)
+        used = float(spent.get(axis, 0.0))
+        if limit or (axis == "calls") or (axis == "usd" and used):
+            parts.append(fmt.format(used) + (f" / {fmt.format(limit)}" if limit else ""))
+    if getattr(e, "eta_s", None) is not None and getattr(e, "kind", "") == "step":
+        parts.append(f"ETA {duration(e.eta_s)}")
     return " · ".join(parts)
 
 
