@@ -215,6 +215,8 @@ class Checkpoint:
     path: Path
     artifact_hash: str
     done: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # id -> the errors of its earlier failed runs (it runs again; the new row keeps them)
+    retry_errors: dict[str, list[str]] = field(default_factory=dict)
     _writer: evaldir.ResultsWriter | None = None
 
     def open(self, *, resume: bool) -> None:
@@ -224,7 +226,6 @@ class Checkpoint:
             (self.path / evaldir.RESULTS).unlink(missing_ok=True)
         previous = evaldir.read_rows(self.path) if resume else []
         stale = 0
-        self.retry_errors: dict[str, list[str]] = {}
         for row in previous:
             if row.get("artifact_hash", self.artifact_hash) != self.artifact_hash:
                 stale += 1  # scored by another version of the pipeline (prompts, models changed)

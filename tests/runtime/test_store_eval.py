@@ -362,3 +362,25 @@ def test_a_metric_that_breaks_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(FlowcError, match="metric 'fragile' failed on example") as e:
         asyncio.run(evaluate(Executor(compiled(LINEAR), lm=CapitalLM()), fresh(RECORDS[:1]), metric, tmp_path / "ev"))
     assert e.value.code == "invalid-value" and "TypeError: cannot compare" in str(e.value)
+
+
+def test_the_unit_of_work_can_be_driven_without_evaluate(tmp_path: Path) -> None:
+    # what another executor (a Ray pool) drives: run one example -> record it -> it counts as done
+    from flowc.runtime.evaluate import Checkpoint, ExampleRunner
+
+    ex = Executor(compiled(LINEAR), lm=CapitalLM())
+    runner = ExampleRunner(ex, em())
+    first = Checkpoint(tmp_path, ex.compiled.hash)
+    first.open(resume=False)
+    for rec in fresh(RECORDS[3:5]):  # Peru (wrong answer), Chile (fails)
+        first.record(asyncio.run(runner.run(rec)))
+    first.close()
+    again = Checkpoint(tmp_path, ex.compiled.hash)
+    again.open(resume=True)
+    assert set(again.done) == {"ex3"} and again.done["ex3"]["scores"] == {"em": 0.0}
+    assert set(again.retry_errors) == {"ex4"}  # the failed one is not done: it runs again
+    row = asyncio.run(runner.run(fresh(RECORDS[4:5])[0]))
+    assert (row["status"], row["error_code"], row["scores"]) == ("error", "lm-server-error", {"em": 0.0})
+    again.record(row)
+    again.close()
+    assert "lm-server-error" in again.done["ex4"]["previous_errors"][0]
