@@ -64,12 +64,13 @@ def register(sub: Any) -> None:
 def cmd_eval(args: argparse.Namespace) -> int:
     if args.compare:
         return _compare(args)
-    if not args.spec or not args.data:
-        raise FlowcError(
-            "dataset-invalid",
-            "flowc eval needs a SPEC and --data (or --compare RUN_A RUN_B)",
-            hint="e.g. flowc eval rag.flow --data questions.jsonl --metric f1",
+    if not args.spec or not args.data:  # bad usage, as argparse would say it (exit 2)
+        print(
+            "flowc eval: error: needs a SPEC and --data (or --compare RUN_A RUN_B), "
+            "e.g. flowc eval rag.flow --data questions.jsonl --metric f1",
+            file=sys.stderr,
         )
+        return 2
     from flowc.cli.eval_views import export_rows, out_console, print_summary, worst_rows
     from flowc.cli.progress import EvalProgress
     from flowc.runtime import evaldir

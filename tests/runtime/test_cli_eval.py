@@ -339,3 +339,8 @@ def test_sigint_says_what_was_kept_and_how_to_resume(
     assert f"resume with: flowc eval {spec} --data {data} -c 1 --no-cache --out {folder} --resume" in err
     statuses = [r["status"] for r in RunStore(flowc_home / "runs.sqlite").list_runs()]
     assert sorted(statuses) == ["interrupted", "ok", "ok", "ok"]  # none left 'running'
+
+
+def test_eval_without_spec_or_data_is_a_usage_error(flowc_home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = cli(capsys, "eval")
+    assert code == 2 and "needs a SPEC and --data" in err
