@@ -39,6 +39,7 @@ def _optional_command_modules() -> list[Any]:
         "flowc.cli.eval_commands",
         "flowc.cli.test_commands",
         "flowc.cli.optimize_commands",
+        "flowc.cli.interop_commands",
     ):
         try:
             found.append(importlib.import_module(name))
