@@ -4,16 +4,14 @@
 certainly does not fit its model's context window: the prompt's characters at 6 per token (more
 than real text averages, so the estimate stays below the true count) plus `max_tokens`. A request
 near the limit is sent, and the provider decides. The window comes from the embedded model's
-profile (`local/...`), else from litellm's model map (`context_window` in the litellm client) when
-that client is in use (it is not imported for this alone); a model neither knows (a custom
-server) is not checked.
+profile (`local/...`), else from litellm's model map (read from its JSON file, without importing
+litellm: transports/catalog.py); a model neither knows (a custom server) is not checked.
 
 The size of each input value is limited earlier, when inputs are read (datasets.py).
 """
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 
 from flowc.errors import LMError
@@ -32,11 +30,10 @@ def default_window(model: str) -> int | None:
         name = model.removeprefix("local/")
         profile = PROFILES.get(name)
         return profile.context if profile is not None else None
-    client = sys.modules.get("flowc.runtime.litellm_client")
-    if client is None:
-        return None
-    window: int | None = client.context_window(model)
-    return window
+    from flowc.runtime.transports.catalog import model_info  # litellm's model map, read without litellm
+
+    value = model_info(model).get("max_input_tokens") or model_info(model).get("max_tokens")
+    return int(value) if isinstance(value, int | float) and value > 0 else None
 
 
 def least_tokens(request: LMRequest) -> int:

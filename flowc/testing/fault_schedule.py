@@ -35,9 +35,9 @@ def fault_reply(kind: str, *, retry_after: float = 0.05) -> Reply:
     if kind == "malformed":
         return Reply(malformed=True)
     if kind == "cut_body":
-        return Reply(cut_body=True)  # type: ignore[call-arg, unused-ignore]
+        return Reply(cut_body=True)
     if kind == "reset":
-        return Reply(reset=True)  # type: ignore[call-arg, unused-ignore]
+        return Reply(reset=True)
     raise ValueError(f"unknown fault kind {kind!r}; kinds: {', '.join(KINDS)}")
 
 

@@ -20,7 +20,6 @@ def test_kill_and_resume_under_faults_loses_and_repeats_nothing(tmp_path: Path) 
         seed=3,
         concurrency=8,
         timeout_s=0.5,
-        kinds="rate_limited,server_error,timeout,malformed",
     )
     report = run_fault_suite(suite, tmp_path)
     assert report["killed"], "the evaluation finished before the kill; raise examples or lower kill_between"
