@@ -130,3 +130,21 @@ def test_a_reused_pid_does_not_keep_a_dead_run_running() -> None:
     if Path(f"/proc/{me}/stat").exists():
         assert not _same_process_alive(me, time.time() - 10_000)  # same pid, another process's start time
     assert not _same_process_alive(2**22 + 12345, None)
+
+
+def test_a_keyless_server_on_another_host_through_model_override(
+    flowc_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # 127.0.0.2 is not one of the loopback names flowc knows: to flowc it is another host.
+    secret = "sk-test-not-for-this-host-0000000"
+    monkeypatch.setenv("OPENAI_API_KEY", secret)
+    spec = tmp_path / "plain.flow"
+    spec.write_text(SPEC.format(base="https://api.openai.com/v1"))
+    with FakeOpenAIServer([Reply(text="from the other host")], host="127.0.0.2") as srv:
+        override = f"m=openai/served-model,api_base={srv.base_url}"
+        code, out, err = cli(capsys, "run", str(spec), "-i", "question=q", "--no-cache", "--model", override)
+        assert code == 0, err
+        assert "answer: from the other host" in out
+        (hit,) = srv.hits_log
+    assert hit.body["model"] == "served-model"
+    assert secret not in hit.headers.get("authorization", "")  # no key goes to a host that is not OpenAI's
