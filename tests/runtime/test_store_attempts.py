@@ -91,6 +91,7 @@ from flowc.runtime.store import RunStore
 
 class Slow:
     async def complete(self, req):
+        store.flush()  # the store's writes are batched: make 'running' visible before saying so
         print("started", flush=True)
         await asyncio.sleep(60)
 
@@ -105,7 +106,8 @@ pipeline slow {
   }
 }
 '''
-ex = Executor(flowc.compile(spec), lm=Slow(), store=RunStore(sys.argv[1]))
+store = RunStore(sys.argv[1])
+ex = Executor(flowc.compile(spec), lm=Slow(), store=store)
 asyncio.run(ex.run({"question": "q"}, run_id="doomed"))
 """
 
