@@ -96,15 +96,12 @@ def executor(
     meta: dict[str, Any] | None = None,
     on_step: Callable[[str, StepRecord], None] | None = None,
 ) -> Any:
-    """The executor a command runs: the spec's client behind a context-window guard, the response
+    """The executor a command runs: the spec's client (behind a context-window guard), the response
     cache and the run store (recording `meta` with every run); `on_step` sees each step as it
     completes."""
     from flowc.runtime import session
-    from flowc.runtime.limits import ContextGuard
 
-    ex = session.open_executor(
-        compiled, lm=ContextGuard(session.default_client(compiled)), cache=not no_cache, config=RunConfig()
-    )
+    ex = session.open_executor(compiled, cache=not no_cache, config=RunConfig())
     if ex.store is not None:
         ex.store.meta = dict(meta or {})
         if on_step is not None:

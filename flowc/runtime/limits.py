@@ -67,3 +67,7 @@ class ContextGuard:
                     hint="shorten the inputs (or retrieve fewer passages), or use a model with a larger context",
                 )
         return await self.inner.complete(request)
+
+    def __getattr__(self, name: str) -> object:
+        # Everything else (prepare, close, counters) is the wrapped client's.
+        return getattr(self.inner, name)
