@@ -24,7 +24,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from flowc.source import Span
+from flowc.source import Span, value_column
 from flowc.spec.exprs import Expr, ExprSyntaxError, Lit, parse_binding, parse_condition
 from flowc.spec.types import TypeExpr, TypeSyntaxError, parse_type
 
@@ -307,7 +307,9 @@ class Pipeline(SpecModel):
     def span_in(self, *path: str | int, offset: int, length: int, value: str) -> Span | None:
         """The span of `value[offset:offset+length]`, where `value` is the text at `path` —
         also inside a multi-line block, by finding the piece on its source line."""
-        if "\n" not in value:
+        recorded = self._spans.get(tuple(path))
+        if "\n" not in value or (recorded is not None and recorded.end_line in (None, recorded.line)):
+            # one line of source (a newline in the value is an escape there): count through escapes
             return self.span(*path, offset=offset, length=length)
         block = self.span(*path)
         if block is None or not self._lines:
@@ -338,8 +340,13 @@ class Pipeline(SpecModel):
             offset = 0
         if offset and s.end_line is not None and s.end_line > s.line:
             return self._folded_span(s, offset, length)
-        col = s.column + offset
-        end = col + length if length else (s.end_column if not offset else None)
+        # the whole value as recorded; a piece of it counted through the quoting of its one source line
+        line = self._lines[s.line - 1] if (offset or length) and 0 < s.line <= len(self._lines) else ""
+        col = value_column(line, s.column, offset, s.end_column)
+        if length:
+            end: int | None = value_column(line, s.column, offset + length, s.end_column)
+        else:
+            end = s.end_column if not offset else None
         return Span(s.path, s.line, col, s.line if end else s.end_line, end)
 
     def _folded_span(self, s: Span, offset: int, length: int | None) -> Span:
