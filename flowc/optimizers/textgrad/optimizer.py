@@ -196,7 +196,7 @@ class TextGrad(StepOptimizer):
                 "changed": changed,
             }
         )
-        return StepReport(train=forward.mean, val=val, accepted=accepted if changed else None)
+        return StepReport(train=forward.mean, val=val if changed else None, accepted=accepted if changed else None)
 
     async def _gate(self, run: Run, new_values: dict[str, Any]) -> tuple[bool, float]:
         if new_values == run.values:
