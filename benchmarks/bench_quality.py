@@ -6,7 +6,7 @@ local models, at equal budgets, fixed seeds and fixed splits.
         [--task-lm local/qwen-coder-0.5b] [--critic-lm local/qwen-coder-1.5b]
         [--hotpotqa-spec pipelines/agentic_rag.flow] [--n-train 20] [--n-val 20] [--n-test 100]
         [--budget-calls 600] [--budget-tokens 1500000] [--steps N] [--batch-size 3] [--set NAME=VALUE]
-        [--results-dir benchmarks/results/quality] [--out benchmarks/results/quality.json]
+        [--timeout 3600] [--results-dir benchmarks/results/quality] [--out benchmarks/results/quality.json]
 
 Tasks (data under ../shared/data, see each folder's SOURCE.md):
   bbh        BBH object counting, one llm node whose system prompt is TextGrad's zero-shot CoT
@@ -27,7 +27,9 @@ Tasks (data under ../shared/data, see each folder's SOURCE.md):
 Every optimizer gets the same budget (`--budget-calls`, `--budget-tokens`, pipeline and optimizer
 calls together, the validation baseline included), the same seeds, the same splits (fixed: they do
 not depend on the seed), `--steps`/`--batch-size` where it has them, and `--critic-lm` as its own
-model. `--optimizers all` takes every registered optimizer (built-in or from the `flowc.plugins`
+model. Every model of the task's spec gets `--timeout` seconds per call (a timed-out call fails its
+run, which scores 0: on a loaded CPU the specs' own timeouts would turn latency into "quality").
+`--optimizers all` takes every registered optimizer (built-in or from the `flowc.plugins`
 entry point), so new ones (jade, poqd, gepa, dspy's) join without a change here; one that cannot run a
 task (no param of its kind, a missing extra) is reported as an error for that unit.
 
@@ -103,12 +105,15 @@ def _object_counting(args: argparse.Namespace) -> tuple[Rows, Rows, Rows]:
     return rows[:50][: args.n_train], rows[50:150][: args.n_val], rows[150:][: args.n_test]
 
 
-def _retarget(spec: Any, model: str, corpus: Path | None = None) -> Any:
-    models = {k: m.model_copy(update={"id": model}) for k, m in spec.models.items()}
+def _retarget(spec: Any, model: str, timeout: float, corpus: Path | None = None) -> CompiledPipeline:
+    """The spec with every model set to `model` (with a timeout long enough for a loaded CPU: a
+    timed-out call fails its run, which would score 0 and read as a quality figure) and, when given,
+    every corpus set to `corpus`; compiled."""
+    models = {k: m.model_copy(update={"id": model, "timeout": timeout}) for k, m in spec.models.items()}
     update: dict[str, Any] = {"models": models}
     if corpus is not None:
         update["corpora"] = {k: c.model_copy(update={"path": str(corpus)}) for k, c in spec.corpora.items()}
-    return spec.model_copy(update=update)
+    return flowc.compile(spec.model_copy(update=update))
 
 
 def _hotpotqa_corpus(out: Path) -> Path:
@@ -148,16 +153,16 @@ def build_task(name: str, args: argparse.Namespace) -> Task:
         if name == "bbh":
             from bench_bbh import pipeline as bbh_pipeline
 
-            compiled = bbh_pipeline(args.task_lm, args.max_tokens)
+            compiled = _retarget(bbh_pipeline(args.task_lm, args.max_tokens).spec, args.task_lm, args.timeout)
             return Task(name, compiled, metric, [("acc", "last_integer")], train, val, test, frozen=["solve.prompt"])
         from flowc.testing.generators import deep_chain
 
         depth = int(name.removeprefix("depth"))
-        compiled = flowc.compile(deep_chain(depth, model_id=args.task_lm))
+        compiled = _retarget(deep_chain(depth, model_id=args.task_lm), args.task_lm, args.timeout)
         return Task(name, compiled, metric, [("acc", "last_integer")], train, val, test, first_param="step1.prompt")
     if name == "hotpotqa":
         corpus = _hotpotqa_corpus(Path(args.results_dir) / "hotpotqa")
-        compiled = flowc.compile(_retarget(flowc.load_spec(args.hotpotqa_spec), args.task_lm, corpus))
+        compiled = _retarget(flowc.load_spec(args.hotpotqa_spec), args.task_lm, args.timeout, corpus)
         pool = _qa_rows("train.jsonl")
         train, val = pool[: args.n_train], pool[args.n_train : args.n_train + args.n_val]
         test = _qa_rows("dev.jsonl")[: args.n_test]
@@ -170,7 +175,7 @@ def build_task(name: str, args: argparse.Namespace) -> Task:
 
         ns = argparse.Namespace(data="shared", seed=0, n_train=args.n_train, n_val=args.n_val, n_test=args.n_test)
         train, val, test = (_with_ids(x, "pm") for x in load_splits(ns))
-        compiled = pubmed_pipeline(args.task_lm)
+        compiled = _retarget(pubmed_pipeline(args.task_lm).spec, args.task_lm, args.timeout)
         metric = metric_by_name("label_accuracy", "answer")
         return Task(name, compiled, metric, [("acc", "label_accuracy")], train, val, test)
     raise FlowcError("invalid-value", f"no task '{name}'", hint="tasks: bbh, hotpotqa, pubmedqa, depth<N>")
@@ -283,6 +288,7 @@ def run_unit(task: Task, name: str, seed: int, before: dict[str, Any], args: arg
         "test_gain": {k: round(after["metrics"][k] - before["metrics"][k], 4) for k in before["metrics"]},
         f"{primary}_gain_ci95": paired_bootstrap(scores_before, scores_after),
         "n_test": len(ids),
+        "test_errors": {"before": before.get("errors", 0), "after": after.get("errors", 0)},
         "budget": {"calls": args.budget_calls, "tokens": args.budget_tokens},
         "spent": {
             **patch.budget_used,
@@ -340,6 +346,7 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--optimizer-max-tokens", type=int, default=600)
     ap.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="an optimizer setting")
     ap.add_argument("--concurrency", type=int, default=1, help="test examples run at once")
+    ap.add_argument("--timeout", type=float, default=3600, help="seconds per LM call (task and critic models)")
     ap.add_argument("--results-dir", default=str(ROOT / "benchmarks" / "results" / "quality"))
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "quality.json"))
     return ap
