@@ -24,6 +24,7 @@ import time
 import traceback
 import types
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -153,22 +154,35 @@ class Bench:
     def over_budget(self) -> bool:
         return time.perf_counter() - self.started > self.args.budget_seconds
 
-    def record(self, name: str, fn: Callable[[], dict[str, Any]]) -> None:
-        """Run one configuration; keep its figures or its error; rewrite the JSON."""
+    def record(self, name: str, fn: Callable[[str], dict[str, Any]], attention: str = "auto", dtype: str = "") -> None:
+        """Run one configuration; keep its figures or its error; rewrite the JSON.
+
+        Where "auto" meant cuDNN and it failed (a jax or cuDNN version without the kernel), the
+        configuration runs again with XLA attention and both outcomes are kept.
+        """
         if self.over_budget():
             self.results["configs"][name] = {"skipped": f"over the {self.args.budget_seconds:.0f} s budget"}
             print(f"{name}: skipped (budget)")
             return
         t0 = time.perf_counter()
-        try:
-            entry = fn()
-        except Exception as e:  # one failing configuration must not lose the others
-            entry = {"error": f"{type(e).__name__}: {str(e)[:2000]}", "traceback": traceback.format_exc()[-3000:]}
-            print(f"{name}: FAILED {entry['error'][:300]}")
+        impl = choose_implementation(jnp.dtype(dtype), has_mask=False) if attention == "auto" and dtype else attention
+        entry = self._attempt(name, fn, attention)
+        if "error" in entry and impl == "cudnn" and not self.over_budget():
+            print(f"{name}: retrying with XLA attention")
+            entry = {**self._attempt(name, fn, "xla"), "cudnn_error": entry["error"], "attention": "xla"}
+        else:
+            entry["attention"] = impl
         entry["wall_s"] = time.perf_counter() - t0
         entry["device_peak_gib"] = _device_peak_gib()
         self.results["configs"][name] = entry
         write_results(self.out, self.results)
+
+    def _attempt(self, name: str, fn: Callable[[str], dict[str, Any]], attention: str) -> dict[str, Any]:
+        try:
+            return fn(attention)
+        except Exception as e:  # one failing configuration must not lose the others
+            print(f"{name}: FAILED {type(e).__name__}: {str(e)[:300]}")
+            return {"error": f"{type(e).__name__}: {str(e)[:2000]}", "traceback": traceback.format_exc()[-3000:]}
 
     def mfu(self, flops: float, seconds: float) -> float | None:
         return None if self.peak_flops is None else flops / seconds / self.peak_flops
@@ -185,7 +199,7 @@ def bench_forward(b: Bench, cfg: ModelConfig, params: Any, batch: int, seq: int,
     compile_s = time.perf_counter() - t0
     seconds = _time(lambda: compiled(params, tokens), min_seconds=b.args.min_seconds)
     flops = model_flops(cfg, batch, seq, step=False)
-    out = {"batch": batch, "seq": seq, "seconds": seconds, "tokens_per_s": batch * seq / seconds}
+    out: dict[str, Any] = {"batch": batch, "seq": seq, "seconds": seconds, "tokens_per_s": batch * seq / seconds}
     out |= {"tflops_per_s": flops / seconds / 1e12, "mfu": b.mfu(flops, seconds), "compile_s": compile_s}
     out["memory"] = _memory(compiled)
     return out
@@ -249,7 +263,7 @@ def bench_step(b: Bench, cfg: ModelConfig, params: Any, batch: int, seq: int, at
     seconds = _time(run, min_seconds=b.args.min_seconds)
     loss = float(carry["loss"])
     flops = model_flops(cfg, batch, seq, step=True)
-    out = {"batch": batch, "seq": seq, "seconds": seconds, "tokens_per_s": batch * seq / seconds}
+    out: dict[str, Any] = {"batch": batch, "seq": seq, "seconds": seconds, "tokens_per_s": batch * seq / seconds}
     out |= {"tflops_per_s": flops / seconds / 1e12, "mfu": b.mfu(flops, seconds), "compile_s": compile_s}
     out |= {"loss": loss, "loss_finite": bool(np.isfinite(loss)), "optimizer": opt_name, "lora": LORA.to_dict()}
     out["master_dtype"] = str(jax.tree.leaves(carry["lora"])[0].dtype)
@@ -257,7 +271,9 @@ def bench_step(b: Bench, cfg: ModelConfig, params: Any, batch: int, seq: int, at
     return out
 
 
-def bench_decode(b: Bench, cfg: ModelConfig, params: Any, batch: int, legacy: bool = False) -> dict[str, Any]:
+def bench_decode(
+    b: Bench, cfg: ModelConfig, params: Any, batch: int, attention: str = "auto", legacy: bool = False
+) -> dict[str, Any]:
     prompt_len, new = b.args.decode_prompt, b.args.decode_new
     rng = np.random.RandomState(2)
     # Different prompts of different lengths (up to prompt_len), as rollouts have.
@@ -271,15 +287,17 @@ def bench_decode(b: Bench, cfg: ModelConfig, params: Any, batch: int, legacy: bo
     else:
 
         def run() -> Any:
-            return decode_batch(params, cfg, prompts, max_new_tokens=new)  # no stop ids: every row runs to `new`
+            # No stop ids: every row runs to `new` tokens.
+            return decode_batch(params, cfg, prompts, max_new_tokens=new, attention=attention)
 
     t0 = time.perf_counter()
     run()
     first = time.perf_counter() - t0
     seconds = _time(run, min_runs=2, min_seconds=b.args.min_seconds)
     generated = new * (1 if legacy else batch)
-    out = {"batch": 1 if legacy else batch, "prompt_tokens": prompt_len, "new_tokens": new, "seconds": seconds}
-    out |= {"tokens_per_s": generated / seconds, "first_call_s": first, "includes_prefill": not legacy}
+    out: dict[str, Any] = {"batch": 1 if legacy else batch, "prompt_tokens": prompt_len, "new_tokens": new}
+    out["seconds"] = seconds
+    out |= {"tokens_per_s": generated / seconds, "first_call_s": first, "includes_prefill": True}
     if b.peak_bandwidth:
         # What one decode step must read: every weight once, plus each row's cache so far.
         itemsize = jnp.dtype(jax.tree.leaves(params)[0].dtype).itemsize
@@ -304,7 +322,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="small sizes for a CPU (smollm2-135m and qwen2-tiny)")
     ap.add_argument("--shapes", default=None, help="comma-separated: " + ", ".join(SHAPES))
     ap.add_argument("--dtypes", default="bfloat16,float32")
-    ap.add_argument("--parts", default="step,forward,decode", help="any of step, forward, decode, legacy")
+    ap.add_argument("--parts", default="step,forward,decode,legacy", help="any of step, forward, decode, legacy")
     ap.add_argument("--batch", type=int, default=None, help="B of forward and step (default 16; --quick 2)")
     ap.add_argument("--seq", type=int, default=None, help="T of forward and step (default 1024; --quick 64)")
     ap.add_argument("--f32-batch", type=int, default=None, help="B for float32 (default 4: XLA attention)")
@@ -342,11 +360,10 @@ def main() -> None:
         "device_kind": kind,
         "peak_bf16_flops": peak_flops,
         "peak_bandwidth": peak_bw,
-        "attention_auto": {
-            dt: choose_implementation(jnp.dtype(dt), has_mask=False) for dt in ("bfloat16", "float32")
-        },
+        "attention_auto": {dt: choose_implementation(jnp.dtype(dt), has_mask=False) for dt in ("bfloat16", "float32")},
     }
-    print(f"peak bf16 FLOP/s for MFU: {peak_flops or 'unknown (pass --peak-tflops)'}; attention: {info['attention_auto']}")
+    print(f"peak bf16 FLOP/s for MFU: {peak_flops or 'unknown (pass --peak-tflops)'}")
+    print(f"attention 'auto' means: {info['attention_auto']}")
     results: dict[str, Any] = {
         "machine": {**machine(), **info},
         "settings": {k: (v if v != float("inf") else None) for k, v in vars(args).items() if k != "out"},
@@ -356,26 +373,42 @@ def main() -> None:
     bench = Bench(args, results, args.out, peak_flops, peak_bw)
     write_results(args.out, results)
 
-    for shape in shapes:
-        cfg = SHAPES[shape]
-        base = init_params(jax.random.PRNGKey(0), cfg)
-        for dtype in args.dtypes.split(","):
-            params = base if dtype == "float32" else cast_params(base, jnp.dtype(dtype))
-            batch = args.f32_batch if dtype == "float32" else args.batch
-            tag = f"{shape}/{dtype}"
-            if "step" in parts:
-                bench.record(f"{tag}/step", lambda: bench_step(bench, cfg, params, batch, args.seq, args.attention))
-            if "forward" in parts:
-                bench.record(f"{tag}/forward", lambda: bench_forward(bench, cfg, params, batch, args.seq, args.attention))
-            if "decode" in parts and dtype != "float32":
-                for rows in (1, args.decode_batch):
-                    bench.record(f"{tag}/decode_b{rows}", lambda rows=rows: bench_decode(bench, cfg, params, rows))
-            if "legacy" in parts and dtype != "float32":
-                bench.record(f"{tag}/decode_stepwise_b1", lambda: bench_decode(bench, cfg, params, 1, legacy=True))
-            _report(results["configs"], tag)
+    # Every bfloat16 figure first (the accelerator's case), then float32; a shape's parts in order
+    # of importance, so that a budget cut drops the least useful ones.
+    for dtype in args.dtypes.split(","):
+        for shape in shapes:
+            cfg = SHAPES[shape]
+            try:
+                params = cast_params(init_params(jax.random.PRNGKey(0), cfg), jnp.dtype(dtype))
+            except Exception as e:  # e.g. out of memory: the other shapes still run
+                results["configs"][f"{shape}/{dtype}"] = {"error": f"random weights: {type(e).__name__}: {e}"[:2000]}
+                continue
+            _run_shape(bench, cfg, params, f"{shape}/{dtype}", dtype, parts)
             del params
-        del base
     print(f"total {time.perf_counter() - bench.started:.0f} s")
+
+
+def _decode_rows(bench: Bench, cfg: ModelConfig, params: Any, rows: int, attention: str) -> dict[str, Any]:
+    return bench_decode(bench, cfg, params, rows, attention)
+
+
+def _run_shape(bench: Bench, cfg: ModelConfig, params: Any, tag: str, dtype: str, parts: set[str]) -> None:
+    args = bench.args
+    batch = args.f32_batch if dtype == "float32" else args.batch
+    attn = args.attention
+    if "step" in parts:
+        bench.record(f"{tag}/step", lambda a: bench_step(bench, cfg, params, batch, args.seq, a), attn, dtype)
+    if "forward" in parts:
+        bench.record(f"{tag}/forward", lambda a: bench_forward(bench, cfg, params, batch, args.seq, a), attn, dtype)
+    # float32 decoding only where it is the compute dtype of choice: on a CPU.
+    decode = dtype != "float32" or jax.default_backend() == "cpu"
+    if "decode" in parts and decode:
+        for rows in (1, args.decode_batch):
+            run = partial(_decode_rows, bench, cfg, params, rows)
+            bench.record(f"{tag}/decode_b{rows}", run, attn, dtype)
+    if "legacy" in parts and decode:
+        bench.record(f"{tag}/decode_stepwise_b1", lambda a: bench_decode(bench, cfg, params, 1, legacy=True))
+    _report(bench.results["configs"], tag)
 
 
 def _report(configs: dict[str, Any], tag: str) -> None:

@@ -102,5 +102,5 @@ def attention(
         mask=None if mask is None else mask[:, None, :, :],
         is_causal=causal,
         key_value_seq_lengths=None if kv_lengths is None else kv_lengths.astype(jnp.int32),
-        implementation=impl,  # type: ignore[arg-type]
+        implementation="cudnn" if impl == "cudnn" else "xla",
     )

@@ -54,7 +54,7 @@ COMPUTE_DTYPES: tuple[str, ...] = ("auto", "float32", "bfloat16")
 
 
 def resolve_compute_dtype(name: str) -> str:
-    """"float32" or "bfloat16" for a `compute_dtype` option ("auto": bfloat16 off the CPU)."""
+    """The dtype ("float32" or "bfloat16") a `compute_dtype` option means; "auto" is bfloat16 off the CPU."""
     if name not in COMPUTE_DTYPES:
         raise FlowcError(
             "invalid-value",

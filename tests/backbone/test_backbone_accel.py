@@ -51,10 +51,11 @@ def _qkv(seed: int, b: int, t: int, s: int, hq: int, hkv: int, hd: int = 8) -> t
 def test_fused_attention_equals_reference(hq: int, hkv: int) -> None:
     q, k, v = _qkv(0, 3, 7, 7, hq, hkv)
     lengths = jnp.asarray([7, 4, 1], jnp.int32)
-    for kw in ({"causal": True}, {"kv_lengths": lengths}, {"causal": True, "kv_lengths": lengths}):
-        mask = full_mask(7, 7, batch=3, causal=kw.get("causal", False), kv_lengths=kw.get("kv_lengths"), mask=None)
+    for causal, kv_lengths in ((True, None), (False, lengths), (True, lengths)):
+        mask = full_mask(7, 7, batch=3, causal=causal, kv_lengths=kv_lengths, mask=None)
         ref = reference_attention(q, k, v, mask)
-        np.testing.assert_allclose(attention(q, k, v, implementation="xla", **kw), ref, atol=1e-5)  # type: ignore[arg-type]
+        fused = attention(q, k, v, causal=causal, kv_lengths=kv_lengths, implementation="xla")
+        np.testing.assert_allclose(fused, ref, atol=1e-5)
     # An explicit per-row mask, as one decode step at each row's own position sees it (T=1 < S).
     q1, k9, v9 = _qkv(1, 3, 1, 9, hq, hkv)
     pos = jnp.asarray([8, 2, 5])
