@@ -6,7 +6,7 @@ decodes the same chat prompts (SmolLM2-135M-Instruct, the tagged-QA task's held-
 
 - jax, step by step (`generate`: one Python round trip per token), one prompt after another;
 - jax, the compiled loop (`decode_batch`): all prompts in one batch, and a group of `--group`
-  rows per prompt in one batch (a GRPO-sized rollout);
+  rows per prompt in one batch (a GRPO-sized rollout; each prompt prefilled once, `n=`);
 - llama.cpp (xllamacpp on the shipped Q4_1 file, as the runtime serves it), one request after
   another (prompt cache on, as the server keeps it), plain and with the LoRA-adapter GGUF loaded,
   as the runtime would serve a trained adapter;
@@ -128,15 +128,15 @@ def main() -> None:
     stops = () if args.ignore_stop else bb.tokenizer.eog_ids
     cfg = bb.config
 
-    def compiled(rows: list[list[int]]) -> int:
-        return _count(decode_batch(bb.params, cfg, rows, max_new_tokens=new, stop_ids=stops))
+    def compiled(rows: list[list[int]], n: int = 1) -> int:
+        return _count(decode_batch(bb.params, cfg, rows, max_new_tokens=new, stop_ids=stops, n=n))
 
     def stepwise(rows: list[list[int]]) -> int:
         return sum(_count(generate(bb.params, cfg, p, max_new_tokens=new, stop_ids=stops)) for p in rows)
 
     paths: dict[str, Callable[[], int]] = {
         "jax_compiled_batch": lambda: compiled(prompts),
-        f"jax_compiled_batch_x{args.group}": lambda: compiled(group),
+        f"jax_compiled_batch_x{args.group}": lambda: compiled(prompts, n=args.group),  # prefill once per prompt
         "jax_stepwise_one_by_one": lambda: stepwise(prompts),
     }
     for name, fn in paths.items():

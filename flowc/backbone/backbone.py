@@ -88,10 +88,11 @@ class Backbone:
         max_new_tokens: int = 64,
         temperature: float = 0.0,
         seed: int = 0,
+        n: int = 1,
         lora: Any = None,
         lora_cfg: LoraConfig | None = None,
     ) -> list[Sample]:
-        """Continue several different prompts in one compiled decode loop (see `decode.py`)."""
+        """Continue several different prompts (`n` samples each) in one compiled decode loop (`decode.py`)."""
         return decode_batch(
             self.params,
             self.config,
@@ -100,6 +101,7 @@ class Backbone:
             stop_ids=self.tokenizer.eog_ids,
             temperature=temperature,
             seed=seed,
+            n=n,
             lora=lora,
             lora_scale=lora_cfg.scale if lora_cfg else 1.0,
         )

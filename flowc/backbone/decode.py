@@ -40,7 +40,7 @@ def _round_up(n: int, m: int) -> int:
 
 @partial(
     jax.jit,
-    static_argnames=("cfg", "lora_scale", "max_new_tokens", "cache_len", "attention"),
+    static_argnames=("cfg", "lora_scale", "max_new_tokens", "cache_len", "attention", "n"),
 )
 def _decode_program(
     params: Params,
@@ -56,11 +56,16 @@ def _decode_program(
     max_new_tokens: int,
     cache_len: int,
     attention: str,
+    n: int,
 ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
-    b = tokens.shape[0]
-    rows = jnp.arange(b)
     h, cache = prefill(params, cfg, tokens, cache_len, lora=lora, lora_scale=lora_scale, attention=attention)
-    logits = lm_head(params, h[rows, lengths - 1])  # (B, V): the next token after each prompt
+    logits = lm_head(params, h[jnp.arange(tokens.shape[0]), lengths - 1])  # the next token after each prompt
+    if n > 1:  # each prompt was prefilled once; its n rows start from copies of its cache
+        logits = jnp.repeat(logits, n, axis=0)
+        cache = jax.tree.map(lambda c: jnp.repeat(c, n, axis=1), cache)
+        lengths = jnp.repeat(lengths, n)
+        stop_ids = jnp.repeat(stop_ids, n, axis=0) if stop_ids.shape[0] > 1 else stop_ids
+    b = logits.shape[0]
 
     def choose(logits: jax.Array, key: jax.Array) -> tuple[jax.Array, jax.Array]:
         greedy = jnp.argmax(logits, axis=-1)
@@ -137,6 +142,7 @@ def decode_batch(
     stop_ids: Sequence[int] | Sequence[Sequence[int]] = (),
     temperature: float = 0.0,
     seed: int = 0,
+    n: int = 1,
     lora: Params | None = None,
     lora_scale: float = 1.0,
     attention: str = "auto",
@@ -146,26 +152,31 @@ def decode_batch(
     Args:
         params, cfg: the base model; decoding runs in the parameters' dtype (cast them once with
             `model.cast_params` for bfloat16) with a KV cache of that dtype.
-        prompts: one list of token ids per row (each non-empty). For a group of samples of one
-            prompt (GRPO), repeat the prompt.
+        prompts: one list of token ids per prompt (each non-empty).
         max_new_tokens: the most tokens per row.
         stop_ids: tokens that end a row (not included in it), e.g. `tokenizer.eog_ids`, or one such
-            list per row; each row stops on its own, and the loop ends when every row has stopped.
+            list per prompt; each row stops on its own, and the loop ends when every row has stopped.
         temperature: 0 for greedy decoding, else softmax sampling at this temperature.
         seed: the sampling seed.
+        n: samples per prompt (a GRPO group): the batch has len(prompts) * n rows, prompt i's in
+            rows i*n .. i*n+n-1; each prompt is prefilled once and its cache copied to its rows.
         lora, lora_scale: an adapter to decode with (unmerged; float32 factors are cast to the
             compute dtype).
         attention: the attention implementation (see `attention.py`).
 
     Returns:
-        One `Sample` per prompt, in order.
+        One `Sample` per row: prompt 0's n samples, then prompt 1's, and so on.
     """
     if not prompts or any(len(p) == 0 for p in prompts):
         raise FlowcError(
             "invalid-value", "cannot decode an empty batch or an empty prompt", hint="pass at least one token per row"
         )
-    if max_new_tokens < 1:
-        raise FlowcError("invalid-value", f"max_new_tokens is {max_new_tokens}", hint="ask for at least one token")
+    if max_new_tokens < 1 or n < 1:
+        raise FlowcError(
+            "invalid-value",
+            f"max_new_tokens={max_new_tokens}, n={n}",
+            hint="ask for at least one token and one sample per prompt",
+        )
     lengths = np.asarray([len(p) for p in prompts], np.int32)
     width = _round_up(int(lengths.max()), 32)
     cache_len = _round_up(width + max_new_tokens, 64)
@@ -193,6 +204,7 @@ def decode_batch(
         max_new_tokens=int(max_new_tokens),
         cache_len=cache_len,
         attention=attention,
+        n=int(n),
     )
     ids, lps, count, stopped = (np.asarray(x) for x in (ids, lps, count, stopped))
     return [
@@ -201,5 +213,5 @@ def decode_batch(
             tuple(float(x) for x in lps[i, : count[i]]),
             "stop" if stopped[i] else "length",
         )
-        for i in range(len(prompts))
+        for i in range(len(prompts) * n)
     ]

@@ -286,13 +286,15 @@ class LoraTrainer:
         max_new_tokens: int,
         temperature: float = 1.0,
         seed: int = 0,
+        n: int = 1,
         stop_ids: Sequence[int] | None = None,
         adapter: bool = True,
     ) -> list[Sample]:
         """Rollouts of the current policy: one compiled decode over different prompts (see `decode.py`).
 
-        Decodes in the compute dtype with the adapter unmerged; `stop_ids` defaults to the
-        tokenizer's end-of-generation tokens. Each sample's log-probs are the policy's at
+        Decodes in the compute dtype with the adapter unmerged; `n` samples per prompt (rows
+        i*n .. i*n+n-1 are prompt i's, prefilled once); `stop_ids` defaults to the tokenizer's
+        end-of-generation tokens. Each sample's log-probs are the policy's at
         temperature 1, the numbers `policy_batch` recomputes for the same tokens.
         """
         stops = self.backbone.tokenizer.eog_ids if stop_ids is None else stop_ids
@@ -304,6 +306,7 @@ class LoraTrainer:
             stop_ids=stops,
             temperature=temperature,
             seed=seed,
+            n=n,
             lora=self.lora if adapter else None,
             lora_scale=self.lora_cfg.scale,
             attention=self.attention,

@@ -175,6 +175,19 @@ def test_compiled_decode_stops_each_row_on_its_own_stop_tokens() -> None:
         decode_batch(params, TINY, PROMPTS[:3], max_new_tokens=4, stop_ids=[[1], [2]])
 
 
+def test_groups_prefill_each_prompt_once_and_equal_repeated_prompts() -> None:
+    params = tiny_params(TINY_QWEN)
+    prompts = PROMPTS[:3]
+    repeated = [p for p in prompts for _ in range(3)]
+    grouped = decode_batch(params, TINY_QWEN, prompts, max_new_tokens=6, n=3)
+    flat = decode_batch(params, TINY_QWEN, repeated, max_new_tokens=6)
+    assert [s.ids for s in grouped] == [s.ids for s in flat]
+    for g, f in zip(grouped, flat):
+        np.testing.assert_allclose(g.logprobs, f.logprobs, atol=1e-5)
+    sampled = decode_batch(params, TINY_QWEN, prompts, max_new_tokens=6, n=3, temperature=1.0, seed=1)
+    assert len(sampled) == 9 and len({s.ids for s in sampled[:3]}) > 1  # a group's rows differ
+
+
 def test_sampled_rollouts_are_seeded_and_their_logprobs_are_what_the_trainer_scores() -> None:
     bb = _TinyBackbone(TINY_QWEN, tiny_params(TINY_QWEN))
     trainer = LoraTrainer.create(bb, LORA, learning_rate=1e-2)  # type: ignore[arg-type]
