@@ -85,7 +85,6 @@ def _decode_program(
         step = s["step"]
         ids = jax.lax.dynamic_update_slice(s["ids"], jnp.where(keep, tok, -1)[:, None], (0, step))
         lps = jax.lax.dynamic_update_slice(s["lps"], jnp.where(keep, lp, 0.0)[:, None], (0, step))
-        stopped = s["stopped"] | (~s["done"] & stop)
         logits, cache = forward_cached(
             params, cfg, tok[:, None], s["cache"], lengths + step, lora=lora, lora_scale=lora_scale, attention=attention
         )
@@ -97,8 +96,7 @@ def _decode_program(
             "ids": ids,
             "lps": lps,
             "count": s["count"] + keep.astype(jnp.int32),
-            "done": s["done"] | stop,
-            "stopped": stopped,
+            "done": s["done"] | stop,  # only a stop token ends a row early
         }
 
     state = {
@@ -110,10 +108,9 @@ def _decode_program(
         "lps": jnp.zeros((b, max_new_tokens), jnp.float32),
         "count": jnp.zeros((b,), jnp.int32),
         "done": jnp.zeros((b,), bool),
-        "stopped": jnp.zeros((b,), bool),
     }
     out = jax.lax.while_loop(cond, body, state)
-    return out["ids"], out["lps"], out["count"], out["stopped"]
+    return out["ids"], out["lps"], out["count"], out["done"]
 
 
 def _stop_table(stop_ids: Sequence[int] | Sequence[Sequence[int]], rows: int) -> np.ndarray:
