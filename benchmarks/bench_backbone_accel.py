@@ -74,8 +74,9 @@ SHAPES: dict[str, ModelConfig] = {
     ),
 }  # fmt: skip
 
-# bfloat16 dense peaks (FLOP/s) and memory bandwidths (B/s) by device kind; --peak-tflops overrides.
-PEAKS: dict[str, tuple[float, float]] = {"H200": (790e12, 4.3e12), "H100": (790e12, 3.35e12)}
+# bfloat16 dense peak (FLOP/s) and memory bandwidth (B/s) by device kind, as measured on an H200
+# (../shared/docs/ASSETS.md); --peak-tflops gives the peak for any other chip.
+PEAKS: dict[str, tuple[float, float]] = {"H200": (790e12, 4.3e12)}
 LORA = LoraConfig(rank=16, alpha=32.0, targets=("q", "k", "v", "o"))
 
 
@@ -341,7 +342,7 @@ def main() -> None:
     ap.add_argument("--decode-new", type=int, default=None, help="generated tokens per row (default 256)")
     ap.add_argument("--legacy-new", type=int, default=32, help="tokens for the step-by-step decoder")
     ap.add_argument("--attention", default="auto", help="auto, cudnn, xla or reference")
-    ap.add_argument("--peak-tflops", type=float, default=None, help="bf16 peak for MFU (H200/H100: 790)")
+    ap.add_argument("--peak-tflops", type=float, default=None, help="bf16 peak for MFU (H200: 790, detected)")
     ap.add_argument("--budget-seconds", type=float, default=float("inf"), help="skip what starts after this")
     ap.add_argument("--min-seconds", type=float, default=2.0, help="time each measurement at least this long")
     ap.add_argument("--out", type=Path, default=None, help="default: results/backbone_accel[_quick].json")
