@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from flowc.backbone.attention import IMPLEMENTATIONS
 from flowc.backbone.backbone import Backbone
 from flowc.backbone.batching import TokenBatch
 from flowc.backbone.checkpoint import load_adapter, save_adapter
@@ -156,6 +157,12 @@ class LoraTrainer:
                 state stay float32) or "auto" (bfloat16 on an accelerator, float32 on a CPU).
             attention: the attention implementation, "auto", "cudnn", "xla" or "reference".
         """
+        if attention not in IMPLEMENTATIONS:
+            raise FlowcError(
+                "invalid-value",
+                f"unknown attention implementation '{attention}'",
+                hint=f"use one of: {', '.join(IMPLEMENTATIONS)}",
+            )
         lora_cfg = lora_cfg or LoraConfig()
         opt = optimizer or optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(learning_rate, weight_decay=0.0))
         lora = init_lora(jax.random.PRNGKey(seed), lora_cfg, backbone.config)

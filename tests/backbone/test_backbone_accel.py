@@ -103,6 +103,8 @@ def test_cpu_defaults_are_float32_and_xla_attention() -> None:
     with pytest.raises(FlowcError):
         resolve_compute_dtype("float8")
     with pytest.raises(FlowcError):
+        LoraTrainer.create(bb, LORA, attention="flash")  # type: ignore[arg-type]
+    with pytest.raises(FlowcError):
         attention(*_qkv(0, 1, 2, 2, 2, 1), implementation="flash")
 
 
