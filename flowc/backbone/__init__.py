@@ -6,6 +6,7 @@ import the submodules you need, or the names below (loaded on first use):
 - `Backbone.load("smollm2")`: parameters, tokenizer and checksum of a GGUF model.
 - `LoraConfig`, `LoraTrainer`: LoRA adapters trained with optax (`sft_step`, `policy_step`).
 - `chat_example`, `make_batch`: chat (prompt, completion) pairs to token batches.
+- `decode_batch`: one compiled decode loop over different prompts (rollouts), with log-probs.
 - `save_adapter`, `load_adapter`: safetensors files with config and base checksum.
 - `export_merged`, `export_lora_adapter`: GGUF files the llama.cpp runtime serves.
 """
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
     from flowc.backbone.batching import Example, TokenBatch, chat_example, make_batch
     from flowc.backbone.checkpoint import load_adapter, save_adapter
     from flowc.backbone.config import ModelConfig
+    from flowc.backbone.decode import decode_batch
     from flowc.backbone.export import export_lora_adapter, export_merged
     from flowc.backbone.generate import Sample
     from flowc.backbone.lora import LoraConfig
@@ -35,6 +37,7 @@ _EXPORTS = {
     "load_adapter": "checkpoint",
     "save_adapter": "checkpoint",
     "ModelConfig": "config",
+    "decode_batch": "decode",
     "export_lora_adapter": "export",
     "export_merged": "export",
     "Sample": "generate",
@@ -55,6 +58,7 @@ __all__ = [
     "TokenBatch",
     "Tokenizer",
     "chat_example",
+    "decode_batch",
     "export_lora_adapter",
     "export_merged",
     "load_adapter",

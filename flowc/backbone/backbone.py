@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from flowc.backbone.config import ModelConfig
+from flowc.backbone.decode import decode_batch
 from flowc.backbone.generate import Sample, generate
 from flowc.backbone.gguf_io import GGUFModelFile
 from flowc.backbone.lora import LoraConfig
@@ -76,6 +77,31 @@ class Backbone:
             temperature=temperature,
             n=n,
             seed=seed,
+            lora=lora,
+            lora_scale=lora_cfg.scale if lora_cfg else 1.0,
+        )
+
+    def generate_batch(
+        self,
+        prompts: Sequence[Sequence[int]],
+        *,
+        max_new_tokens: int = 64,
+        temperature: float = 0.0,
+        seed: int = 0,
+        n: int = 1,
+        lora: Any = None,
+        lora_cfg: LoraConfig | None = None,
+    ) -> list[Sample]:
+        """Continue several different prompts (`n` samples each) in one compiled decode loop (`decode.py`)."""
+        return decode_batch(
+            self.params,
+            self.config,
+            prompts,
+            max_new_tokens=max_new_tokens,
+            stop_ids=self.tokenizer.eog_ids,
+            temperature=temperature,
+            seed=seed,
+            n=n,
             lora=lora,
             lora_scale=lora_cfg.scale if lora_cfg else 1.0,
         )

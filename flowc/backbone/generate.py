@@ -3,6 +3,10 @@
 The prompt is padded to a multiple of 32 and the cache to a multiple of 64, so a handful of shapes
 are compiled, not one per prompt. The `n` samples share one prompt (the group of a GRPO-style
 policy update); different prompts are separate calls.
+
+This loop returns to Python for every token (one dispatch per token, the cache donated to each
+step). It is the step-by-step reference; `decode.py` compiles the whole loop over a batch of
+different prompts and is what rollouts use.
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ def _round_up(n: int, m: int) -> int:
     return -(-n // m) * m
 
 
-@partial(jax.jit, static_argnames=("cfg", "lora_scale"))
+@partial(jax.jit, static_argnames=("cfg", "lora_scale"), donate_argnames=("cache",))
 def _prefill(
     params: Params,
     lora: Params,
@@ -52,7 +56,7 @@ def _prefill(
     return logits[:, last], cache
 
 
-@partial(jax.jit, static_argnames=("cfg", "lora_scale"))
+@partial(jax.jit, static_argnames=("cfg", "lora_scale"), donate_argnames=("cache",))
 def _decode(
     params: Params,
     lora: Params,

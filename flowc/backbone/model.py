@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from flowc.backbone.attention import attention as attend
 from flowc.backbone.config import ModelConfig
 from flowc.backbone.gguf_io import GGUFModelFile
 
@@ -118,26 +119,28 @@ def rope(x: jax.Array, positions: jax.Array, cfg: ModelConfig) -> jax.Array:
     return out.astype(x.dtype)
 
 
+def cast_params(tree: Any, dtype: Any) -> Any:
+    """`tree` with every floating-point array cast to `dtype` (integer arrays kept).
+
+    Casting the frozen base to bfloat16 is how a step computes in bfloat16: activations follow the
+    embedding's dtype, and LoRA factors (kept in float32 as master weights) are cast at use.
+    """
+
+    def cast(x: Any) -> Any:
+        return x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x
+
+    return jax.tree.map(cast, tree)
+
+
 def _proj(x: jax.Array, layer: Params, lora: Params, name: str, scale: float) -> jax.Array:
     y = x @ layer[name]
     ad = lora.get(name)
     if ad is not None:
         # The low-rank path is added, never merged, while training: the base weight stays frozen.
-        y = y + scale * ((x @ ad["a"]) @ ad["b"])
+        # Factors are cast to the compute dtype here, so float32 master weights get float32
+        # gradients through the cast while the products run in the activations' dtype.
+        y = y + scale * ((x @ ad["a"].astype(x.dtype)) @ ad["b"].astype(x.dtype))
     return y
-
-
-def _attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, cfg: ModelConfig) -> jax.Array:
-    """Grouped-query attention. q (B,T,Hq,hd); k, v (B,S,Hkv,hd); mask (B,T,S) true where allowed."""
-    b, t, _, hd = q.shape
-    g = cfg.n_heads // cfg.n_kv_heads
-    # Query head h reads kv head h // g, as llama.cpp's broadcasting (and HF's repeat_kv) does.
-    qg = q.reshape(b, t, cfg.n_kv_heads, g, hd)
-    scores = _wide(jnp.einsum("btkgd,bskd->bkgts", qg, k)) / np.sqrt(hd)
-    scores = jnp.where(mask[:, None, None, :, :], scores, -1e30)
-    probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
-    out = jnp.einsum("bkgts,bskd->btkgd", probs, v)
-    return out.reshape(b, t, cfg.q_dim)
 
 
 def _block_qkv(
@@ -156,11 +159,40 @@ def _block_qkv(
 
 
 def _block_out(x: jax.Array, attn: jax.Array, layer: Params, lora: Params, cfg: ModelConfig, scale: float) -> jax.Array:
-    x = x + _proj(attn, layer, lora, "wo", scale)
+    b, t = attn.shape[:2]
+    x = x + _proj(attn.reshape(b, t, cfg.q_dim), layer, lora, "wo", scale)
     h = rms_norm(x, layer["ffn_norm"], cfg.rms_eps)
     gate = _proj(h, layer, lora, "w_gate", scale)
     up = _proj(h, layer, lora, "w_up", scale)
-    return x + _proj(jax.nn.silu(gate) * up, layer, lora, "w_down", scale)
+    # The scan carry keeps its dtype: a bfloat16 stream stays bfloat16 whatever a bias promoted.
+    return (x + _proj(jax.nn.silu(gate) * up, layer, lora, "w_down", scale)).astype(x.dtype)
+
+
+def _causal_layers(
+    params: Params,
+    cfg: ModelConfig,
+    tokens: jax.Array,
+    *,
+    lora: Params | None,
+    lora_scale: float,
+    remat: bool,
+    attention: str,
+    keep_kv: bool,
+) -> tuple[jax.Array, tuple[jax.Array, jax.Array] | None]:
+    """The layer scan of a causal pass from position 0; optionally returns every layer's k and v."""
+    b, t = tokens.shape
+    positions = jnp.broadcast_to(jnp.arange(t), (b, t))
+
+    def block(x: jax.Array, xs: tuple[Params, Params]) -> tuple[jax.Array, Any]:
+        layer, ad = xs
+        q, k, v = _block_qkv(x, layer, ad, positions, cfg, lora_scale)
+        out = _block_out(x, attend(q, k, v, causal=True, implementation=attention), layer, ad, cfg, lora_scale)
+        return out, ((k, v) if keep_kv else None)
+
+    body = jax.checkpoint(block) if remat else block
+    x = params["embed"][tokens]
+    x, kv = jax.lax.scan(body, x, (params["layers"], lora or {}))
+    return rms_norm(x, params["norm"], cfg.rms_eps), kv
 
 
 def hidden_states(
@@ -171,34 +203,31 @@ def hidden_states(
     lora: Params | None = None,
     lora_scale: float = 1.0,
     remat: bool = False,
+    attention: str = "auto",
 ) -> jax.Array:
     """Final-normed hidden states (B, T, D) of a causal forward pass over `tokens` (B, T).
 
     Right padding needs no mask: under a causal mask no real position attends to a later pad.
     `remat=True` recomputes each block's activations in the backward pass (gradient checkpointing),
-    so training memory grows with one block, not thirty.
+    so training memory grows with one block, not thirty. The computation runs in the dtype of the
+    parameters (see `cast_params`); `attention` picks the attention kernel (see `attention.py`).
     """
-    b, t = tokens.shape
-    positions = jnp.broadcast_to(jnp.arange(t), (b, t))
-    mask = jnp.broadcast_to(jnp.tril(jnp.ones((t, t), dtype=bool)), (b, t, t))
-
-    def block(x: jax.Array, xs: tuple[Params, Params]) -> tuple[jax.Array, None]:
-        layer, ad = xs
-        q, k, v = _block_qkv(x, layer, ad, positions, cfg, lora_scale)
-        return _block_out(x, _attention(q, k, v, mask, cfg), layer, ad, cfg, lora_scale), None
-
-    body = jax.checkpoint(block) if remat else block
-    x = params["embed"][tokens]
-    x, _ = jax.lax.scan(body, x, (params["layers"], lora or {}))
-    return rms_norm(x, params["norm"], cfg.rms_eps)
+    h, _ = _causal_layers(
+        params, cfg, tokens, lora=lora, lora_scale=lora_scale, remat=remat, attention=attention, keep_kv=False
+    )
+    return h
 
 
 def lm_head(params: Params, h: jax.Array) -> jax.Array:
-    """Logits (..., V) of hidden states (..., D); tied embeddings unless the file has `output.weight`."""
+    """Logits (..., V) of hidden states (..., D), accumulated and returned in at least float32.
+
+    Tied embeddings unless the file has `output.weight`.
+    """
+    wide = jnp.promote_types(h.dtype, jnp.float32)
     w = params.get("lm_head")
     if w is None:
-        return _wide(h @ params["embed"].T)
-    return _wide(h @ w)
+        return jnp.einsum("...d,vd->...v", h, params["embed"], preferred_element_type=wide)
+    return jnp.einsum("...d,dv->...v", h, w, preferred_element_type=wide)
 
 
 def forward(
@@ -208,9 +237,11 @@ def forward(
     *,
     lora: Params | None = None,
     lora_scale: float = 1.0,
+    attention: str = "auto",
 ) -> jax.Array:
     """Next-token logits (B, T, V) at every position."""
-    return lm_head(params, hidden_states(params, cfg, tokens, lora=lora, lora_scale=lora_scale))
+    h = hidden_states(params, cfg, tokens, lora=lora, lora_scale=lora_scale, attention=attention)
+    return lm_head(params, h)
 
 
 class KVCache(NamedTuple):
@@ -226,6 +257,39 @@ def init_cache(cfg: ModelConfig, batch: int, max_len: int, dtype: Any = jnp.floa
     return KVCache(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype))
 
 
+def prefill(
+    params: Params,
+    cfg: ModelConfig,
+    tokens: jax.Array,
+    cache_len: int,
+    *,
+    lora: Params | None = None,
+    lora_scale: float = 1.0,
+    attention: str = "auto",
+) -> tuple[jax.Array, KVCache]:
+    """A causal pass over right-padded prompts (B, T) that also fills a fresh cache of `cache_len`.
+
+    Returns the final-normed hidden states (B, T, D) and the cache, in the parameters' dtype.
+    Attention runs over the prompt itself (the fused causal kernel where it applies); the slots of
+    a row's padding hold junk that decoding overwrites before any query can see it.
+    """
+    h, kv = _causal_layers(
+        params, cfg, tokens, lora=lora, lora_scale=lora_scale, remat=False, attention=attention, keep_kv=True
+    )
+    assert kv is not None
+    pad = ((0, 0), (0, 0), (0, cache_len - tokens.shape[1]), (0, 0), (0, 0))
+    return h, KVCache(jnp.pad(kv[0], pad), jnp.pad(kv[1], pad))
+
+
+def _write(cache: jax.Array, layer: jax.Array, new: jax.Array, positions: jax.Array, start: jax.Array) -> jax.Array:
+    """Write `new` (B, T, Hkv, hd) into layer `layer` of `cache` (L, B, S, Hkv, hd) in place."""
+    new = new.astype(cache.dtype)
+    if start.ndim == 0:
+        return jax.lax.dynamic_update_slice(cache, new[None], (layer, 0, start, 0, 0))
+    rows = jnp.arange(new.shape[0])[:, None]
+    return cache.at[layer, rows, positions].set(new)
+
+
 def forward_cached(
     params: Params,
     cfg: ModelConfig,
@@ -235,27 +299,33 @@ def forward_cached(
     *,
     lora: Params | None = None,
     lora_scale: float = 1.0,
+    attention: str = "auto",
 ) -> tuple[jax.Array, KVCache]:
     """Run `tokens` (B, T) at positions start..start+T-1 against the cache; returns logits and the cache.
 
-    Cache slots past the current position may hold stale values (e.g. prefill padding); the causal
-    mask over absolute positions hides them until they are overwritten.
+    `start` is a scalar (every row at the same position) or a (B,) array (each row at its own
+    position, as when prompts of different lengths decode together). The cache is carried through
+    the layer scan and written one token block at a time, so a compiled decode loop updates it in
+    place. Cache slots past a row's position may hold stale values (e.g. prefill padding); the mask
+    over absolute positions hides them until they are overwritten.
     """
     b, t = tokens.shape
     s = cache.k.shape[2]
-    positions = jnp.broadcast_to(start + jnp.arange(t), (b, t))
-    mask = jnp.broadcast_to(jnp.arange(s)[None, :] <= positions[0][:, None], (b, t, s))
+    start = jnp.asarray(start, jnp.int32)
+    positions = (start if start.ndim == 0 else start[:, None]) + jnp.arange(t, dtype=jnp.int32)
+    positions = jnp.broadcast_to(positions, (b, t))
+    mask = jnp.arange(s)[None, None, :] <= positions[:, :, None]  # (B, T, S)
 
-    def block(
-        x: jax.Array, xs: tuple[Params, Params, jax.Array, jax.Array]
-    ) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
-        layer, ad, ck, cv = xs
+    def block(carry: tuple[jax.Array, jax.Array, jax.Array], xs: tuple[Params, Params, jax.Array]) -> Any:
+        x, ck, cv = carry
+        layer, ad, i = xs
         q, k, v = _block_qkv(x, layer, ad, positions, cfg, lora_scale)
-        ck = jax.lax.dynamic_update_slice(ck, k.astype(ck.dtype), (0, start, 0, 0))
-        cv = jax.lax.dynamic_update_slice(cv, v.astype(cv.dtype), (0, start, 0, 0))
-        return _block_out(x, _attention(q, ck, cv, mask, cfg), layer, ad, cfg, lora_scale), (ck, cv)
+        ck, cv = _write(ck, i, k, positions, start), _write(cv, i, v, positions, start)
+        attn = attend(q, ck[i], cv[i], mask=mask, implementation=attention)
+        return (_block_out(x, attn, layer, ad, cfg, lora_scale), ck, cv), None
 
     x = params["embed"][tokens]
-    x, (ks, vs) = jax.lax.scan(block, x, (params["layers"], lora or {}, cache.k, cache.v))
+    xs = (params["layers"], lora or {}, jnp.arange(cfg.n_layers))
+    (x, ks, vs), _ = jax.lax.scan(block, (x, cache.k, cache.v), xs)
     h = rms_norm(x, params["norm"], cfg.rms_eps)
     return lm_head(params, h), KVCache(ks, vs)

@@ -27,12 +27,14 @@ def token_logprobs(
     *,
     lora_scale: float = 1.0,
     remat: bool = False,
+    attention: str = "auto",
 ) -> jax.Array:
-    """log p(targets[b, c] | tokens[b, : positions[b, c] + 1]), shape (B, C).
+    """log p(targets[b, c] | tokens[b, : positions[b, c] + 1]), shape (B, C), in at least float32.
 
-    The output head runs only at the C scored positions of each sequence.
+    The output head runs only at the C scored positions of each sequence. The forward pass runs in
+    the parameters' dtype (bfloat16 base weights give a bfloat16 pass); logits are float32.
     """
-    h = hidden_states(params, cfg, tokens, lora=lora, lora_scale=lora_scale, remat=remat)
+    h = hidden_states(params, cfg, tokens, lora=lora, lora_scale=lora_scale, remat=remat, attention=attention)
     h = jnp.take_along_axis(h, positions[:, :, None], axis=1)  # (B, C, D)
     logits = lm_head(params, h)
     logz = jax.nn.logsumexp(logits, axis=-1)
@@ -48,6 +50,7 @@ def sft_loss(
     *,
     lora_scale: float = 1.0,
     remat: bool = False,
+    attention: str = "auto",
 ) -> jax.Array:
     """Mean negative log-likelihood of the completion tokens (padding weighted out)."""
     lp = token_logprobs(
@@ -59,6 +62,7 @@ def sft_loss(
         batch["targets"],
         lora_scale=lora_scale,
         remat=remat,
+        attention=attention,
     )
     w = batch["weights"]
     return -jnp.sum(lp * w) / jnp.maximum(jnp.sum(w), 1.0)
@@ -74,6 +78,7 @@ def policy_loss(
     clip_eps: float = 0.2,
     kl_coef: float = 0.05,
     remat: bool = False,
+    attention: str = "auto",
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Clipped policy-gradient loss with a KL penalty to the frozen base (PPO/GRPO style).
 
@@ -95,6 +100,7 @@ def policy_loss(
         batch["targets"],
         lora_scale=lora_scale,
         remat=remat,
+        attention=attention,
     )
     w = batch["weights"]
     n = jnp.maximum(jnp.sum(w), 1.0)
