@@ -7,10 +7,10 @@ docs/errors.md; tests/test_error_docs.py keeps the two lists equal.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal, get_args
 
-from flowc.source import SourceFile, Span, render_excerpt
+from flowc.source import SourceFile, Span, describe_char, is_invisible, render_excerpt
 
 ErrorCode = Literal[
     # -- reading a spec -------------------------------------------------------------------
@@ -173,6 +173,7 @@ class SpecErrors(Exception):
     sources: dict[str, SourceFile] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        self.diagnostics = [_note_invisible(d, self.sources) for d in self.diagnostics]
         super().__init__(self.render())
 
     @property
@@ -188,6 +189,25 @@ class SpecErrors(Exception):
 
     def __str__(self) -> str:
         return self.render()
+
+
+def _note_invisible(d: Diagnostic, sources: dict[str, SourceFile]) -> Diagnostic:
+    """Add a note when the text a diagnostic points at holds a character that shows as a space or
+    as nothing (a no-break or zero-width space): the message quotes it, but nobody can see it."""
+    source = sources.get(d.span.path) if d.span else None
+    if d.span is None or source is None or d.code == "unexpected-character":
+        return d
+    line = source.line_text(d.span.line)
+    one_line = d.span.end_line in (None, d.span.line) and d.span.end_column is not None
+    start, end = (d.span.column - 1, (d.span.end_column or 0) - 1) if one_line else (0, len(line))
+    for i in range(max(start, 0), min(max(end, start + 1), len(line))):
+        if is_invisible(line[i]):
+            note = (
+                f"line {d.span.line}, column {i + 1} holds {describe_char(line[i])}, which shows as a space or as "
+                "nothing but is not a plain space: delete it or retype it"
+            )
+            return replace(d, notes=(*d.notes, note)) if note not in d.notes else d
+    return d
 
 
 def render_all(diagnostics: Iterable[Diagnostic], sources: dict[str, SourceFile]) -> str:

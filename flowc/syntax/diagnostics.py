@@ -6,10 +6,10 @@ import difflib
 import re
 from collections.abc import Iterable
 
-from lark.exceptions import UnexpectedInput
+from lark.exceptions import UnexpectedInput, UnexpectedToken
 
 from flowc.errors import Diagnostic
-from flowc.source import SourceFile, Span
+from flowc.source import SourceFile, Span, describe_char, is_invisible
 
 _WORDS = {
     "NAME": "a name",
@@ -35,6 +35,23 @@ _WORDS = {
     "$END": "the end of the file",
     "<END-OF-FILE>": "the end of the file",
 }
+
+#: The words that begin a statement: of a file, of a pipeline, of a block.
+FILE_KEYWORDS = ("import", "pipeline")
+STATEMENT_KEYWORDS = (
+    "input",
+    "output",
+    "type",
+    "model",
+    "corpus",
+    "node",
+    "loop",
+    "metric",
+    "test",
+    "demo",
+    "do",
+    "expect",
+)
 
 #: The type constructors that take `[...]`.
 _GENERIC = ("list", "enum", "route")
@@ -96,4 +113,69 @@ def match_common_mistake(e: UnexpectedInput, source: SourceFile) -> Diagnostic |
         )
     if rest.startswith("'"):
         return Diagnostic("syntax-error", "strings use double quotes", span, hint="write \"...\" instead of '...'")
+    prop = re.fullmatch(r"\s*([A-Za-z_][A-Za-z0-9_]*)\s*:\s*([A-Za-z0-9_]+)", line[: col - 1])
+    if prop and rest[:1] in _WORD_JOINERS:
+        # `model: local/smollm2`, `k: 3.5.1`: an unquoted value that is not one bare word
+        key, first = prop.group(1), prop.group(2)
+        value = first + re.match(r"[A-Za-z0-9_./:@+-]*", rest).group(0)  # type: ignore[union-attr]
+        start = prop.start(2) + 1
+        return Diagnostic(
+            "unexpected-character",
+            f"'{value}' is not one bare word; a value with {rest[0]!r} is written in quotes",
+            Span(source.path, e.line, start, e.line, start + len(value)),
+            hint=_REFERENCE_HINT.get(key, f'write "{value}"').format(value=value),
+        )
     return None
+
+
+_WORD_JOINERS = "/-.:@+"
+#: Hints for values of the properties that name a declaration (not a model id or a file path).
+_REFERENCE_HINT = {
+    "model": "a node's 'model:' names a declared model: declare it at the pipeline level "
+    "(model small = \"{value}\") and write 'model: small'",
+    "corpus": "a retrieve node's 'corpus:' names a declared corpus: declare it "
+    "(corpus docs = \"{value}\") and write 'corpus: docs'",
+}
+
+
+def misspelled_keyword(e: UnexpectedToken, source: SourceFile) -> Diagnostic | None:
+    """A statement whose first word is a misspelled keyword (`nod x: llm {`, `pipline p {`).
+
+    The grammar reads an unknown first word as a property name and fails at the next token
+    ("expected ':'"); the mistake is the word, so say so there, with the keyword it resembles.
+    """
+    tok = e.token
+    expected = set(e.expected)
+    choices: tuple[str, ...]
+    if tok.type == "NAME" and expected <= {"PIPELINE", "IMPORT", "_NL", "$END"}:
+        word, column, choices = str(tok), e.column, FILE_KEYWORDS
+    else:
+        before = source.line_text(e.line)[: e.column - 1]
+        m = re.fullmatch(r"(\s*)([A-Za-z_][A-Za-z0-9_]*)\s+", before)
+        if not m or "COLON" not in expected:
+            return None
+        word, column, choices = m.group(2), len(m.group(1)) + 1, STATEMENT_KEYWORDS
+    if word in choices:
+        return None
+    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+    if not close:
+        return None
+    return Diagnostic(
+        "syntax-error",
+        f"unknown statement '{word}'",
+        Span(source.path, e.line, column, e.line, column + len(word)),
+        hint=f"did you mean '{close[0]}'?",
+    )
+
+
+def invisible_character(ch: str, span: Span) -> Diagnostic | None:
+    """A character that shows as a space or as nothing (no-break space, zero-width space): name it."""
+    if not is_invisible(ch):
+        return None
+    return Diagnostic(
+        "unexpected-character",
+        f"invisible character {describe_char(ch)}",
+        span,
+        hint="delete it, or replace it with a plain space; it usually comes with text copied from a web page "
+        "or a word processor",
+    )

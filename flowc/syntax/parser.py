@@ -19,7 +19,7 @@ from flowc.errors import Diagnostic, SpecErrors
 from flowc.source import SourceFile, Span
 from flowc.spec.build import SpanTable, build_pipeline
 from flowc.spec.models import Pipeline
-from flowc.syntax.diagnostics import describe_expected, match_common_mistake
+from flowc.syntax.diagnostics import describe_expected, invisible_character, match_common_mistake, misspelled_keyword
 
 MAX_BYTES = 4_000_000
 MAX_DEPTH = 48
@@ -97,6 +97,8 @@ def parse_flow_data(source: SourceFile) -> tuple[dict[str, Any] | None, SpanTabl
                 )
             ],
         )
+    if text.startswith("\ufeff"):  # a byte-order mark, as some editors write: a space, so columns stay put
+        text = " " + text[1:]
     try:
         tree = grammar().parse(text, start="start")
     except UnexpectedInput as e:
@@ -189,7 +191,7 @@ def _syntax_diagnostic(e: UnexpectedInput, source: SourceFile) -> Diagnostic:
                 Span(path, line, col, line, col + 1),
                 hint='close it with ", or use """...""" for text over several lines',
             )
-        mistake = match_common_mistake(e, source)
+        mistake = invisible_character(ch, Span(path, line, col, line, col + 1)) or match_common_mistake(e, source)
         if mistake:
             return mistake
         return Diagnostic(
@@ -212,7 +214,7 @@ def _syntax_diagnostic(e: UnexpectedInput, source: SourceFile) -> Diagnostic:
             else (),
         )
     assert isinstance(e, UnexpectedToken)
-    mistake = match_common_mistake(e, source)
+    mistake = misspelled_keyword(e, source) or match_common_mistake(e, source)
     if mistake:
         return mistake
     tok = e.token
