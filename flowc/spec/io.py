@@ -112,8 +112,12 @@ def _mark_span(source: SourceFile, line: int, column: int) -> Span:
     return Span(source.path, line + 1, column + 1, line + 1, column + 2)
 
 
-def load_yaml_data(source: SourceFile) -> tuple[Any, SpanTable, list[Diagnostic]]:
-    """Parse YAML/JSON text into plain data and a span table; problems come back as diagnostics."""
+def load_yaml_data(source: SourceFile, *, prefix: bool = False) -> tuple[Any, SpanTable, list[Diagnostic]]:
+    """Parse YAML/JSON text into plain data and a span table; problems come back as diagnostics.
+
+    `prefix`: the text is the part of a file before its syntax error; only what is found in a
+    prefix that parses counts (no syntax error of its own).
+    """
     path = source.path
     if len(source.text) > MAX_BYTES:
         return (
@@ -149,6 +153,8 @@ def load_yaml_data(source: SourceFile) -> tuple[Any, SpanTable, list[Diagnostic]
         loader = CoreLoader(source.text)  # reads the stream's start: may raise ReaderError
         root = loader.get_single_node()
     except yaml.MarkedYAMLError as e:
+        if prefix:
+            return None, {}, []
         mark = e.problem_mark or e.context_mark
         span = _mark_span(source, mark.line, mark.column) if mark else Span(path, 1, 1, 1, 2)
         # PyYAML often notices a problem a line late; its context mark says where the construct
@@ -157,10 +163,16 @@ def load_yaml_data(source: SourceFile) -> tuple[Any, SpanTable, list[Diagnostic]
         if e.context and e.context_mark is not None and e.problem_mark is not None:
             cm = e.context_mark
             notes = (f"{e.context}, which starts at {path}:{cm.line + 1}:{cm.column + 1}",)
+        # the lines before the construct that broke may hold problems found only after parsing
+        # (duplicate keys, tags): report them too, so the file's first error comes first
+        cut = min(m.line for m in (e.problem_mark, e.context_mark) if m is not None) if mark else 0
+        before = "\n".join(source.text.split("\n")[:cut])
+        earlier = load_yaml_data(SourceFile(path, before), prefix=True)[2] if before.strip() else []
         return (
             None,
             {},
             [
+                *earlier,
                 Diagnostic(
                     "yaml-syntax",
                     f"YAML: {e.problem or e.context}",
@@ -169,10 +181,12 @@ def load_yaml_data(source: SourceFile) -> tuple[Any, SpanTable, list[Diagnostic]
                     if "'?'" in str(e.problem) or "'#'" in str(e.problem)
                     else "check indentation, colons, quotes and closing brackets here and on the lines above",
                     notes=notes,
-                )
+                ),
             ],
         )
     except yaml.YAMLError as e:
+        if prefix:
+            return None, {}, []
         return None, {}, [Diagnostic("yaml-syntax", f"YAML: {e}", Span(path, 1, 1), hint="check the file is YAML")]
     except RecursionError:
         return (
