@@ -10,11 +10,13 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Literal, get_args
 
+from flowc.scrub import scrub
 from flowc.source import SourceFile, Span, describe_char, is_invisible, render_excerpt
 
 ErrorCode = Literal[
     # -- reading a spec -------------------------------------------------------------------
     "file-not-found",
+    "not-a-spec",
     "input-too-large",
     "nesting-too-deep",
     "syntax-error",
@@ -44,6 +46,7 @@ ErrorCode = Literal[
     "unknown-tool",
     "import-not-found",
     "import-cycle",
+    "path-outside-project",
     # -- types ------------------------------------------------------------------------------
     "edge-type-mismatch",
     "output-type-mismatch",
@@ -53,6 +56,7 @@ ErrorCode = Literal[
     "template-syntax",
     "template-unbound-var",
     "template-unused-input",
+    "template-unknown-field",
     # -- the shape of the graph -------------------------------------------------------------
     "missing-input",
     "unused-pipeline-input",
@@ -120,6 +124,14 @@ class Diagnostic:
     severity: Severity = "error"
     notes: tuple[str, ...] = ()
 
+    def __post_init__(self) -> None:
+        # every diagnostic passes the same secret scrubbing as model errors: a message may quote
+        # a file's text, an environment value, a URL with a key in it
+        object.__setattr__(self, "message", scrub(self.message))
+        if self.hint is not None:
+            object.__setattr__(self, "hint", scrub(self.hint))
+        object.__setattr__(self, "notes", tuple(scrub(n) for n in self.notes))
+
     def render(self, source: SourceFile | None = None) -> str:
         """`file:line:col: error[code]: message`, the line with a caret, notes and a hint."""
         where = f"{self.span}: " if self.span else ""
@@ -127,7 +139,7 @@ class Diagnostic:
         if self.span is not None and source is not None:
             excerpt = render_excerpt(source, self.span)
             if excerpt:
-                out.append(excerpt)
+                out.append(scrub(excerpt))
         pad = "  "
         out.extend(f"{pad}{n}" for n in self.notes)
         hint = f"hint: {self.hint}   " if self.hint else ""
@@ -147,8 +159,8 @@ class FlowcError(Exception):
         hint: str | None = None,
         notes: Sequence[str] = (),
     ) -> None:
-        super().__init__(message)
         self.diagnostic = Diagnostic(code, message, span, hint, "error", tuple(notes))
+        super().__init__(self.diagnostic.message)  # scrubbed
 
     @property
     def code(self) -> ErrorCode:

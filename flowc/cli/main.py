@@ -13,6 +13,7 @@ from typing import Any
 
 from flowc.cli import spec_commands
 from flowc.errors import FlowcError, SpecErrors
+from flowc.spec.paths import allowing
 from flowc.version import __version__
 
 EXIT_OK, EXIT_ERRORS, EXIT_USAGE = 0, 1, 2
@@ -26,6 +27,15 @@ def build_parser() -> argparse.ArgumentParser:
     spec_commands.register(sub)
     for module in _optional_command_modules():
         module.register(sub)
+    for command in sub.choices.values():
+        if any(a.dest in ("spec", "specs") for a in command._actions):
+            command.add_argument(
+                "--allow-path",
+                action="append",
+                default=[],
+                metavar="DIR",
+                help="let the spec read files under DIR besides its project (corpora, imports, adapters); repeatable",
+            )
     return parser
 
 
@@ -57,7 +67,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return EXIT_USAGE
     try:
-        code: int = args.func(args)
+        with allowing(getattr(args, "allow_path", None) or ()):
+            code: int = args.func(args)
         return code
     except SpecErrors as e:
         print(e.render(), file=sys.stderr)

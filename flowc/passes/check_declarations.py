@@ -10,9 +10,10 @@ from typing import ClassVar
 from flowc.ir.graph import INPUT, OUTPUT, FlowGraph
 from flowc.passes.base import Pass, PassContext
 from flowc.passes.check_types import value_fits
+from flowc.passes.port_types import delivered_type
 from flowc.spec.build import did_you_mean
 from flowc.spec.models import METRIC_NAMES, LLMNode, MapNode
-from flowc.spec.types import ANY, EnumT, ListT, Prim, TypeExpr, non_optional
+from flowc.spec.types import EnumT, ListT, Prim, TypeExpr, non_optional
 
 
 @dataclass(frozen=True)
@@ -67,7 +68,7 @@ class CheckDeclarationsPass(Pass):
                         did_you_mean(ex.output, outputs) or _listing("outputs", outputs),
                     )
                     continue
-                out_type = _port_type(graph, OUTPUT, ex.output)
+                out_type = delivered_type(graph, OUTPUT, ex.output)
                 problem = _expectation_problem(ex.op, ex.value, out_type)
                 if problem:
                     ctx.report(
@@ -119,21 +120,7 @@ def _demo_ports(graph: FlowGraph, name: str, llm: LLMNode, top_level: bool) -> d
     if not top_level:
         return dict(llm.outputs)
     node = graph.node(name)
-    return {k: _port_type(graph, name, k) for k in node.inputs} | {k: p.type for k, p in node.outputs.items()}
-
-
-def _port_type(graph: FlowGraph, node: str, port: str) -> TypeExpr:
-    """The type a node's input port takes: its own, or else the one its bindings deliver when they
-    agree (an input port is typed by what is bound to it; a pipeline output may omit its type)."""
-    own = graph.node(node).inputs[port].type
-    if own != ANY:
-        return own
-    delivered = set()
-    for e in graph.in_edges(node):
-        if e.dst_port == port and e.kind in ("data", "history"):
-            t = graph.node(e.src).outputs[e.src_port].type
-            delivered.add(ListT(t) if e.kind == "history" else t)
-    return delivered.pop() if len(delivered) == 1 else ANY
+    return {k: delivered_type(graph, name, k) for k in node.inputs} | {k: p.type for k, p in node.outputs.items()}
 
 
 def _expectation_problem(op: str, value: object, t: TypeExpr) -> str | None:

@@ -3,10 +3,11 @@ credential, and error text is scrubbed of secret-looking environment values befo
 
 from __future__ import annotations
 
-import os
-
 from flowc.errors import LMError
 from flowc.runtime.lm import LMRequest
+from flowc.scrub import scrub
+
+__all__ = ["refuse_credentials", "scrub"]  # scrub lives in flowc/scrub.py: diagnostics use it too
 
 _CREDENTIAL_ARGS = frozenset(
     {
@@ -34,14 +35,3 @@ def refuse_credentials(request: LMRequest) -> None:
             model=request.model,
             hint="set the provider's API key in the environment (e.g. OPENAI_API_KEY) instead",
         )
-
-
-_SECRET_MARKERS = ("KEY", "TOKEN", "SECRET", "PASSWORD")
-
-
-def scrub(text: str) -> str:
-    """Replace any secret-looking environment value that leaked into `text` with ***."""
-    for name, value in os.environ.items():
-        if len(value) >= 8 and any(m in name.upper() for m in _SECRET_MARKERS) and value in text:
-            text = text.replace(value, "***")
-    return text

@@ -16,6 +16,7 @@ from flowc.errors import Diagnostic, ErrorCode, SpecErrors
 from flowc.source import SourceFile, Span
 from flowc.spec.build import SpanTable, build_pipeline
 from flowc.spec.models import Pipeline
+from flowc.spec.recognise import looks_like_yaml_spec, not_a_spec, shown_sources
 from flowc.spec.yaml_schema import CoreDumper, CoreLoader
 
 MAX_BYTES = 4_000_000
@@ -132,6 +133,8 @@ def load_yaml_data(source: SourceFile, *, prefix: bool = False) -> tuple[Any, Sp
                 )
             ],
         )
+    if not looks_like_yaml_spec(source.text):
+        return None, {}, [not_a_spec(path, "it has no 'pipeline' key")]
     deep = _flow_too_deep(source.text)
     if deep is not None:
         # PyYAML's scanner is quadratic in the depth of flow collections ([[[...]]]): thousands of
@@ -319,7 +322,7 @@ def parse_yaml(text: str, path: str = "<yaml>") -> Pipeline:
     source = SourceFile(path, text)
     data, spans, diags = load_yaml_data(source)
     if diags and data is None:
-        raise SpecErrors(diags, {path: source})
+        raise SpecErrors(diags, shown_sources(diags, path, source))
     try:
         spec = build_pipeline(data, spans, source)
     except SpecErrors as e:

@@ -19,6 +19,7 @@ from flowc.errors import Diagnostic, SpecErrors
 from flowc.source import SourceFile, Span
 from flowc.spec.build import SpanTable, build_pipeline
 from flowc.spec.models import Pipeline
+from flowc.spec.recognise import looks_like_flow, not_a_spec, shown_sources
 from flowc.syntax.diagnostics import open_brackets, syntax_diagnostic, too_deep
 
 MAX_BYTES = 4_000_000
@@ -43,7 +44,7 @@ def parse_flow(text: str, path: str = "<flow>") -> Pipeline:
     source = SourceFile(path, text)
     data, spans, diags = parse_flow_data(source)
     if data is None:
-        raise SpecErrors(diags, {path: source})
+        raise SpecErrors(diags, shown_sources(diags, path, source))
     try:
         spec = build_pipeline(data, spans, source)
     except SpecErrors as e:
@@ -97,6 +98,8 @@ def parse_flow_data(source: SourceFile) -> tuple[dict[str, Any] | None, SpanTabl
                 )
             ],
         )
+    if not looks_like_flow(text):
+        return None, {}, [not_a_spec(path, "it does not begin with 'pipeline' or 'import'")]
     if text.startswith("\ufeff"):  # a byte-order mark, as some editors write: a space, so columns stay put
         text = " " + text[1:]
     try:
