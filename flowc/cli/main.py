@@ -1,12 +1,14 @@
 """`flowc <command> ...` — argument parsing and dispatch; each command lives in its own module.
 
-Exit codes: 0 success; 1 the spec (or run) has errors; 2 bad usage (unknown flag, missing file).
+Exit codes: 0 success; 1 the spec (or run) has errors; 2 bad usage (unknown flag, missing file);
+141 the reader of the output went away (`flowc ... | head`), as for a command ended by SIGPIPE.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -17,6 +19,7 @@ from flowc.spec.paths import allowing
 from flowc.version import __version__
 
 EXIT_OK, EXIT_ERRORS, EXIT_USAGE = 0, 1, 2
+EXIT_BROKEN_PIPE = 141
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,7 +72,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with allowing(getattr(args, "allow_path", None) or ()):
             code: int = args.func(args)
+        sys.stdout.flush()  # inside the try: a closed pipe (`flowc ... | head`) shows up here or in a write
         return code
+    except BrokenPipeError:
+        # the reader went away: stop quietly, as a command killed by SIGPIPE would (exit 128 + 13), and
+        # point stdout at /dev/null so that Python's flush at exit does not fail again
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
     except SpecErrors as e:
         print(e.render(), file=sys.stderr)
         print(_summary(e), file=sys.stderr)
