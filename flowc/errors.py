@@ -1,7 +1,8 @@
 """Every error flowc reports: a stable code, a message, a place in the source and a hint.
 
 Codes are kebab-case and each one is documented under a heading of the same name in
-docs/errors.md; tests/test_error_docs.py keeps the two lists equal.
+docs/errors.md (shipped in the package; `flowc explain CODE` prints the section);
+tests/test_error_docs.py keeps the two lists equal.
 """
 
 from __future__ import annotations
@@ -110,7 +111,9 @@ ERROR_CODES: tuple[str, ...] = get_args(ErrorCode)
 
 Severity = Literal["error", "warning", "note"]
 
-DOCS = "docs/errors.md"
+#: Where each code is explained: the command prints its section of docs/errors.md, which ships
+#: inside the package (flowc/docs/errors.md), so the pointer works after `pip install` too.
+EXPLAIN = "flowc explain"
 
 
 @dataclass(frozen=True)
@@ -143,7 +146,7 @@ class Diagnostic:
         pad = "  "
         out.extend(f"{pad}{n}" for n in self.notes)
         hint = f"hint: {self.hint}   " if self.hint else ""
-        out.append(f"{pad}{hint}docs: {DOCS}#{self.code}")
+        out.append(f"{pad}{hint}see: {EXPLAIN} {self.code}")
         return "\n".join(out)
 
 

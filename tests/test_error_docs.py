@@ -202,3 +202,28 @@ def regenerate() -> int:
 
 if __name__ == "__main__":
     sys.exit(regenerate())
+
+
+# -- `flowc explain`: the pointer every diagnostic ends with -------------------------------------------
+
+
+def test_the_installed_package_carries_this_page() -> None:
+    from flowc.cli.explain_command import reference_text
+
+    assert reference_text() == DOCS.read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("code", ERROR_CODES)
+def test_flowc_explain_prints_each_codes_section(code: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from flowc.cli.main import main
+
+    assert main(["explain", code]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"{code}\n") and "**Fix:**" in out and "\n## " not in out
+
+
+def test_flowc_explain_of_an_unknown_code_suggests_one(capsys: pytest.CaptureFixture[str]) -> None:
+    from flowc.cli.main import main
+
+    assert main(["explain", "unknown-nod"]) == 1
+    assert "did you mean 'unknown-node'?" in capsys.readouterr().err
