@@ -10,6 +10,7 @@ from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput
 
 from flowc.errors import Diagnostic
 from flowc.source import SourceFile, Span, describe_char, is_invisible
+from flowc.spec.build import FIELD_NAMES
 
 _WORDS = {
     "NAME": "a name",
@@ -36,22 +37,10 @@ _WORDS = {
     "<END-OF-FILE>": "the end of the file",
 }
 
-#: The words that begin a statement: of a file, of a pipeline, of a block.
+#: The words that begin a statement: of a file, of a pipeline, of a block (node, test, map body).
 FILE_KEYWORDS = ("import", "pipeline")
-STATEMENT_KEYWORDS = (
-    "input",
-    "output",
-    "type",
-    "model",
-    "corpus",
-    "node",
-    "loop",
-    "metric",
-    "test",
-    "demo",
-    "do",
-    "expect",
-)
+PIPELINE_KEYWORDS = ("input", "output", "type", "model", "corpus", "node", "loop", "metric", "test")
+BLOCK_KEYWORDS = ("output", "demo", "do", "expect")
 
 #: The type constructors that take `[...]`.
 _GENERIC = ("list", "enum", "route")
@@ -154,7 +143,18 @@ def misspelled_keyword(e: UnexpectedToken, source: SourceFile) -> Diagnostic | N
         m = re.fullmatch(r"(\s*)([A-Za-z_][A-Za-z0-9_]*)\s+", before)
         if not m or "COLON" not in expected:
             return None
-        word, column, choices = m.group(2), len(m.group(1)) + 1, STATEMENT_KEYWORDS
+        # only 'key:' may follow a word at a pipeline's top level; a block also takes '<-' and '='
+        word, column = m.group(2), len(m.group(1)) + 1
+        choices = PIPELINE_KEYWORDS if expected == {"COLON"} else BLOCK_KEYWORDS
+    if choices is not FILE_KEYWORDS and word in FIELD_NAMES:
+        # `role x`: a property missing its ':', not a misspelled keyword
+        end = column + len(word)
+        return Diagnostic(
+            "syntax-error",
+            f"a ':' is missing after '{word}'",
+            Span(source.path, e.line, end, e.line, end + 1),
+            hint=f"properties are written '{word}: value'",
+        )
     if word in choices:
         return None
     close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
@@ -289,7 +289,7 @@ def syntax_diagnostic(e: UnexpectedInput, source: SourceFile) -> Diagnostic:
             else (),
         )
     assert isinstance(e, UnexpectedToken)
-    mistake = misspelled_keyword(e, source) or match_common_mistake(e, source)
+    mistake = match_common_mistake(e, source) or misspelled_keyword(e, source)
     if mistake:
         return mistake
     tok = e.token
