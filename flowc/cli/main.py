@@ -47,7 +47,12 @@ def _optional_command_modules() -> list[Any]:
     import importlib
 
     found = []
-    for name in ("flowc.cli.run_commands", "flowc.cli.optimize_commands", "flowc.cli.explain_command"):
+    for name in (
+        "flowc.cli.run_commands",
+        "flowc.cli.optimize_commands",
+        "flowc.cli.interop_commands",
+        "flowc.cli.explain_command",
+    ):
         try:
             found.append(importlib.import_module(name))
         except ModuleNotFoundError as e:

@@ -133,8 +133,6 @@ def load_yaml_data(source: SourceFile, *, prefix: bool = False) -> tuple[Any, Sp
                 )
             ],
         )
-    if not looks_like_yaml_spec(source.text):
-        return None, {}, [not_a_spec(path, "it has no 'pipeline' key")]
     deep = _flow_too_deep(source.text)
     if deep is not None:
         # PyYAML's scanner is quadratic in the depth of flow collections ([[[...]]]): thousands of
@@ -320,6 +318,8 @@ def _tag_diagnostic(path: str, node: yaml.Node) -> Diagnostic:
 def parse_yaml(text: str, path: str = "<yaml>") -> Pipeline:
     """Read a YAML or JSON spec; raises SpecErrors with every problem found."""
     source = SourceFile(path, text)
+    if not looks_like_yaml_spec(text):  # before anything could quote the file
+        raise SpecErrors([not_a_spec(path, "it has no 'pipeline' key")])
     data, spans, diags = load_yaml_data(source)
     if diags and data is None:
         raise SpecErrors(diags, shown_sources(diags, path, source))
