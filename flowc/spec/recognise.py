@@ -16,7 +16,11 @@ from flowc.errors import Diagnostic
 from flowc.source import SourceFile, Span
 
 _FIRST_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_YAML_PIPELINE_KEY = re.compile(r"""^[-\s]*["']?pipeline["']?\s*:|[{,]\s*["']?pipeline["']?\s*:""", re.M)
+#: A top-level `pipeline:` key (also as a list item, which yaml-not-mapping explains), a quoted
+#: "pipeline" key of JSON however indented, or one in a flow mapping.
+_YAML_PIPELINE_KEY = re.compile(
+    r"""^(?:-[ \t]+)?["']?pipeline["']?[ \t]*:|^[ \t]*"pipeline"[ \t]*:|[{,][ \t]*["']?pipeline["']?[ \t]*:""", re.M
+)
 
 
 def looks_like_flow(text: str) -> bool:
@@ -34,8 +38,8 @@ def looks_like_flow(text: str) -> bool:
 
 
 def looks_like_yaml_spec(text: str) -> bool:
-    """The text has a `pipeline` key: at the start of a line (YAML, also in a list item) or after
-    `{` or `,` (flow style and JSON). Empty text (or only comments) is reported as empty instead."""
+    """The text has a `pipeline` key (see _YAML_PIPELINE_KEY). Empty text (or only comments) is
+    reported as empty instead."""
     if all(not ln.strip() or ln.lstrip().startswith("#") for ln in text.splitlines()):
         return True
     return _YAML_PIPELINE_KEY.search(text) is not None
