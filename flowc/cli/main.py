@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from flowc.cli import spec_commands
+from flowc.cli import explain_command, spec_commands
 from flowc.errors import FlowcError, SpecErrors
 from flowc.spec.paths import allowing
 from flowc.version import __version__
@@ -22,17 +22,26 @@ EXIT_OK, EXIT_ERRORS, EXIT_USAGE = 0, 1, 2
 EXIT_BROKEN_PIPE = 141
 
 
-def build_parser() -> argparse.ArgumentParser:
+# The commands on specs alone; for these the runtime and optimizers are not even imported, which
+# keeps `flowc check` and friends fast to start.
+SPEC_COMMANDS = frozenset({"check", "lint", "compile", "fmt", "graph", "schema", "explain"})
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The CLI's parser; given `argv` naming a spec command, only that group is registered."""
     parser = argparse.ArgumentParser(prog="flowc", description="Declarative pipelines for compound AI systems.")
     parser.add_argument("--version", action="version", version=f"flowc {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     spec_commands.register(sub)
-    for module in _optional_command_modules():
-        module.register(sub)
-    for command in sub.choices.values():
-        if any(a.dest in ("spec", "specs") for a in command._actions):
-            command.add_argument(
+    explain_command.register(sub)
+    command = next((a for a in argv or () if not a.startswith("-")), None)
+    if command not in SPEC_COMMANDS:
+        for module in _optional_command_modules():
+            module.register(sub)
+    for cmd in sub.choices.values():
+        if any(a.dest in ("spec", "specs") for a in cmd._actions):
+            cmd.add_argument(
                 "--allow-path",
                 action="append",
                 default=[],
@@ -51,7 +60,6 @@ def _optional_command_modules() -> list[Any]:
         "flowc.cli.run_commands",
         "flowc.cli.optimize_commands",
         "flowc.cli.interop_commands",
-        "flowc.cli.explain_command",
     ):
         try:
             found.append(importlib.import_module(name))
@@ -62,7 +70,7 @@ def _optional_command_modules() -> list[Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    parser = build_parser(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=[logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)],

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from flowc.errors import LMError
 from flowc.runtime.lm import LMRequest
-from flowc.scrub import scrub
+from flowc.scrub import scrub, treat_as_secret
 
-__all__ = ["refuse_credentials", "scrub"]  # scrub lives in flowc/scrub.py: diagnostics use it too
+# scrub and treat_as_secret live in flowc/scrub.py, below every layer: diagnostics use them too
+__all__ = ["refuse_credentials", "scrub", "treat_as_secret"]
 
 _CREDENTIAL_ARGS = frozenset(
     {
