@@ -88,6 +88,7 @@ ErrorCode = Literal[
     "lm-auth",
     "lm-bad-request",
     "lm-bad-response",
+    "context-window-exceeded",
     "lm-script-exhausted",
     "lm-replay-miss",
     "output-parse-error",
@@ -100,7 +101,9 @@ ErrorCode = Literal[
     "model-file-not-found",
     "model-checksum-mismatch",
     "dataset-invalid",
+    "invalid-encoding",
     "run-not-found",
+    "run-locked",
     "artifact-invalid",
     "budget-exceeded",
     "node-failed",
@@ -119,6 +122,9 @@ Severity = Literal["error", "warning", "note"]
 #: Where each code is explained: the command prints its section of docs/errors.md, which ships
 #: inside the package (flowc/docs/errors.md), so the pointer works after `pip install` too.
 EXPLAIN = "flowc explain"
+#: The reference page in the repository (and, as flowc/docs/errors.md, in the package); the anchor
+#: of a code's section is `#<code>`.
+DOCS = "docs/errors.md"
 
 
 @dataclass(frozen=True)

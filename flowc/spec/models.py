@@ -193,6 +193,8 @@ class MetricDecl(SpecModel):
     """The pipeline output it scores."""
     target: Name
     """The dataset field holding the expected value."""
+    model: Name | None = None
+    """The judge of an llm_judge metric: a declared model (no other metric takes one)."""
 
 
 class Expectation(SpecModel):
