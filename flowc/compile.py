@@ -19,12 +19,14 @@ from flowc.errors import Diagnostic, FlowcError, SpecErrors
 from flowc.ir.graph import FlowGraph, Param
 from flowc.ir.lower import lower
 from flowc.passes.base import Pass, PassContext
+from flowc.passes.check_files import check_files
 from flowc.passes.estimate_cost import CostEstimate
 from flowc.passes.pipeline import PassPipeline, default_passes
 from flowc.source import SourceFile, Span
 from flowc.spec.adapters import AdapterRef, resolve_adapters, short
 from flowc.spec.io import parse_yaml
 from flowc.spec.models import LLMNode, MapNode, Pipeline
+from flowc.spec.paths import allowing, spec_path
 from flowc.syntax.parser import parse_flow
 from flowc.version import __version__
 
@@ -351,13 +353,27 @@ def compile(
     passes: Sequence[Pass] | None = None,
     verify_each: bool = True,
     on_pass: Callable[[str, FlowGraph], None] | None = None,
+    allow_paths: Sequence[str | Path] = (),
 ) -> CompiledPipeline:
     """Compile a spec (a path, `.flow` text, or a Pipeline) into a CompiledPipeline.
+
+    `allow_paths`: folders outside the spec's project whose files the spec may read (corpora,
+    imports, adapters); see flowc/spec/paths.py.
 
     Raises:
         SpecErrors: every error found (warnings ride along in `.diagnostics` of the result).
         FlowcError: the file does not exist, or a pass broke the IR.
     """
+    with allowing(allow_paths):
+        return _compile(source, passes, verify_each, on_pass)
+
+
+def _compile(
+    source: str | Path | Pipeline,
+    passes: Sequence[Pass] | None,
+    verify_each: bool,
+    on_pass: Callable[[str, FlowGraph], None] | None,
+) -> CompiledPipeline:
     if isinstance(source, Pipeline):
         spec = source
     elif isinstance(source, Path) or (
@@ -375,8 +391,16 @@ def _load_imports(spec: Pipeline, stack: tuple[str, ...]) -> dict[str, CompiledP
     errors: list[Diagnostic] = []
     sources: dict[str, SourceFile] = {}
     for alias, rel in spec.imports.items():
-        path = (spec.base_dir / rel).resolve()
+        where = spec_path(rel, spec.base_dir)
+        path = where.resolved
         span = spec.span("imports", alias)
+        if not where.allowed:
+            errors.append(
+                Diagnostic(
+                    "path-outside-project", where.outside_message(f"import '{alias}'"), span, where.outside_hint()
+                )
+            )
+            continue
         if str(path) in stack:
             errors.append(
                 Diagnostic(
@@ -397,13 +421,26 @@ def _load_imports(spec: Pipeline, stack: tuple[str, ...]) -> dict[str, CompiledP
                 )
             )
             continue
-        sub = load_spec(path)
+        try:
+            sub = load_spec(path)
+        except SpecErrors as e:
+            if any(d.code == "not-a-spec" for d in e.diagnostics):  # say where it was imported, show nothing of it
+                errors.append(
+                    Diagnostic(
+                        "not-a-spec",
+                        f"import '{alias}' reads '{rel}', which is not a flowc spec",
+                        span,
+                        "import a .flow, .yaml or .json spec",
+                    )
+                )
+                continue
+            raise
         subs = _load_imports(sub, (*stack, str(path)))
         out[alias] = _compile_spec(sub, subs, passes=None, verify_each=True, on_pass=None)
     if errors:
         if spec.source_path and Path(spec.source_path).is_file():
             sources[spec.source_path] = SourceFile.read(spec.source_path)
-        raise SpecErrors(errors, sources)
+        raise SpecErrors([*errors, *check_files(spec)], sources)  # the other paths' problems too
     return out
 
 
@@ -421,7 +458,7 @@ def _compile_spec(
         param = graph.params.get(f"{model}.weights")
         if param is not None:  # the weights param names its adapter by content hash
             graph.params[param.name] = replace(param, value=ref.param_value())
-    ctx = PassContext(spec, [*diags, *weight_diags])
+    ctx = PassContext(spec, [*check_files(spec), *diags, *weight_diags])  # files are checked whatever the pass list
     pipeline = PassPipeline(list(passes) if passes is not None else default_passes(), verify_each, on_pass)
     graph, log = pipeline.run(graph, ctx)
     if ctx.has_errors:

@@ -1,20 +1,23 @@
 """Every error flowc reports: a stable code, a message, a place in the source and a hint.
 
 Codes are kebab-case and each one is documented under a heading of the same name in
-docs/errors.md; tests/test_error_docs.py keeps the two lists equal.
+docs/errors.md (shipped in the package; `flowc explain CODE` prints the section);
+tests/test_error_docs.py keeps the two lists equal.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal, get_args
 
-from flowc.source import SourceFile, Span, render_excerpt
+from flowc.scrub import scrub
+from flowc.source import SourceFile, Span, describe_char, is_invisible, render_excerpt
 
 ErrorCode = Literal[
     # -- reading a spec -------------------------------------------------------------------
     "file-not-found",
+    "not-a-spec",
     "input-too-large",
     "nesting-too-deep",
     "syntax-error",
@@ -44,6 +47,7 @@ ErrorCode = Literal[
     "unknown-tool",
     "import-not-found",
     "import-cycle",
+    "path-outside-project",
     # -- types ------------------------------------------------------------------------------
     "edge-type-mismatch",
     "output-type-mismatch",
@@ -53,6 +57,7 @@ ErrorCode = Literal[
     "template-syntax",
     "template-unbound-var",
     "template-unused-input",
+    "template-unknown-field",
     # -- the shape of the graph -------------------------------------------------------------
     "missing-input",
     "unused-pipeline-input",
@@ -120,6 +125,11 @@ ERROR_CODES: tuple[str, ...] = get_args(ErrorCode)
 
 Severity = Literal["error", "warning", "note"]
 
+#: Where each code is explained: the command prints its section of docs/errors.md, which ships
+#: inside the package (flowc/docs/errors.md), so the pointer works after `pip install` too.
+EXPLAIN = "flowc explain"
+#: The reference page in the repository (and, as flowc/docs/errors.md, in the package); the anchor
+#: of a code's section is `#<code>`.
 DOCS = "docs/errors.md"
 
 
@@ -134,6 +144,14 @@ class Diagnostic:
     severity: Severity = "error"
     notes: tuple[str, ...] = ()
 
+    def __post_init__(self) -> None:
+        # every diagnostic passes the same secret scrubbing as model errors: a message may quote
+        # a file's text, an environment value, a URL with a key in it
+        object.__setattr__(self, "message", scrub(self.message))
+        if self.hint is not None:
+            object.__setattr__(self, "hint", scrub(self.hint))
+        object.__setattr__(self, "notes", tuple(scrub(n) for n in self.notes))
+
     def render(self, source: SourceFile | None = None) -> str:
         """`file:line:col: error[code]: message`, the line with a caret, notes and a hint."""
         where = f"{self.span}: " if self.span else ""
@@ -141,11 +159,11 @@ class Diagnostic:
         if self.span is not None and source is not None:
             excerpt = render_excerpt(source, self.span)
             if excerpt:
-                out.append(excerpt)
+                out.append(scrub(excerpt))
         pad = "  "
         out.extend(f"{pad}{n}" for n in self.notes)
         hint = f"hint: {self.hint}   " if self.hint else ""
-        out.append(f"{pad}{hint}docs: {DOCS}#{self.code}")
+        out.append(f"{pad}{hint}see: {EXPLAIN} {self.code}")
         return "\n".join(out)
 
 
@@ -161,8 +179,8 @@ class FlowcError(Exception):
         hint: str | None = None,
         notes: Sequence[str] = (),
     ) -> None:
-        super().__init__(message)
         self.diagnostic = Diagnostic(code, message, span, hint, "error", tuple(notes))
+        super().__init__(self.diagnostic.message)  # scrubbed
 
     @property
     def code(self) -> ErrorCode:
@@ -187,6 +205,7 @@ class SpecErrors(Exception):
     sources: dict[str, SourceFile] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        self.diagnostics = [_note_invisible(d, self.sources) for d in self.diagnostics]
         super().__init__(self.render())
 
     @property
@@ -202,6 +221,25 @@ class SpecErrors(Exception):
 
     def __str__(self) -> str:
         return self.render()
+
+
+def _note_invisible(d: Diagnostic, sources: dict[str, SourceFile]) -> Diagnostic:
+    """Add a note when the text a diagnostic points at holds a character that shows as a space or
+    as nothing (a no-break or zero-width space): the message quotes it, but nobody can see it."""
+    source = sources.get(d.span.path) if d.span else None
+    if d.span is None or source is None or d.code == "unexpected-character":
+        return d
+    line = source.line_text(d.span.line)
+    one_line = d.span.end_line in (None, d.span.line) and d.span.end_column is not None
+    start, end = (d.span.column - 1, (d.span.end_column or 0) - 1) if one_line else (0, len(line))
+    for i in range(max(start, 0), min(max(end, start + 1), len(line))):
+        if is_invisible(line[i]):
+            note = (
+                f"line {d.span.line}, column {i + 1} holds {describe_char(line[i])}, which shows as a space or as "
+                "nothing but is not a plain space: delete it or retype it"
+            )
+            return replace(d, notes=(*d.notes, note)) if note not in d.notes else d
+    return d
 
 
 def render_all(diagnostics: Iterable[Diagnostic], sources: dict[str, SourceFile]) -> str:

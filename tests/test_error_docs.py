@@ -30,6 +30,8 @@ from flowc.errors import ERROR_CODES, FlowcError, SpecErrors
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs" / "errors.md"
 LIB = Path(__file__).parent / "syntax" / "wrong" / "lib" / "qa_step.flow"
+#: The corpus the examples declare (`corpus wiki = "data/wiki.jsonl"`): copied beside each example.
+DATA = Path(__file__).parent / "syntax" / "wrong" / "data"
 CODE = re.compile(r"^[a-z]+(?:-[a-z]+)+$")
 
 #: Codes in the Literal that nothing raises yet, each with the reason (kept short on purpose).
@@ -132,6 +134,7 @@ def test_documented_example_reports_its_code(
     code: str, lang: str, spec: str, shown: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     shutil.copy(LIB, tmp_path / "qa_step.flow")  # the examples that import a flow import this one
+    shutil.copytree(DATA, tmp_path / "data")
     (tmp_path / f"spec.{lang}").write_text(spec, encoding="utf-8")
     monkeypatch.chdir(tmp_path)  # the docs show paths as `spec.flow`
     try:
@@ -165,6 +168,7 @@ def _check_output(lang: str, spec: str) -> tuple[int, str]:
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     shutil.copy(LIB, tmp / "qa_step.flow")
+    shutil.copytree(DATA, tmp / "data")
     (tmp / f"spec.{lang}").write_text(spec, encoding="utf-8")
     out, err = io.StringIO(), io.StringIO()
     cwd = os.getcwd()
@@ -198,3 +202,28 @@ def regenerate() -> int:
 
 if __name__ == "__main__":
     sys.exit(regenerate())
+
+
+# -- `flowc explain`: the pointer every diagnostic ends with -------------------------------------------
+
+
+def test_the_installed_package_carries_this_page() -> None:
+    from flowc.cli.explain_command import reference_text
+
+    assert reference_text() == DOCS.read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("code", ERROR_CODES)
+def test_flowc_explain_prints_each_codes_section(code: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from flowc.cli.main import main
+
+    assert main(["explain", code]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"{code}\n") and "**Fix:**" in out and "\n## " not in out
+
+
+def test_flowc_explain_of_an_unknown_code_suggests_one(capsys: pytest.CaptureFixture[str]) -> None:
+    from flowc.cli.main import main
+
+    assert main(["explain", "unknown-nod"]) == 1
+    assert "did you mean 'unknown-node'?" in capsys.readouterr().err

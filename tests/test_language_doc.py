@@ -43,6 +43,7 @@ def workdir(tmp_path: Path) -> Path:
     """A folder holding the example pipelines, so a doc example can import `rag_step.flow`."""
     for p in (ROOT / "pipelines").glob("*.flow"):
         shutil.copy(p, tmp_path / p.name)
+    shutil.copytree(ROOT / "pipelines" / "data", tmp_path / "data")  # the corpora the examples declare
     return tmp_path
 
 

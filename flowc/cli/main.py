@@ -1,26 +1,30 @@
 """`flowc <command> ...` — argument parsing and dispatch; each command lives in its own module.
 
-Exit codes: 0 success; 1 the spec (or run) has errors; 2 bad usage (unknown flag, missing file).
+Exit codes: 0 success; 1 the spec (or run) has errors; 2 bad usage (unknown flag, missing file);
+141 the reader of the output went away (`flowc ... | head`), as for a command ended by SIGPIPE.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
 
-from flowc.cli import spec_commands
+from flowc.cli import explain_command, spec_commands
 from flowc.errors import FlowcError, SpecErrors
+from flowc.spec.paths import allowing
 from flowc.version import __version__
 
 EXIT_OK, EXIT_ERRORS, EXIT_USAGE = 0, 1, 2
+EXIT_BROKEN_PIPE = 141
 
 
 # The commands on specs alone; for these the runtime and optimizers are not even imported, which
 # keeps `flowc check` and friends fast to start.
-SPEC_COMMANDS = frozenset({"check", "lint", "compile", "fmt", "graph", "schema"})
+SPEC_COMMANDS = frozenset({"check", "lint", "compile", "fmt", "graph", "schema", "explain"})
 
 
 def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
@@ -30,10 +34,20 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     spec_commands.register(sub)
+    explain_command.register(sub)
     command = next((a for a in argv or () if not a.startswith("-")), None)
     if command not in SPEC_COMMANDS:
         for module in _optional_command_modules():
             module.register(sub)
+    for cmd in sub.choices.values():
+        if any(a.dest in ("spec", "specs") for a in cmd._actions):
+            cmd.add_argument(
+                "--allow-path",
+                action="append",
+                default=[],
+                metavar="DIR",
+                help="let the spec read files under DIR besides its project (corpora, imports, adapters); repeatable",
+            )
     return parser
 
 
@@ -73,8 +87,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return EXIT_USAGE
     try:
-        code: int = args.func(args)
+        with allowing(getattr(args, "allow_path", None) or ()):
+            code: int = args.func(args)
+        sys.stdout.flush()  # inside the try: a closed pipe (`flowc ... | head`) shows up here or in a write
         return code
+    except BrokenPipeError:
+        # the reader went away: stop quietly, as a command killed by SIGPIPE would (exit 128 + 13), and
+        # point stdout at /dev/null so that Python's flush at exit does not fail again
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
     except SpecErrors as e:
         print(e.render(), file=sys.stderr)
         print(_summary(e), file=sys.stderr)

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import ClassVar
 
-from flowc.ir.graph import INPUT, FlowGraph
+from flowc.ir.graph import INPUT, OUTPUT, FlowGraph
 from flowc.passes.base import Pass, PassContext
 from flowc.passes.check_types import value_fits
+from flowc.passes.port_types import delivered_type
 from flowc.spec.build import did_you_mean
 from flowc.spec.models import METRIC_NAMES, LLMNode, MapNode
+from flowc.spec.types import EnumT, ListT, Prim, TypeExpr, non_optional
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,18 @@ class CheckDeclarationsPass(Pass):
                         spec.span(*p, "expect", i, "output"),
                         did_you_mean(ex.output, outputs) or _listing("outputs", outputs),
                     )
+                    continue
+                out_type = delivered_type(graph, OUTPUT, ex.output)
+                problem = _expectation_problem(ex.op, ex.value, out_type)
+                if problem:
+                    ctx.report(
+                        "invalid-value",
+                        f"test '{name}' expects {ex.output} {ex.op} {_show(ex.value)}, {problem}",
+                        spec.span(*p, "expect", i, "value"),
+                        _fit_hint(ex.value, out_type, "compare with")
+                        if ex.op in ("==", "!=")
+                        else "'contains' takes text (or an element of a list output); 'matches' a regular expression",
+                    )
             missing = [k for k, i in spec.inputs.items() if i.default is None and k not in t.inputs]
             if missing:
                 ctx.report(
@@ -79,8 +94,9 @@ class CheckDeclarationsPass(Pass):
                 continue
             base = ("nodes", name) if llm is node else ("nodes", name, "body")
             fields = set(llm.inputs) | set(graph.node(name).outputs if llm is node else llm.outputs or {"text"})
+            ports = _demo_ports(graph, name, llm, llm is node)
             for i, demo in enumerate(llm.demos):
-                for k in demo:
+                for k, v in demo.items():
                     if k not in fields:
                         ctx.report(
                             "demo-unknown-field",
@@ -88,7 +104,55 @@ class CheckDeclarationsPass(Pass):
                             spec.key_span(*base, "demos", i, k),
                             did_you_mean(k, fields) or f"fields: {', '.join(sorted(fields))}",
                         )
+                    elif k in ports and not value_fits(v, ports[k]):
+                        ctx.report(
+                            "invalid-value",
+                            f"demo {i + 1} of '{name}' sets '{k}' to {_show(v)}, "
+                            f"which does not fit its type {ports[k]}",
+                            spec.span(*base, "demos", i, k),
+                            _fit_hint(v, ports[k]),
+                        )
         return graph
+
+
+def _demo_ports(graph: FlowGraph, name: str, llm: LLMNode, top_level: bool) -> dict[str, TypeExpr]:
+    """The types of the fields a demo of `llm` may set: its inputs' and outputs' port types (a map's
+    body has no node of its own in the graph; its declared outputs are used, inputs left free)."""
+    if not top_level:
+        return dict(llm.outputs)
+    node = graph.node(name)
+    return {k: delivered_type(graph, name, k) for k in node.inputs} | {k: p.type for k, p in node.outputs.items()}
+
+
+def _expectation_problem(op: str, value: object, t: TypeExpr) -> str | None:
+    """Why `output op value` can never hold for an output of type `t`, or None."""
+    inner = non_optional(t)
+    if op in ("==", "!="):
+        return None if value_fits(value, t) else f"which does not fit its type {t}"
+    if op == "matches":
+        if not isinstance(value, str):
+            return "but 'matches' takes a regular expression in quotes"
+        try:
+            re.compile(value)
+        except re.error as e:
+            return f"which is not a regular expression ({e})"
+        return None
+    if isinstance(inner, ListT):
+        return None if value_fits(value, inner.item) else f"which does not fit its elements' type {inner.item}"
+    if isinstance(inner, Prim) and inner.name == "str" and not isinstance(value, str):
+        return "but a text output contains only text"
+    return None
+
+
+def _fit_hint(value: object, t: TypeExpr, verb: str = "write") -> str:
+    inner = non_optional(t)
+    if isinstance(inner, EnumT) and isinstance(value, str):
+        return did_you_mean(value, inner.values) or f"{verb} one of: {', '.join(inner.values)}"
+    return f"{verb} a value of type {t}"
+
+
+def _show(v: object) -> str:
+    return json.dumps(v, ensure_ascii=False)
 
 
 def _check_judge(ctx: PassContext, name: str, fn: str, model: str | None, models: set[str]) -> None:

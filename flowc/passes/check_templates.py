@@ -7,8 +7,11 @@ from typing import ClassVar
 
 from flowc.ir.graph import FlowGraph
 from flowc.passes.base import Pass, PassContext
+from flowc.passes.port_types import delivered_type
+from flowc.spec.build import did_you_mean
 from flowc.spec.models import LLMNode, MapNode
-from flowc.spec.template import TemplateError, placeholders
+from flowc.spec.template import Placeholder, TemplateError, placeholders
+from flowc.spec.types import ANY, Named, RecordT, non_optional
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,8 @@ class CheckTemplatesPass(Pass):
                     continue
                 for ph in phs:
                     used.add(ph.name)
+                    if ph.name in llm.inputs and ph.field is not None:
+                        self.check_field(ctx, graph, name, field, base, text, ph)
                     if ph.name not in llm.inputs:
                         span = spec.span_in(*base, field, offset=ph.offset, length=ph.length, value=text)
                         bound = ", ".join(llm.inputs) or "none"
@@ -62,3 +67,35 @@ class CheckTemplatesPass(Pass):
                         severity="warning",
                     )
         return graph
+
+    def check_field(
+        self,
+        ctx: PassContext,
+        graph: FlowGraph,
+        name: str,
+        field: str,
+        base: tuple[str, ...],
+        text: str,
+        ph: Placeholder,
+    ) -> None:
+        """`{{x.f}}` reads field `f` of a record: x must be a record that has it (when x's type is known)."""
+        t = non_optional(delivered_type(graph, name, ph.name)) if graph.has_node(name) else ANY
+        if t == ANY or isinstance(t, Named):
+            return
+        span = ctx.spec.span_in(*base, field, offset=ph.offset, length=ph.length, value=text)
+        if isinstance(t, RecordT):
+            if t.field(str(ph.field)) is None:
+                fields = [k for k, _ in t.fields]
+                ctx.report(
+                    "template-unknown-field",
+                    f"{{{{{ph.name}.{ph.field}}}}}: '{ph.name}' of '{name}' is a {t}, which has no field '{ph.field}'",
+                    span,
+                    did_you_mean(str(ph.field), fields) or f"fields: {', '.join(fields)}",
+                )
+            return
+        ctx.report(
+            "template-unknown-field",
+            f"{{{{{ph.name}.{ph.field}}}}}: '{ph.name}' of '{name}' is a {t}, which has no fields",
+            span,
+            f"write {{{{{ph.name}}}}}; only record values (types like {{title: str, text: str}}) have fields",
+        )

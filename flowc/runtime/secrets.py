@@ -3,10 +3,12 @@ credential, and error text is scrubbed of secret-looking environment values befo
 
 from __future__ import annotations
 
-import os
-
 from flowc.errors import LMError
 from flowc.runtime.lm import LMRequest
+from flowc.scrub import scrub, treat_as_secret
+
+# scrub and treat_as_secret live in flowc/scrub.py, below every layer: diagnostics use them too
+__all__ = ["refuse_credentials", "scrub", "treat_as_secret"]
 
 _CREDENTIAL_ARGS = frozenset(
     {
@@ -34,22 +36,3 @@ def refuse_credentials(request: LMRequest) -> None:
             model=request.model,
             hint="set the provider's API key in the environment (e.g. OPENAI_API_KEY) instead",
         )
-
-
-_SECRET_MARKERS = ("KEY", "TOKEN", "SECRET", "PASSWORD")
-# Variables a spec named as holding a key (api_key_env), whatever their names look like.
-_named: set[str] = set()
-
-
-def treat_as_secret(env_name: str) -> None:
-    """Scrub the value of `env_name` from error text from now on (a model's api_key_env)."""
-    _named.add(env_name)
-
-
-def scrub(text: str) -> str:
-    """Replace any secret-looking environment value that leaked into `text` with ***."""
-    for name, value in os.environ.items():
-        secret = name in _named or any(m in name.upper() for m in _SECRET_MARKERS)
-        if len(value) >= 8 and secret and value in text:
-            text = text.replace(value, "***")
-    return text

@@ -23,6 +23,7 @@ from typing import Any
 
 from flowc.errors import Diagnostic, FlowcError
 from flowc.spec.models import Pipeline
+from flowc.spec.paths import spec_path
 
 FORMAT = "flowc-lora/1"
 SUFFIX = ".safetensors"
@@ -193,6 +194,8 @@ def resolve_adapters(spec: Pipeline) -> tuple[dict[str, AdapterRef], list[Diagno
             continue
         if md.adapter is None:
             continue
+        if not spec_path(md.adapter, spec.base_dir).allowed:
+            continue  # outside the project: check-files reports it, and the file is never read
         ref = _resolve_one(spec, name, md.adapter, diags)
         if ref is not None:
             refs[name] = ref

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import re
 from typing import Any, cast
 
 from pydantic import BaseModel, ValidationError
@@ -244,6 +245,8 @@ def _diagnostic(err: Any, data: Any, spans: SpanTable, source: SourceFile | None
         else:
             hint = 'bindings: name, node.port, "text", 3, all node.port, a ?? b'
         return Diagnostic(code, f"{_where(p)}: {err['msg']}", span, hint=hint)
+    if etype == "string_pattern_mismatch" and p[-1:] and str(p[-1]) in _REFERENCES and loc[-1:] != ("[key]",):
+        return _bad_reference(str(err.get("input")), data, p, spans, path)
     if etype == "string_pattern_mismatch" or (etype == "string_type" and loc[-1:] == ("[key]",)):
         # a bad name as a key (`nodes: {3x: ...}`) points at the key, a bad name as a value at the value
         return Diagnostic(
@@ -254,6 +257,52 @@ def _diagnostic(err: Any, data: Any, spans: SpanTable, source: SourceFile | None
         )
     message, value_hint = _value_problem(err, _where(p))
     return Diagnostic("invalid-value", message, _span(spans, p, path), hint=value_hint)
+
+
+#: Fields whose value names something declared elsewhere in the spec: (section, word, code).
+_REFERENCES: dict[str, tuple[str, str, ErrorCode]] = {
+    "model": ("models", "model", "unknown-model"),
+    "corpus": ("corpora", "corpus", "unknown-corpus"),
+    "flow": ("imports", "import", "import-not-found"),
+    "fallback": ("nodes", "node", "unknown-node"),
+    "from": ("nodes", "node", "unknown-node"),
+    "to": ("nodes", "node", "unknown-node"),
+}
+
+
+def _bad_reference(value: str, data: Any, p: tuple[str | int, ...], spans: SpanTable, path: str | None) -> Diagnostic:
+    """A field that names a declaration holds something that cannot be a name: most often a model
+    id (`local/smollm2`) or a corpus path where the declared name belongs. Say which names exist."""
+    section, word, code = _REFERENCES[str(p[-1])]
+    declared = data.get(section) if isinstance(data.get(section), dict) else {}
+    id_field = {"models": "id", "corpora": "path"}.get(section)
+    same = [
+        n
+        for n, d in declared.items()
+        if (isinstance(d, dict) and id_field and d.get(id_field) == value) or (isinstance(d, str) and d == value)
+    ]
+    if same:
+        what = "id" if section == "models" else "path"
+        message = f"{_where(p)} names a declared {word}; '{value}' is the {what} of {word} '{same[0]}'"
+        hint = f"write '{same[0]}'"
+    else:
+        message = f"{_where(p)} names a declared {word}, and '{value}' is not a name"
+        listing = f"declared {section}: {', '.join(declared)}" if declared else f"the pipeline declares no {section}"
+        name = _name_for(value, declared)
+        how = {
+            "models": f"declare it (model {name} = \"{value}\") and write '{name}'",
+            "corpora": f"declare it (corpus {name} = \"{value}\") and write '{name}'",
+            "imports": f"import it (import \"{value}\" as {name}) and write '{name}'",
+        }.get(section)
+        hint = f"{listing}; or {how}" if how else listing
+    return Diagnostic(code, message, _span(spans, p, path), hint=hint)
+
+
+def _name_for(value: str, taken: dict[str, Any]) -> str:
+    """A name to declare `value` under in a hint: `openai/gpt-4o-mini` → `gpt_4o_mini`."""
+    stem = re.sub(r"\W+", "_", value.rsplit("/", 1)[-1].rsplit(".", 1)[0]).strip("_") or "it"
+    name = stem if stem[0].isalpha() else f"m_{stem}"
+    return name if name not in taken else f"{name}_2"
 
 
 def _unknown_field(name: str, data: Any, p: tuple[str | int, ...], spans: SpanTable, path: str | None) -> Diagnostic:

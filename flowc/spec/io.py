@@ -8,7 +8,6 @@ pathological documents (deep nesting, alias bombs, huge files) fail fast with a 
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
 import yaml
@@ -17,6 +16,8 @@ from flowc.errors import Diagnostic, ErrorCode, SpecErrors
 from flowc.source import SourceFile, Span
 from flowc.spec.build import SpanTable, build_pipeline
 from flowc.spec.models import Pipeline
+from flowc.spec.recognise import looks_like_yaml_spec, not_a_spec, shown_sources
+from flowc.spec.yaml_schema import CoreDumper, CoreLoader
 
 MAX_BYTES = 4_000_000
 MAX_DEPTH = 64
@@ -112,34 +113,12 @@ def _mark_span(source: SourceFile, line: int, column: int) -> Span:
     return Span(source.path, line + 1, column + 1, line + 1, column + 2)
 
 
-class _Loader(yaml.SafeLoader):
-    """PyYAML's safe loader, reading numbers like `1e+30` as floats (YAML 1.2 and JSON do; PyYAML's
-    YAML 1.1 resolver wants a dot and would read a string), so a JSON spec means what it says."""
+def load_yaml_data(source: SourceFile, *, prefix: bool = False) -> tuple[Any, SpanTable, list[Diagnostic]]:
+    """Parse YAML/JSON text into plain data and a span table; problems come back as diagnostics.
 
-
-_FLOAT = re.compile(
-    r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
-    |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
-    |\.[0-9_]+(?:[eE][-+][0-9]+)?
-    |[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+\.[0-9_]*
-    |[-+]?\.(?:inf|Inf|INF)
-    |\.(?:nan|NaN|NAN))$""",
-    re.X,
-)
-_Loader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT, list("-+0123456789."))
-
-
-# PyYAML resolves a lone `=` to the YAML 1.1 "value" tag but has no constructor for it (found by
-# tests/test_fuzz.py): it is just the string "=".
-def _plain_scalar(loader: yaml.SafeLoader, node: yaml.Node) -> Any:
-    return loader.construct_scalar(node) if isinstance(node, yaml.ScalarNode) else None
-
-
-_Loader.add_constructor("tag:yaml.org,2002:value", _plain_scalar)
-
-
-def load_yaml_data(source: SourceFile) -> tuple[Any, SpanTable, list[Diagnostic]]:
-    """Parse YAML/JSON text into plain data and a span table; problems come back as diagnostics."""
+    `prefix`: the text is the part of a file before its syntax error; only what is found in a
+    prefix that parses counts (no syntax error of its own).
+    """
     path = source.path
     if len(source.text) > MAX_BYTES:
         return (
@@ -170,9 +149,13 @@ def load_yaml_data(source: SourceFile) -> tuple[Any, SpanTable, list[Diagnostic]
                 )
             ],
         )
+    loader: CoreLoader | None = None
     try:
-        root = yaml.compose(source.text, Loader=_Loader)
+        loader = CoreLoader(source.text)  # reads the stream's start: may raise ReaderError
+        root = loader.get_single_node()
     except yaml.MarkedYAMLError as e:
+        if prefix:
+            return None, {}, []
         mark = e.problem_mark or e.context_mark
         span = _mark_span(source, mark.line, mark.column) if mark else Span(path, 1, 1, 1, 2)
         # PyYAML often notices a problem a line late; its context mark says where the construct
@@ -181,10 +164,16 @@ def load_yaml_data(source: SourceFile) -> tuple[Any, SpanTable, list[Diagnostic]
         if e.context and e.context_mark is not None and e.problem_mark is not None:
             cm = e.context_mark
             notes = (f"{e.context}, which starts at {path}:{cm.line + 1}:{cm.column + 1}",)
+        # the lines before the construct that broke may hold problems found only after parsing
+        # (duplicate keys, tags): report them too, so the file's first error comes first
+        cut = min(m.line for m in (e.problem_mark, e.context_mark) if m is not None) if mark else 0
+        before = "\n".join(source.text.split("\n")[:cut])
+        earlier = load_yaml_data(SourceFile(path, before), prefix=True)[2] if before.strip() else []
         return (
             None,
             {},
             [
+                *earlier,
                 Diagnostic(
                     "yaml-syntax",
                     f"YAML: {e.problem or e.context}",
@@ -193,10 +182,12 @@ def load_yaml_data(source: SourceFile) -> tuple[Any, SpanTable, list[Diagnostic]
                     if "'?'" in str(e.problem) or "'#'" in str(e.problem)
                     else "check indentation, colons, quotes and closing brackets here and on the lines above",
                     notes=notes,
-                )
+                ),
             ],
         )
     except yaml.YAMLError as e:
+        if prefix:
+            return None, {}, []
         return None, {}, [Diagnostic("yaml-syntax", f"YAML: {e}", Span(path, 1, 1), hint="check the file is YAML")]
     except RecursionError:
         return (
@@ -211,6 +202,12 @@ def load_yaml_data(source: SourceFile) -> tuple[Any, SpanTable, list[Diagnostic]
                 )
             ],
         )
+    finally:
+        if loader is not None:
+            loader.dispose()
+    if loader is not None and loader.tagged:
+        # `!!python/object/apply:...` on a mapping would otherwise be read as a plain mapping
+        return None, {}, [_tag_diagnostic(path, node) for node in loader.tagged]
     if root is None:
         return (
             None,
@@ -231,7 +228,7 @@ def load_yaml_data(source: SourceFile) -> tuple[Any, SpanTable, list[Diagnostic]
         return None, {}, [Diagnostic(big.code, big.message, _span(path, big.node), hint=_limit_hint(big.code))]
     spans: SpanTable = {}
     diags: list[Diagnostic] = []
-    constructor = _Loader("")
+    constructor = CoreLoader("")
     count = [0]
 
     def build(node: yaml.Node, p: tuple[str | int, ...], depth: int) -> Any:
@@ -273,11 +270,7 @@ def load_yaml_data(source: SourceFile) -> tuple[Any, SpanTable, list[Diagnostic]
             return out
         if isinstance(node, yaml.SequenceNode):
             return [build(v, (*p, i), depth + 1) for i, v in enumerate(node.value)]
-        try:
-            value = constructor.construct_object(node)
-        except yaml.constructor.ConstructorError:  # an explicit tag (`!foo`, `!!python/...`)
-            raise _Limits("yaml-syntax", f"YAML: unsupported tag {node.tag!r}", node) from None
-        # Dates and the like are not spec values: keep their text.
+        value = constructor.construct_object(node)  # core-schema scalars only: tags were refused above
         return value if isinstance(value, str | int | float | bool) or value is None else str(node.value)
 
     try:
@@ -311,12 +304,25 @@ def load_yaml_data(source: SourceFile) -> tuple[Any, SpanTable, list[Diagnostic]
     return data, spans, diags
 
 
+def _tag_diagnostic(path: str, node: yaml.Node) -> Diagnostic:
+    tag = node.tag.replace("tag:yaml.org,2002:", "!!")
+    line, col = node.start_mark.line + 1, node.start_mark.column + 1
+    return Diagnostic(
+        "yaml-syntax",
+        f"YAML: tags are not allowed in a spec ({tag!r})",
+        Span(path, line, col, line, col + 1),
+        hint=_limit_hint("yaml-syntax"),
+    )
+
+
 def parse_yaml(text: str, path: str = "<yaml>") -> Pipeline:
     """Read a YAML or JSON spec; raises SpecErrors with every problem found."""
     source = SourceFile(path, text)
+    if not looks_like_yaml_spec(text):  # before anything could quote the file
+        raise SpecErrors([not_a_spec(path, "it has no 'pipeline' key")])
     data, spans, diags = load_yaml_data(source)
     if diags and data is None:
-        raise SpecErrors(diags, {path: source})
+        raise SpecErrors(diags, shown_sources(diags, path, source))
     try:
         spec = build_pipeline(data, spans, source)
     except SpecErrors as e:
@@ -326,11 +332,8 @@ def parse_yaml(text: str, path: str = "<yaml>") -> Pipeline:
     return spec
 
 
-class _Dumper(yaml.SafeDumper):
-    """Quotes strings that `_Loader` would read as numbers (e.g. "1e3")."""
-
-
-_Dumper.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT, list("-+0123456789."))
+class _Dumper(CoreDumper):
+    """Canonical layout: multi-line text as block scalars."""
 
 
 def _str_presenter(dumper: yaml.SafeDumper, data: str) -> yaml.ScalarNode:

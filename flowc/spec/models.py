@@ -91,7 +91,8 @@ JSONValue = Annotated[Any, WithJsonSchema({})]
 
 
 class SpecModel(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+    # a field's docstring is its description in the JSON Schema (`flowc schema`): editors show it
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True, use_attribute_docstrings=True)
 
 
 # -- declarations ------------------------------------------------------------------------------
@@ -99,41 +100,60 @@ class SpecModel(BaseModel):
 
 class InputDecl(SpecModel):
     type: TypeRef
+    """The input's type: str, int, float, bool, any, Doc, list[T], enum[a, b], {field: T}, T? or a declared type."""
     default: JSONValue = None
+    """The value used when a run does not give this input; without one the input is required."""
     description: str = ""
+    """What the input is, for readers and tools."""
 
 
 class OutputDecl(SpecModel):
     source: Binding
+    """Where the output's value comes from: node.port, an input name, a literal, 'all node.port' or 'a ?? b'."""
     type: TypeRef | None = None
+    """The output's type, checked against its source; none: the source's type."""
     description: str = ""
+    """What the output is, for readers and tools."""
 
 
 class ModelDecl(SpecModel):
     """A model reachable through litellm (`openai/gpt-4o-mini`, `local/smollm2`, ...)."""
 
     id: str = Field(min_length=1)
+    """The model's id as litellm knows it (openai/gpt-4o-mini, ollama/llama3), or an embedded model
+    (local/smollm2, local/qwen-coder-0.5b)."""
     temperature: float = Field(0.0, ge=0.0, le=2.0)
+    """Sampling temperature, 0 to 2."""
     max_tokens: int | None = Field(None, ge=1)
+    """The most tokens per answer; none: the provider's default."""
     seed: int | None = None
+    """Sampling seed, where the provider supports one."""
     retries: int = Field(2, ge=0, le=20)
+    """Retries of a failed call (timeouts, rate limits, server errors), with exponential backoff."""
     timeout: float | None = Field(60.0, gt=0)
+    """Seconds per call; null for none."""
     rpm: int | None = Field(None, ge=1)
+    """Requests per minute, shared by every node and optimizer that uses this model."""
     tpm: int | None = Field(None, ge=1)
+    """Tokens per minute, shared by every node and optimizer that uses this model."""
     fallbacks: list[str] = Field(default_factory=list)
+    """Model ids tried in order when this one still fails after its retries."""
     api_base: str | None = None
-    # The environment variable holding the key for api_base; without it a custom api_base gets
-    # no key (a provider's key from the environment goes only to that provider's own endpoints).
+    """The server's base URL (vLLM, Ollama, llama.cpp or any OpenAI-compatible server)."""
     api_key_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
-    # How calls go: native (flowc's HTTP client, OpenAI-compatible servers), litellm, or auto.
+    """The environment variable holding the key for api_base; without it a custom api_base gets no key
+    (a provider's key from the environment goes only to that provider's own endpoints)."""
     transport: Literal["auto", "native", "litellm"] = "auto"
-    # Constrained decoding of typed replies: None = where the model supports it (a grammar for the
-    # embedded local/ models, a JSON schema for APIs with structured outputs); true also sends a
-    # grammar to a llama.cpp server behind api_base; false never.
+    """How calls go: native (flowc's HTTP client, OpenAI-compatible servers), litellm, or auto."""
     constrained: bool | None = None
+    """Constrained decoding of typed replies. None: where the model supports it (a grammar for the
+    embedded local/ models, a JSON schema for APIs with structured outputs); true also sends a grammar
+    to a llama.cpp server behind api_base; false never."""
     # Weights: a LoRA adapter (safetensors) trained by flowc, and whether optimizers may train it.
     adapter: str | None = None
+    """A LoRA adapter (safetensors) for the model's weights, relative to the spec; it must lie inside the project."""
     trainable: bool = False
+    """Whether optimizers may train the model's weights (a 'weights' param)."""
 
     @field_validator("api_base")
     @classmethod
@@ -147,36 +167,50 @@ class ModelDecl(SpecModel):
 
 class CorpusDecl(SpecModel):
     path: str = Field(min_length=1)
+    """The corpus file (.jsonl of {id, title, text} records), relative to the spec; it must lie inside the project."""
     description: str = ""
+    """What the corpus holds, for readers and tools."""
 
 
 class LoopDecl(SpecModel):
     """A bounded back edge: values from `from` may re-run `to` at most `max` times."""
 
-    model_config = ConfigDict(populate_by_name=True, extra="forbid", frozen=True)
+    model_config = ConfigDict(populate_by_name=True, extra="forbid", frozen=True, use_attribute_docstrings=True)
     from_: Name = Field(alias="from")
+    """The node whose values (or route choice) go back to 'to'."""
     to: Name
+    """The node the loop goes back to."""
     max: int = Field(ge=1, le=1000)
+    """The most times the back edge is taken in one run."""
     while_: Condition | None = Field(default=None, alias="while")
+    """The back edge is taken only while this holds, e.g. plan.next == "search"."""
 
 
 class MetricDecl(SpecModel):
     fn: Name
+    """The metric: exact_match, f1, accuracy, contains, last_integer, label_accuracy, mrr or llm_judge."""
     output: Name
+    """The pipeline output it scores."""
     target: Name
-    # The judge of an `llm_judge` metric: a declared model (no other metric takes one).
+    """The dataset field holding the expected value."""
     model: Name | None = None
+    """The judge of an llm_judge metric: a declared model (no other metric takes one)."""
 
 
 class Expectation(SpecModel):
     output: Name
+    """The pipeline output tested."""
     op: Literal["==", "!=", "contains", "matches"] = "=="
+    """How the output is compared with the value: ==, !=, contains, or matches (a regular expression)."""
     value: JSONValue = None
+    """The value compared with; it must fit the output's type."""
 
 
 class TestCase(SpecModel):
     inputs: dict[Name, JSONValue] = Field(default_factory=dict)
+    """The pipeline inputs of this test, by name."""
     expect: list[Expectation] = Field(default_factory=list)
+    """What the outputs must satisfy."""
 
 
 # -- nodes ---------------------------------------------------------------------------------------
@@ -184,7 +218,10 @@ class TestCase(SpecModel):
 
 class NodeBase(SpecModel):
     description: str = ""
+    """What the node does, for readers and tools."""
     inputs: dict[Name, Binding] = Field(default_factory=dict)
+    """The node's input ports and what is bound to each: node.port, an input name, a literal,
+    'all node.port' or 'a ?? b'."""
 
     @model_serializer(mode="wrap")
     def _keep_kind(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
@@ -210,51 +247,76 @@ class LLMNode(NodeBase):
     """
 
     kind: Literal["llm"] = "llm"
+    """An llm node renders its prompt from its inputs, calls a model and parses typed outputs."""
     role: str = ""
+    """What the node does (generator, planner, critic, ...); optimizers use it."""
     model: Name | None = None
+    """The name of a model declared under 'models' (not a model id); none: the only declared model."""
     system: str | None = None
+    """The system message, a template over the node's inputs."""
     prompt: str
+    """The user message, a template: {{input}} and {{input.field}} placeholders over the node's inputs."""
     outputs: dict[Name, TypeRef] = Field(default_factory=dict)
+    """Typed outputs by name; none: one output 'text: str'. A route[a, b] output makes the node a router."""
     format: Literal["auto", "json", "tagged", "text"] = "auto"
+    """How outputs are asked for and parsed: json, tagged (<name>...</name>), text, or auto."""
     demos: list[dict[Name, JSONValue]] = Field(default_factory=list)
+    """Examples shown to the model: records of input and output values."""
     trainable: bool = True
+    """Whether optimizers may change its prompt, system prompt and demos."""
     fallback: Name | None = None
+    """For a router: the node taken when the answer is not a choice or a loop is exhausted."""
     # Task-specific criteria a local critic scores this node's output on (TEP); defaults apply if empty.
     criteria: list[str] = Field(default_factory=list)
+    """What a local critic scores the output on (TEP); empty: the defaults."""
 
 
 class RetrieveNode(NodeBase):
     """Top-k passages from a declared corpus. Input `query: str` (or `queries: list[str]` for maxsim)."""
 
     kind: Literal["retrieve"] = "retrieve"
+    """A retrieve node returns the top-k passages of a corpus for its 'query' (or 'queries')."""
     corpus: Name
+    """The name of a corpus declared under 'corpora' (not a path)."""
     method: Literal["bm25", "dense", "maxsim"] = "bm25"
+    """bm25 (lexical), dense (embeddings) or maxsim (several queries, late interaction)."""
     k: int = Field(5, ge=1, le=1000)
+    """How many passages to return."""
 
 
 class ToolNode(NodeBase):
     """Calls a Python function registered under `function` (entry points or the Python API)."""
 
     kind: Literal["tool"] = "tool"
+    """A tool node calls a registered Python function with its inputs."""
     function: Name
+    """The registered name of the function (entry points or the Python API)."""
     outputs: dict[Name, TypeRef] = Field(default_factory=dict)
+    """Typed outputs by name; none: one output 'result: any'."""
 
 
 class SubflowNode(NodeBase):
     """Another pipeline used as a node; `flow` names an `import`."""
 
     kind: Literal["subflow"] = "subflow"
+    """A subflow node runs an imported pipeline; its inputs and outputs are that pipeline's."""
     flow: Name
+    """The alias of an import (import "file.flow" as alias)."""
 
 
 class MapNode(NodeBase):
     """Runs `body` once per element of `over` (bound to the name `item`), concurrently; gathers lists."""
 
     kind: Literal["map"] = "map"
+    """A map node runs its body once per element of 'over', concurrently, and gathers the outputs as lists."""
     over: Binding
+    """The list to map over: a binding such as decompose.subqueries."""
     item: Name = "item"
+    """The name the body's bindings use for the current element."""
     max_items: int | None = Field(None, ge=1)
+    """The most elements mapped; the rest are dropped."""
     body: Annotated[LLMNode | RetrieveNode | ToolNode | SubflowNode, Field(discriminator="kind")]
+    """The node run for each element (llm, retrieve, tool or subflow)."""
 
 
 Node = Annotated[LLMNode | RetrieveNode | ToolNode | SubflowNode | MapNode, Field(discriminator="kind")]
@@ -280,17 +342,29 @@ class Pipeline(SpecModel):
     """One pipeline: its interface, what it uses, its nodes and how they connect."""
 
     pipeline: Name
+    """The pipeline's name."""
     description: str = ""
+    """What the pipeline does."""
     imports: dict[Name, str] = Field(default_factory=dict)
+    """Other specs used as subflows: alias -> path relative to this spec (inside the project)."""
     types: dict[Name, TypeRef] = Field(default_factory=dict)
+    """Named types: name -> type expression."""
     inputs: dict[Name, InputDecl] = Field(default_factory=dict)
+    """The pipeline's inputs by name."""
     outputs: dict[Name, OutputDecl] = Field(default_factory=dict)
+    """The pipeline's outputs by name, each bound to a source."""
     models: dict[Name, ModelDecl] = Field(default_factory=dict)
+    """The models nodes may call, by the name nodes use."""
     corpora: dict[Name, CorpusDecl] = Field(default_factory=dict)
+    """The corpora retrieve nodes may read, by the name nodes use."""
     nodes: dict[Name, Node] = Field(default_factory=dict)
+    """The pipeline's nodes by name; 'kind' says which: llm, retrieve, tool, subflow or map."""
     loops: dict[Name, LoopDecl] = Field(default_factory=dict)
+    """Bounded back edges: every cycle of the graph must be one of these."""
     metrics: dict[Name, MetricDecl] = Field(default_factory=dict)
+    """How 'flowc eval' and the optimizers score outputs against a dataset."""
     tests: dict[Name, TestCase] = Field(default_factory=dict)
+    """Example inputs and what the outputs must satisfy."""
 
     _spans: dict[tuple[str | int, ...], Span] = PrivateAttr(default_factory=dict)
     _path: str | None = PrivateAttr(default=None)

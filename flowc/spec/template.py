@@ -1,5 +1,8 @@
 """Prompt templates: `{{ name }}` and `{{ name.field }}` placeholders, nothing more.
 
+`{{ name.field }}` reads a field of a record value (a key of a mapping); any other value has no
+fields and renders empty (check-templates reports it when the type is known).
+
 Deliberately tiny (no loops, no logic): a template names the inputs it reads, which the static
 checks verify, and values are rendered by type (passages numbered, lists as lines, records as JSON).
 """
@@ -8,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -76,7 +80,9 @@ def render(template: str, values: dict[str, Any]) -> str:
     def sub(m: re.Match[str]) -> str:
         v = values[m.group(1)]
         if m.group(2):
-            v = v.get(m.group(2), "") if isinstance(v, dict) else getattr(v, m.group(2), "")
+            # a field of a data value only: a mapping's key (a record's field). Never an attribute:
+            # `{{question.__class__}}` must not reach Python's internals.
+            v = v.get(m.group(2), "") if isinstance(v, Mapping) else ""
         return render_value(v)
 
     return _PLACEHOLDER.sub(sub, template)

@@ -13,13 +13,14 @@ from functools import cache
 from typing import Any
 
 from lark import Lark, Token, Tree
-from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
+from lark.exceptions import UnexpectedEOF, UnexpectedInput, UnexpectedToken
 
 from flowc.errors import Diagnostic, SpecErrors
 from flowc.source import SourceFile, Span
 from flowc.spec.build import SpanTable, build_pipeline
 from flowc.spec.models import Pipeline
-from flowc.syntax.diagnostics import describe_expected, match_common_mistake
+from flowc.spec.recognise import looks_like_flow, not_a_spec, shown_sources
+from flowc.syntax.diagnostics import open_brackets, syntax_diagnostic, too_deep
 
 MAX_BYTES = 4_000_000
 MAX_DEPTH = 48
@@ -43,7 +44,7 @@ def parse_flow(text: str, path: str = "<flow>") -> Pipeline:
     source = SourceFile(path, text)
     data, spans, diags = parse_flow_data(source)
     if data is None:
-        raise SpecErrors(diags, {path: source})
+        raise SpecErrors(diags, shown_sources(diags, path, source))
     try:
         spec = build_pipeline(data, spans, source)
     except SpecErrors as e:
@@ -69,7 +70,7 @@ def parse_flow_data(source: SourceFile) -> tuple[dict[str, Any] | None, SpanTabl
                 )
             ],
         )
-    deep = _too_deep(text)
+    deep = too_deep(text, MAX_DEPTH)
     if deep is not None:
         return (
             None,
@@ -97,150 +98,38 @@ def parse_flow_data(source: SourceFile) -> tuple[dict[str, Any] | None, SpanTabl
                 )
             ],
         )
+    if not looks_like_flow(text):
+        return None, {}, [not_a_spec(path, "it does not begin with 'pipeline' or 'import'")]
+    if text.startswith("\ufeff"):  # a byte-order mark, as some editors write: a space, so columns stay put
+        text = " " + text[1:]
     try:
         tree = grammar().parse(text, start="start")
     except UnexpectedInput as e:
-        return None, {}, [_syntax_diagnostic(e, source)]
+        # the statements before the error may hold mistakes only the walk finds (a bad escape,
+        # 'key = value', a duplicate): report them too, so the file's first error comes first
+        at_end = isinstance(e, UnexpectedEOF) or (isinstance(e, UnexpectedToken) and e.token.type == "$END")
+        line = text.count("\n") + 2 if at_end else e.line
+        return None, {}, [*_diagnostics_before(line, source), syntax_diagnostic(e, source)]
     walker = _Walker(source)
     data = walker.start(tree)
     return data, walker.spans, walker.diags
 
 
-def _unclosed(text: str) -> int | None:
-    """Offset of the innermost bracket still open at the end of `text` (strings and comments
-    skipped), to say which '{' an unexpected end of file leaves open."""
-    stack: list[int] = []
-    i, n = 0, len(text)
-    while i < n:
-        c = text[i]
-        if c == '"':
-            i = _skip_string(text, i)
-            continue
-        if c == "#":
-            nl = text.find("\n", i)
-            i = n if nl < 0 else nl
-            continue
-        if c in "[{(":
-            stack.append(i)
-        elif c in "]})" and stack:
-            stack.pop()
-        i += 1
-    return stack[-1] if stack else None
-
-
-def _skip_string(text: str, i: int) -> int:
-    """The offset just past the string that starts at `i` (the end of the text if unclosed)."""
-    n = len(text)
-    if text.startswith('"""', i):
-        j = text.find('"""', i + 3)
-        return n if j < 0 else j + 3
-    j = i + 1
-    while j < n and text[j] not in '"\n':
-        j += 2 if text[j] == "\\" else 1
-    return j + 1
-
-
-def _too_deep(text: str) -> int | None:
-    """Offset where bracket nesting first exceeds MAX_DEPTH, ignoring strings and comments."""
-    depth, i, n = 0, 0, len(text)
-    while i < n:
-        c = text[i]
-        if c == '"':
-            j = text.find('"""', i + 3) + 3 if text.startswith('"""', i) else i + 1
-            if not text.startswith('"""', i):
-                while j < n and text[j] not in '"\n':
-                    j += 2 if text[j] == "\\" else 1
-                j += 1
-            i = j if j > i else n
-            continue
-        if c == "#":
-            nl = text.find("\n", i)
-            i = n if nl < 0 else nl
-            continue
-        if c in "[{(":
-            depth += 1
-            if depth > MAX_DEPTH:
-                return i
-        elif c in "]})":
-            depth -= 1
-        i += 1
-    return None
-
-
-def _syntax_diagnostic(e: UnexpectedInput, source: SourceFile) -> Diagnostic:
-    path = source.path
-    line, col = max(e.line, 1), max(e.column, 1)
-    if isinstance(e, UnexpectedCharacters):
-        pos = e.pos_in_stream or 0
-        ch = source.text[pos] if pos < len(source.text) else ""
-        # an unclosed `"""` lexes as an empty string `""` and then a lone `"`: point at the opener
-        back = 2 if source.text[max(pos - 2, 0) : pos + 1] == '"""' else 0
-        if back or source.text.startswith('"""', pos):
-            return Diagnostic(
-                "unterminated-string",
-                "this text block is never closed",
-                Span(path, line, col - back, line, col - back + 3),
-                hint='close it with """ on a line of its own',
-            )
-        if ch == '"':
-            return Diagnostic(
-                "unterminated-string",
-                "this string is not closed on its line",
-                Span(path, line, col, line, col + 1),
-                hint='close it with ", or use """...""" for text over several lines',
-            )
-        mistake = match_common_mistake(e, source)
-        if mistake:
-            return mistake
-        return Diagnostic(
-            "unexpected-character",
-            f"unexpected character {ch!r}",
-            Span(path, line, col, line, col + 1),
-            hint=describe_expected(e.allowed) if e.allowed else None,
-        )
-    if isinstance(e, UnexpectedEOF) or (isinstance(e, UnexpectedToken) and e.token.type == "$END"):
-        last = len(source.text.splitlines()) or 1
-        end_col = len(source.line_text(last)) + 1
-        opener = _unclosed(source.text)
-        return Diagnostic(
-            "unexpected-eof",
-            "the file ends in the middle of a declaration",
-            Span(path, last, end_col, last, end_col + 1),
-            hint="a '}' is probably missing; every '{' needs its '}'",
-            notes=(f"the '{source.text[opener]}' at {source.span_at(opener)} is never closed",)
-            if opener is not None
-            else (),
-        )
-    assert isinstance(e, UnexpectedToken)
-    mistake = match_common_mistake(e, source)
-    if mistake:
-        return mistake
-    tok = e.token
-    if tok.type in ("PIPELINE", "IMPORT") and set(e.expected) <= {"$END", "<END-OF-FILE>", "_NL"}:
-        one = tok.type == "PIPELINE"
-        return Diagnostic(
-            "syntax-error",
-            "a file holds one pipeline" if one else "imports go before the pipeline",
-            Span(path, line, col, line, col + len(str(tok))),
-            hint="put the other pipeline in its own file and 'import' it"
-            if one
-            else "move this line to the top of the file",
-        )
-    if tok.type == "RBRACE" and set(e.expected) <= {"$END", "<END-OF-FILE>", "_NL"}:
-        return Diagnostic(
-            "syntax-error",
-            "this '}' has no matching '{'",
-            Span(path, line, col, line, col + 1),
-            hint="remove it, or check the braces above: the pipeline's block already ended",
-        )
-    shown = "end of line" if tok.type == "_NL" else repr(str(tok))
-    width = 1 if tok.type == "_NL" else max(len(str(tok)), 1)
-    return Diagnostic(
-        "syntax-error",
-        f"unexpected {shown}",
-        Span(path, line, col, line, col + width),
-        hint=describe_expected(e.expected),
-    )
+def _diagnostics_before(line: int, source: SourceFile) -> list[Diagnostic]:
+    """What the walk finds in the lines before line `line`, read as a file that ends there (its open
+    brackets closed), or nothing if even that does not parse."""
+    prefix = "\n".join(source.text.split("\n")[: max(line - 1, 0)])
+    if not prefix.strip():
+        return []
+    closing = {"{": "}", "[": "]", "(": ")"}
+    text = prefix + "".join("\n" + closing[prefix[i]] for i in reversed(open_brackets(prefix))) + "\n"
+    try:
+        tree = grammar().parse(text, start="start")
+    except UnexpectedInput:
+        return []
+    walker = _Walker(SourceFile(source.path, text))
+    walker.start(tree)
+    return walker.diags
 
 
 def _span(path: str, node: Tree | Token) -> Span:

@@ -8,7 +8,7 @@ Every file starts with comment lines such as
 (`#` is a comment in both `.flow` and YAML). Compiling the file must produce exactly the listed
 errors — code, line and column, nothing more and nothing less — and at least the listed warnings.
 Each listed finding must also render as `file:line:col: severity[code]: message` with the source
-line, a caret under the column, a hint and the docs anchor. This is FileCheck's idea (xDSL
+line, a caret under the column, a hint and the `flowc explain <code>` pointer. This is FileCheck's idea (xDSL
 `tests/filecheck`) with positions checked exactly, as in xDSL's `test_parser_error.py`.
 
 To add a case: write the smallest spec with one mistake and a header with `?` for the position
@@ -125,7 +125,7 @@ def test_wrong_spec(path: Path) -> None:
         assert caret.lstrip(" |").startswith("^"), caret
         assert caret.index("^") - gutter == w.column - 1, f"caret not under column {w.column}:\n{text}"
         assert "hint: " in text, f"no hint:\n{text}"
-        assert text.rstrip().endswith(f"docs: docs/errors.md#{w.code}"), text
+        assert text.rstrip().endswith(f"see: flowc explain {w.code}"), text
 
 
 def test_corpus_is_large_and_covers_every_spec_code() -> None:
@@ -224,7 +224,7 @@ def test_cli_exits_1_on_errors_and_prints_each(capsys: pytest.CaptureFixture[str
     err = capsys.readouterr().err
     for w in expectations(path):
         assert f"{path}:{w.line}:{w.column}: {w.severity}[{w.code}]" in err
-    assert err.count("docs: docs/errors.md#") == len(findings(path))
+    assert err.count("see: flowc explain ") == len(findings(path))
     assert "10 errors" in err
 
 

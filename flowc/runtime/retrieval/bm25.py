@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -31,7 +32,10 @@ class BM25Retriever:
             FlowcError: `model-file-not-found` when bm25s is not installed.
         """
         self.corpus = corpus
+        logger = logging.getLogger("bm25s")
+        level = logger.level
         self._bm25s: Any = require("bm25s", pip=PIP, purpose="BM25 retrieval")
+        logger.setLevel(level)  # bm25s sets its logger to DEBUG when imported: keep the CLI's setting
         tokens = self._tokenize(corpus.contents())
         self._model = self._bm25s.BM25(k1=k1, b=b)
         self._model.index(tokens, show_progress=False)
