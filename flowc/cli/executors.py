@@ -75,6 +75,30 @@ def eval_dispatch(args: argparse.Namespace, metrics: list[Any], ex: Any) -> Iter
         yield dispatch
 
 
+@contextlib.contextmanager
+def optimize_runner(args: argparse.Namespace, budget: Any) -> Iterator[Any]:
+    """For Ray, the job's Scorer batches run on workers started for this command (None: local)."""
+    if not wants_ray(args):
+        yield None
+        return
+    from flowc.distributed.scoring import ray_scoring
+    from flowc.optimizers.scoring import batch_runner
+
+    budgeted = budget.calls is not None or budget.tokens is not None
+    with ray_scoring(args.address, workers=args.workers, cache=False, budgeted=budgeted) as runner:
+        pool = runner.job.pool
+        print(f"ray: {pool.size} worker(s) run the job's evaluations", file=sys.stderr)
+        with batch_runner(runner):
+            yield runner
+        s = runner.summary()
+        retried = len(s["retried"])
+        print(
+            f"ray: {s['batches']} batch(es) on the workers, {s['local_batches']} in process"
+            + (f"; {retried} example(s) ran again after a worker died" if retried else ""),
+            file=sys.stderr,
+        )
+
+
 def print_retried(report: dict[str, Any], console: Any) -> None:
     """The Ray executor's line of the summary: workers, and the examples a dead worker left."""
     if report.get("executor") != "ray":

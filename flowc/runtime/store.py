@@ -217,7 +217,9 @@ class RunStore:
         elsewhere and stored once finished (`add_finished`)."""
         meta = {**self.meta, **run.meta}
         when = time.time() if started is None else started
-        self._db.queue("begin", (run.run_id, run.pipeline, run.artifact_hash, when, run.inputs, *self._me, meta or None))
+        self._db.queue(
+            "begin", (run.run_id, run.pipeline, run.artifact_hash, when, run.inputs, *self._me, meta or None)
+        )
 
     def add_step(self, run_id: str, step: StepRecord) -> None:
         # The step is finished: the executor no longer changes it, so it is serialized later.

@@ -1,6 +1,7 @@
-"""`flowc eval --executor ray` on a local Ray instance (2 CPUs) started by this module: the same rows
-as the local executor, a worker killed mid-eval, a driver killed with -9 and resumed, and RPM
-limits that hold across the workers together."""
+"""The Ray executor on a local Ray instance (2 CPUs) started by this module (one instance for all its
+tests: Ray takes seconds to start). `flowc eval --executor ray`: the same rows as the local
+executor, a worker killed mid-eval, a driver killed with -9 and resumed, RPM limits that hold across
+the workers together; optimizer batches on the workers: the same patch and budget as in process."""
 
 from __future__ import annotations
 
@@ -30,6 +31,10 @@ pytest.importorskip("ray")
 
 from flowc.distributed.cluster import ray_job
 from flowc.distributed.eval import RayDispatch, metric_args
+from flowc.distributed.scoring import ray_scoring
+from flowc.optimizers.budget import Budget
+from flowc.optimizers.factory import make_clients, make_optimizer
+from flowc.optimizers.scoring import batch_runner, metric_from_spec
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -179,3 +184,42 @@ def test_cli_driver_killed_then_resumed_repeats_no_finished_call(ray_instance: d
             assert asked[prompt] - asked_before[prompt] == 1, rec["id"]
     report = json.loads((out / evaldir.REPORT).read_text(encoding="utf-8"))
     assert len(report["examples"]) == 40 and report["executor"] == "ray"
+
+
+def _bootstrap(compiled: flowc.CompiledPipeline, run_dir: Path, budget: Budget, runner: Any = None) -> Any:
+    train = records(6)
+    val = [{**r, "id": "v" + r["id"], "question": "v" + r["question"]} for r in records(6)]
+    for r in val:
+        r["answer"] = f"Q: {r['question']}".upper() if r["id"][-1] in "12457" else "no"
+    optimizer = make_optimizer("bootstrap", make_clients(compiled), settings={"num_candidates": 2})
+    with batch_runner(runner):
+        return optimizer.optimize(
+            compiled,
+            trainset=train,
+            valset=val,
+            metric=metric_from_spec(compiled),
+            budget=budget,
+            seed=0,
+            run_dir=run_dir,
+        )
+
+
+@pytest.mark.parametrize("calls", [200, 5])  # 5: the budget stops the job during the baseline
+def test_optimizer_batches_on_workers_give_the_local_patch(
+    ray_instance: dict[str, Any], echo_server: Any, home: Path, calls: int
+) -> None:
+    compiled = _compile(home.parent, echo_server.base_url)
+    local = _bootstrap(compiled, home / "local", Budget(calls=calls))
+    with ray_scoring(workers=2, cache=False, budgeted=True) as runner:
+        remote = _bootstrap(compiled, home / "ray", Budget(calls=calls), runner)
+        summary = runner.summary()
+    assert summary["batches"] > 0 and summary["local_batches"] == 0
+    assert (remote.params, remote.scores, remote.stopped_by) == (local.params, local.scores, local.stopped_by)
+    assert remote.budget_used["calls"] == local.budget_used["calls"] <= calls
+    assert remote.budget_used["tokens"] == local.budget_used["tokens"]
+    if calls == 5:
+        assert remote.stopped_by == "budget: calls"
+    else:
+        assert 0 < local.scores["val_before"] < 1 and remote.stopped_by is None
+    journal = [len((home / d / "journal-pipeline.jsonl").read_text().splitlines()) for d in ("local", "ray")]
+    assert journal[0] == journal[1] == local.budget_used["calls"]  # the workers' calls are journaled
