@@ -93,6 +93,11 @@ class PipelineWorker:
     def whoami(self) -> dict[str, Any]:
         return {"pid": os.getpid(), "host": socket.gethostname(), "name": self.name}
 
+    def cpu_seconds(self) -> float:
+        """CPU time this worker process has used (user + system), for benchmarks."""
+        times = os.times()
+        return times.user + times.system
+
     # -- the work ------------------------------------------------------------------------------
 
     async def run_example(self, art: ArtifactRef, record: Mapping[str, Any], metric_args: MetricArgs) -> dict[str, Any]:
