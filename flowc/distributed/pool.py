@@ -37,6 +37,7 @@ class _Worker:
     pid: int = 0
     host: str = ""
     alive: bool = True
+    replaced: bool = False
 
 
 class WorkerPool:
@@ -165,6 +166,7 @@ class WorkerPool:
                     if stop():
                         continue
                     result = await call(worker.handle, item)
+                    on_done(item, result)  # before task_done: the queue is finished only once it is recorded
                 except self.ray.exceptions.RayActorError as e:
                     queue.put_nowait(item)  # before task_done, so the queue never looks finished
                     self._worker_died(worker, describe(item), e)
@@ -176,7 +178,6 @@ class WorkerPool:
                     return
                 finally:
                     queue.task_done()
-                on_done(item, result)
 
         def start(worker: _Worker) -> None:
             for _ in range(self.per_worker):
@@ -218,9 +219,9 @@ class WorkerPool:
 
     def _replace(self, dead: _Worker) -> _Worker | None:
         """A new worker in place of `dead`, once per dead worker (as many as the pool's size)."""
-        if getattr(dead, "_replaced", False) or self.replaced >= self.size:
+        if dead.replaced or self.replaced >= self.size:
             return None
-        dead._replaced = True  # type: ignore[attr-defined]
+        dead.replaced = True
         self.replaced += 1
         new = self._spawn()
         self.workers.append(new)

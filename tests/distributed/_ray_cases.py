@@ -1,7 +1,11 @@
-"""What the Ray executor's tests share: the spec, the examples and the echo model."""
+"""What the Ray executor's tests share: the spec, the examples, the echo model, and finding the
+processes of a Ray instance by its temp dir."""
 
 from __future__ import annotations
 
+import os
+import time
+from pathlib import Path
 from typing import Any
 
 from flowc.testing.fake_server import Reply
@@ -44,3 +48,28 @@ def echo(latency_s: float) -> Any:
         return Reply(text=text.upper(), latency_s=latency_s)
 
     return reply
+
+
+def processes_of(temp: str) -> list[int]:
+    """The processes whose command line names the instance's temp dir (raylet, GCS, workers)."""
+    found = []
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit() or int(d.name) == os.getpid():
+            continue
+        try:
+            cmd = (d / "cmdline").read_bytes()
+            status = (d / "status").read_text()
+        except OSError:
+            continue
+        if temp.encode() in cmd and "State:\tZ" not in status:
+            found.append(int(d.name))
+    return found
+
+
+def wait_gone(temp: str, timeout_s: float) -> list[int]:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        left = processes_of(temp)
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.5)

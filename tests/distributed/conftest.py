@@ -9,13 +9,11 @@ import os
 import shutil
 import signal
 import tempfile
-import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-from _ray_cases import echo
+from _ray_cases import echo, wait_gone
 
 from flowc.testing.fake_server import FakeOpenAIServer
 
@@ -37,36 +35,11 @@ def ray_instance() -> Iterator[dict[str, Any]]:
         yield {"ray": ray, "address": info.address_info["gcs_address"], "temp": temp}
     finally:
         ray.shutdown()
-        left = _wait_gone(temp, 30.0)
+        left = wait_gone(temp, 30.0)
         for pid in left:  # fail below, but leave nothing running either way
             os.kill(pid, signal.SIGKILL)
         shutil.rmtree(temp, ignore_errors=True)
         assert not left, f"Ray processes left running after shutdown: {left}"
-
-
-def _processes_of(temp: str) -> list[int]:
-    """The processes whose command line names the instance's temp dir (raylet, GCS, workers)."""
-    found = []
-    for d in Path("/proc").iterdir():
-        if not d.name.isdigit() or int(d.name) == os.getpid():
-            continue
-        try:
-            cmd = (d / "cmdline").read_bytes()
-            status = (d / "status").read_text()
-        except OSError:
-            continue
-        if temp.encode() in cmd and "State:\tZ" not in status:
-            found.append(int(d.name))
-    return found
-
-
-def _wait_gone(temp: str, timeout_s: float) -> list[int]:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        left = _processes_of(temp)
-        if not left or time.monotonic() > deadline:
-            return left
-        time.sleep(0.5)
 
 
 @pytest.fixture
