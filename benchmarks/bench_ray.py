@@ -108,7 +108,6 @@ def run_eval(
         "examples": report["examples"],
         "errors": report["errors"],
         "lm_calls": report["lm_calls"],
-        "completion_tokens": None,
         "wall_s": round(wall, 3),
         "driver_cpu_s": round(driver_cpu, 3),
         "workers_cpu_s": round(workers_cpu, 3) if workers_cpu is not None else None,
@@ -191,15 +190,25 @@ def local_model_section(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             row = with_ray(workers, 1, lambda job, s=slug: warm_then_run(job, compiled, recs, work, s))
             tokens = row["report"]["tokens"]
         row["label"] = label
-        row["tokens"] = tokens
-        row["tokens_per_s"] = round(tokens / row["wall_s"], 1)
+        row["tokens"] = tokens  # prompt + completion
+        row["completion_tokens"] = completion_tokens(work / slug)
+        row["tokens_per_s"] = round(row["completion_tokens"] / row["wall_s"], 1)
         row.pop("report")
         rows.append(row)
-        print_row(row, extra=f"tokens/s {row['tokens_per_s']}")
+        print_row(row, extra=f"completion tokens/s {row['tokens_per_s']}")
     base = rows[0]["tokens_per_s"] or 1.0
     for row in rows:
         row["speedup"] = round(row["tokens_per_s"] / base, 2)
     return {"model": "local/smollm2", "examples": args.local_examples, "max_tokens": 24, "runs": rows}
+
+
+def completion_tokens(root: Path) -> int:
+    """The completion tokens of every run of an evaluation, from its run store."""
+    from flowc.runtime.store import RunStore
+
+    rows = json.loads((root / "eval" / "report.json").read_text(encoding="utf-8"))["examples"]
+    store = RunStore(root / "runs.sqlite")
+    return sum(c.completion_tokens for r in rows for c in store.load(r["run_id"]).lm_calls)
 
 
 def warm_then_run(job: Any, compiled: flowc.CompiledPipeline, recs: list[dict[str, Any]], work: Path, slug: str):

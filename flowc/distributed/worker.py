@@ -88,6 +88,7 @@ class PipelineWorker:
         self._clients: dict[str, LMClient] = {}
         self._executors: dict[str, tuple[Executor, _CollectRuns]] = {}
         self._cache: Any = None
+        self._retrievers: Any = None  # corpora and indexes, shared by every pipeline of the worker
         self._bound: dict[tuple[str, MetricArgs], list[Any]] = {}
 
     def whoami(self) -> dict[str, Any]:
@@ -141,7 +142,12 @@ class PipelineWorker:
             if self._cache is None:
                 self._cache = ResponseCache(Path(self.settings.home) / "cache.sqlite")
             lm = CachedLM(lm, self._cache, compiled.hash)
-        ex = Executor(compiled, lm=lm, store=runs, config=RunConfig())
+        config = RunConfig()
+        if self._retrievers is None:
+            from flowc.runtime.resources import RetrieverPool
+
+            self._retrievers = RetrieverPool(config.cache_dir)
+        ex = Executor(compiled, lm=lm, store=runs, config=config, retrievers=self._retrievers)
         if len(self._executors) >= 64:  # an optimization job sends many candidates: keep the recent ones
             self._executors.pop(next(iter(self._executors)))
         self._executors[art.hash] = (ex, runs)

@@ -223,3 +223,16 @@ def test_optimizer_batches_on_workers_give_the_local_patch(
         assert 0 < local.scores["val_before"] < 1 and remote.stopped_by is None
     journal = [len((home / d / "journal-pipeline.jsonl").read_text().splitlines()) for d in ("local", "ray")]
     assert journal[0] == journal[1] == local.budget_used["calls"]  # the workers' calls are journaled
+
+
+def test_cli_optimize_on_ray(
+    ray_instance: dict[str, Any], echo_server: Any, home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (home.parent / "qa.flow").write_text(spec_text(echo_server.base_url), encoding="utf-8")
+    data = home.parent / "train.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in records(8)), encoding="utf-8")
+    argv = ["optimize", "qa.flow", "-O", "bootstrap", "--data", str(data), "--set", "num_candidates=2"]
+    assert main([*argv, "--budget-calls", "100", "--executor", "ray", "--workers", "2"]) == 0
+    err = capsys.readouterr().err
+    assert "ray: 2 worker(s) run the job's evaluations" in err
+    assert ", 0 in process" in err and "ray: 0 batch(es)" not in err

@@ -35,36 +35,26 @@ def ray_tmp() -> Iterator[str]:
         os.kill(pid, signal.SIGKILL)
 
 
-def _start(tmp_path: Path, ray_tmp: str, base_url: str, n: int) -> tuple[subprocess.Popen[bytes], Path]:
-    (tmp_path / "qa.flow").write_text(spec_text(base_url), encoding="utf-8")
-    (tmp_path / "d.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records(n)), encoding="utf-8")
-    out = tmp_path / "ev"
-    argv = ["eval", "qa.flow", "--data", "d.jsonl", "--out", str(out), "--no-cache", "--executor", "ray"]
+def _command(tmp_path: Path, ray_tmp: str, *extra: str) -> subprocess.Popen[bytes]:
+    argv = ["eval", "qa.flow", "--data", "d.jsonl", "--out", "ev", "--no-cache", "--executor", "ray", *extra]
     env = {**os.environ, "FLOWC_HOME": str(tmp_path / "home"), "RAY_TMPDIR": ray_tmp}
     env.pop("RAY_ADDRESS", None)
-    proc = subprocess.Popen(
-        [sys.executable, "-c", CLI, *argv, "--workers", "1", "-c", "2"],
+    return subprocess.Popen(
+        [sys.executable, "-c", CLI, *argv, "--workers", "1", "-c", "4"],
         cwd=tmp_path,
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
-    return proc, out
 
 
-def test_the_local_instance_goes_with_the_command(tmp_path: Path, ray_tmp: str) -> None:
-    with FakeOpenAIServer(default=echo(0.0)) as srv:
-        proc, out = _start(tmp_path, ray_tmp, srv.base_url, 6)
-        _, err = proc.communicate(timeout=300)
-    assert proc.returncode == 0, err.decode()
-    assert "ray: 1 worker(s)" in err.decode()
-    assert len(evaldir.read_rows(out)) == 6
-    assert wait_gone(ray_tmp, 30.0) == []
-
-
-def test_a_killed_command_leaves_no_ray_process(tmp_path: Path, ray_tmp: str) -> None:
+def test_the_local_instance_goes_with_the_command_killed_or_not(tmp_path: Path, ray_tmp: str) -> None:
+    n = 40
+    (tmp_path / "d.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records(n)), encoding="utf-8")
+    out = tmp_path / "ev"
     with FakeOpenAIServer(default=echo(0.3)) as srv:
-        proc, out = _start(tmp_path, ray_tmp, srv.base_url, 40)
+        (tmp_path / "qa.flow").write_text(spec_text(srv.base_url), encoding="utf-8")
+        proc = _command(tmp_path, ray_tmp)
         try:
             deadline = time.monotonic() + 240
             while time.monotonic() < deadline and proc.poll() is None and len(evaldir.read_rows(out)) < 2:
@@ -75,4 +65,11 @@ def test_a_killed_command_leaves_no_ray_process(tmp_path: Path, ray_tmp: str) ->
         finally:
             if proc.poll() is None:
                 proc.kill()
-        assert wait_gone(ray_tmp, 60.0) == []
+        assert wait_gone(ray_tmp, 60.0) == []  # killed with -9: its Ray processes went with it
+        done = len(evaldir.read_rows(out))
+        resumed = _command(tmp_path, ray_tmp, "--resume")
+        _, err = resumed.communicate(timeout=300)
+        assert resumed.returncode == 0, err.decode()
+    assert "ray: 1 worker(s) × 4 example(s) each (a local Ray instance)" in err.decode()
+    assert done < n and len(evaldir.read_rows(out)) == n
+    assert wait_gone(ray_tmp, 30.0) == []  # finished: its Ray instance stopped with it
