@@ -31,9 +31,9 @@ $(VENV)/.core: $(BIN)/python pyproject.toml Makefile
 	touch $@
 
 # The interop extras (dspy, gepa) are optional for users, but the tests run against the real libraries;
-# both install as wheels (no compiler).
+# both install as wheels (no compiler). So does ray (the Ray executor's tests, tests/distributed).
 $(VENV)/.test: $(VENV)/.core
-	$(PIP) install -e '.[local,dense,jax,dev,dspy,gepa]'
+	$(PIP) install -e '.[local,dense,jax,dev,dspy,gepa,ray]'
 	touch $@
 
 demo: $(VENV)/.core

@@ -113,6 +113,9 @@ ErrorCode = Literal[
     "artifact-invalid",
     "budget-exceeded",
     "node-failed",
+    # -- the Ray executor (docs/scaling.md) -----------------------------------------------------
+    "executor-unavailable",
+    "worker-lost",
     "fmt-would-drop-comments",
     # -- interop: converting from and to other tools (docs/interop.md) ------------------------
     "import-unsupported",

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from flowc.cli import common
+from flowc.cli import common, executors
 from flowc.errors import FlowcError
 
 
@@ -51,6 +51,7 @@ def register(sub: Any) -> None:
     p.add_argument("--no-cache", action="store_true")
     common.add_model_flag(p)
     common.add_input_limit_flag(p)
+    executors.add_executor_flags(p, what="examples")
     p.add_argument(
         "--compare",
         nargs=2,
@@ -109,7 +110,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     }
     progress = EvalProgress(f"eval {compiled.name}", metrics[0].name)
     try:
-        with progress:
+        with executors.eval_dispatch(args, metrics, ex) as dispatch, progress:
             report = asyncio.run(
                 evaluate(
                     ex,
@@ -121,6 +122,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
                     on_progress=progress.update,
                     stop=StopPolicy(args.max_errors, args.fail_fast),
                     meta=meta,
+                    dispatch=dispatch,
                 )
             )
     except KeyboardInterrupt:
@@ -141,6 +143,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     else:
         console = out_console()
         print_summary(report, args.data, console)
+        executors.print_retried(report, console)
         rows = json.loads((out / evaldir.REPORT).read_text(encoding="utf-8"))["examples"]
         if args.show > 0 and rows:
             from flowc.cli.eval_views import example_table

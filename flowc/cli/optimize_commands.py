@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import flowc
+from flowc.cli import executors
 from flowc.cli.common import add_model_flag, load, resume_command
 from flowc.cli.progress import OptimizeProgress
 from flowc.errors import FlowcError
@@ -53,6 +54,7 @@ def register(sub: Any) -> None:
     p.add_argument("--write", "-w", action="store_true", help="write the optimized spec over SPEC")
     p.add_argument("--out", "-o", help="write the optimized spec here (default: <spec>.optimized.<ext>)")
     add_model_flag(p)
+    executors.add_executor_flags(p, what="minibatch and validation evaluations")
     p.set_defaults(func=cmd_optimize)
 
 
@@ -133,7 +135,7 @@ def cmd_optimize(args: argparse.Namespace) -> int:
         return 0
     run_dir = Path(args.run_dir) if args.run_dir else home() / "optimize" / f"{compiled.name}-{args.optimizer}"
     try:
-        with live:
+        with executors.optimize_runner(args, budget), live:
             patch = optimizer.optimize(
                 compiled, trainset=train, valset=val, metric=metric, budget=budget, seed=args.seed, run_dir=run_dir
             )

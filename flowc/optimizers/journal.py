@@ -70,12 +70,22 @@ class JournaledLM:
             self.replayed += 1
             return self._recorded[key][n]
         response = await self.inner.complete(request)
+        self._append(key, request.node, response)
+        return response
+
+    def record(self, request: LMRequest, response: LMResponse) -> None:
+        """Journal a call answered elsewhere (a Ray worker, flowc.distributed.scoring) as if it had
+        been made through this client, so resumed jobs count it."""
+        key = request.key()
+        self._seen[key] += 1
+        self._append(key, request.node, response)
+
+    def _append(self, key: str, node: str | None, response: LMResponse) -> None:
         self._recorded[key].append(response)
         self._order.append(key)
-        self._fh.write(json.dumps({"key": key, "node": request.node, "response": response.model_dump()}) + "\n")
+        self._fh.write(json.dumps({"key": key, "node": node, "response": response.model_dump()}) + "\n")
         self._fh.flush()
         os.fsync(self._fh.fileno())
-        return response
 
     def close(self) -> None:
         self._fh.close()

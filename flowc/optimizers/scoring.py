@@ -2,16 +2,22 @@
 
 A Metric maps (outputs of a run, the example) to a number in [0, 1]; `metric_from_spec` and
 `metric_by_name` build the usual ones (a registered metric on one output against one dataset field).
+
+Where the forward passes run is pluggable: a `BatchRunner` given to the Scorer, or set for a whole
+job with `batch_runner(...)` (what `flowc optimize --executor ray` does: flowc.distributed.scoring
+runs them on Ray workers), replaces the in-process `Executor.run_batch`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import statistics
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from flowc.compile import CompiledPipeline
 from flowc.errors import FlowcError
@@ -107,6 +113,30 @@ class Evaluation:
         return [s for s in self.items if s.score < 1.0]
 
 
+class BatchRunner(Protocol):
+    """Runs a pipeline on many inputs somewhere else, e.g. on Ray workers (flowc.distributed.scoring).
+
+    `lm` is the client the Scorer would have used (the job's metered, journaled pipeline client):
+    a runner charges what its own clients spend to it, or runs the batch in process with it."""
+
+    async def run_batch(
+        self, compiled: CompiledPipeline, inputs: Sequence[Mapping[str, Any]], *, lm: LMClient
+    ) -> list[RunResult]: ...
+
+
+_job_runner: ContextVar[BatchRunner | None] = ContextVar("flowc_batch_runner", default=None)
+
+
+@contextlib.contextmanager
+def batch_runner(runner: BatchRunner | None) -> Iterator[None]:
+    """Every Scorer without a runner of its own uses `runner` inside this block (None: in process)."""
+    token = _job_runner.set(runner)
+    try:
+        yield
+    finally:
+        _job_runner.reset(token)
+
+
 class Scorer:
     """Runs a compiled pipeline on examples with one LM client and scores the results."""
 
@@ -117,18 +147,25 @@ class Scorer:
         tools: ToolRegistry | None = None,
         retrievers: RetrieverPool | None = None,
         concurrency: int = 1,
+        runner: BatchRunner | None = None,
     ) -> None:
         self.lm = lm
         self.tools = tools
         self.retrievers = retrievers or RetrieverPool()
         self.concurrency = concurrency
+        self.runner = runner
 
     async def evaluate(
         self, compiled: CompiledPipeline, examples: Sequence[Mapping[str, Any]], metric: Metric
     ) -> Evaluation:
-        ex = Executor(compiled, lm=self.lm, tools=self.tools, retrievers=self.retrievers)
         names = list(compiled.spec.inputs)
-        runs = await ex.run_batch([{k: e[k] for k in names if k in e} for e in examples], concurrency=self.concurrency)
+        inputs = [{k: e[k] for k in names if k in e} for e in examples]
+        runner = self.runner or _job_runner.get()
+        if runner is not None and self.tools is None:  # tools are Python objects of this process
+            runs = await runner.run_batch(compiled, inputs, lm=self.lm)
+        else:
+            ex = Executor(compiled, lm=self.lm, tools=self.tools, retrievers=self.retrievers)
+            runs = await ex.run_batch(inputs, concurrency=self.concurrency)
         items = []
         for example, run in zip(examples, runs, strict=True):
             if run.status != "ok" and run.error_code == "budget-exceeded":

@@ -7,7 +7,8 @@ The unit of work is explicit, so another executor (a Ray pool) can drive the sam
 - `Checkpoint.record(row)` appends it to `<dir>/results.jsonl` (flushed and fsynced) — from then on
   the example counts as done;
 - `evaluate()` is the asyncio driver: it reads the checkpoint, runs what is left with N workers,
-  stops early under `StopPolicy`, and writes the report.
+  stops early under `StopPolicy`, and writes the report. Given a `Dispatch` (flowc.distributed:
+  Ray workers), that runs the examples instead, and adds what it did to the report.
 
 A killed evaluation continued with `resume=True` skips every example already done and repeats no
 model call for it; examples that failed are run again (their earlier error is kept in the row's
@@ -26,7 +27,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from flowc.errors import FlowcError
 from flowc.runtime import evaldir
@@ -38,6 +39,7 @@ from flowc.runtime.trace import RunResult
 
 __all__ = [
     "Checkpoint",
+    "Dispatch",
     "ExampleRunner",
     "MetricBinding",
     "StopPolicy",
@@ -257,6 +259,26 @@ class Checkpoint:
             self._writer.close()
 
 
+class Dispatch(Protocol):
+    """Runs the examples not done yet somewhere else (`flowc.distributed.eval`: on Ray workers),
+    recording each finished row with `checkpoint.record` in this process, as `_drive` does."""
+
+    async def drive(
+        self,
+        runner: ExampleRunner,
+        checkpoint: Checkpoint,
+        records: list[dict[str, Any]],
+        on_progress: Progress | None,
+        stop: StopPolicy | None,
+    ) -> str | None:
+        """Run every record not in `checkpoint.done`; returns why it stopped early, if it did."""
+        ...
+
+    def summary(self) -> dict[str, Any]:
+        """What the report adds (the executor, its workers, the examples it ran again)."""
+        ...
+
+
 def check_bindings(executor: Executor, records: list[dict[str, Any]], metrics: list[MetricBinding]) -> None:
     """Refuse, before running anything, ids that repeat and metrics bound to nothing."""
     ids = [str(r["id"]) for r in records]
@@ -295,10 +317,12 @@ async def evaluate(
     on_progress: Progress | None = None,
     stop: StopPolicy | None = None,
     meta: Mapping[str, Any] | None = None,
+    dispatch: Dispatch | None = None,
 ) -> dict[str, Any]:
     """Run every record, score it, checkpoint it; returns the report (also written to report.json).
 
-    Holds the folder's lock while it runs (a second writer gets `run-locked`)."""
+    Holds the folder's lock while it runs (a second writer gets `run-locked`). `dispatch` runs the
+    examples elsewhere (default: `concurrency` tasks in this process)."""
     check_bindings(executor, records, metrics)
     with evaldir.locked(out_dir):
         if meta is not None:
@@ -306,9 +330,11 @@ async def evaluate(
         checkpoint = Checkpoint(out_dir, executor.compiled.hash)
         checkpoint.open(resume=resume)
         try:
-            stopped = await _drive(
-                ExampleRunner(executor, metrics), checkpoint, records, concurrency, on_progress, stop
-            )
+            runner = ExampleRunner(executor, metrics)
+            if dispatch is None:
+                stopped = await _drive(runner, checkpoint, records, concurrency, on_progress, stop)
+            else:
+                stopped = await dispatch.drive(runner, checkpoint, records, on_progress, stop)
         finally:
             checkpoint.close()
         rows = [checkpoint.done[str(r["id"])] for r in records if str(r["id"]) in checkpoint.done]
@@ -320,6 +346,8 @@ async def evaluate(
             stopped=stopped,
             dir=str(out_dir),
         )
+        if dispatch is not None:
+            report.update(dispatch.summary())
         evaldir.write_json(out_dir / evaldir.REPORT, {**report, "examples": rows})
         return report
 

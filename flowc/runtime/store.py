@@ -212,10 +212,13 @@ class RunStore:
 
     # -- writing: queued, committed in batches -----------------------------------------------------
 
-    def begin_run(self, run: RunResult) -> None:
+    def begin_run(self, run: RunResult, *, started: float | None = None) -> None:
+        """`started`: when the run began (seconds since the epoch; default now), for a run made
+        elsewhere and stored once finished (`add_finished`)."""
         meta = {**self.meta, **run.meta}
+        when = time.time() if started is None else started
         self._db.queue(
-            "begin", (run.run_id, run.pipeline, run.artifact_hash, time.time(), run.inputs, *self._me, meta or None)
+            "begin", (run.run_id, run.pipeline, run.artifact_hash, when, run.inputs, *self._me, meta or None)
         )
 
     def add_step(self, run_id: str, step: StepRecord) -> None:
@@ -239,6 +242,13 @@ class RunStore:
                 run.run_id,
             ),
         )
+
+    def add_finished(self, run: RunResult) -> None:
+        """Store a whole run that another process made (a Ray worker), begun `duration_s` ago."""
+        self.begin_run(run, started=time.time() - run.duration_s)
+        for step in run.steps:
+            self.add_step(run.run_id, step)
+        self.end_run(run)
 
     # -- reading -----------------------------------------------------------------------------------
 
