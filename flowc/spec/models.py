@@ -206,12 +206,18 @@ class LLMNode(NodeBase):
 
 
 class RetrieveNode(NodeBase):
-    """Top-k passages from a declared corpus. Input `query: str` (or `queries: list[str]` for maxsim)."""
+    """Top-k passages from a declared corpus. Input `query: str` (or `queries: list[str]` for maxsim);
+    outputs `docs` and the query (or queries) it searched, under the input's name.
+
+    `skip_seen` leaves out the passages this node already returned earlier in the run, so each
+    search of a loop brings new passages (the top k among those not seen yet).
+    """
 
     kind: Literal["retrieve"] = "retrieve"
     corpus: Name
     method: Literal["bm25", "dense", "maxsim"] = "bm25"
     k: int = Field(5, ge=1, le=1000)
+    skip_seen: bool = False
 
 
 class ToolNode(NodeBase):

@@ -549,6 +549,39 @@ pipeline sub {
 }
 """
 
+HOPS = """
+pipeline hops {
+  input question: str
+  output answer: str <- answer.answer
+  output searched: list[str] <- all search.query
+  output found: list[list[Doc]] <- all search.docs
+  model m = "openai/fake"
+  corpus wiki = "$WIKI"
+  node search: retrieve {
+    corpus: wiki
+    k: 2
+    skip_seen: true
+    query <- plan.query ?? question
+  }
+  node plan: llm {
+    prompt: "Question: {{question}}\\nSearched:\\n{{searched}}\\nPassages:\\n{{docs}}"
+    format: tagged
+    fallback: answer
+    question <- question
+    searched <- all search.query
+    docs <- search.docs
+    output next: route[search, answer]
+    output query: str?
+  }
+  node answer: llm {
+    prompt: "Answer: {{question}}"
+    question <- question
+    output answer: str
+  }
+  loop research: plan -> search max 5 while not (all search.query contains plan.query ?? question)
+}
+"""
+
 AGENTIC_RAG = str(ROOT / "pipelines" / "agentic_rag.flow")
 JADE = str(ROOT / "pipelines" / "jade_workflow.flow")
 
@@ -566,6 +599,14 @@ def _maps_check(r: Any) -> None:
     # the subflow's model calls are part of the map step's trace (and its tokens)
     flow_step = next(s for s in r.steps if s.node == "each_flow")
     assert [c.node for c in flow_step.lm_calls] == ["answer", "answer"]
+
+
+def _hops_check(r: Any) -> None:
+    first, second = r.outputs["found"]
+    # skip_seen: the second search brings the best passages the first did not return
+    assert len(first) == len(second) == 2
+    assert not {d["id"] for d in first} & {d["id"] for d in second}
+    assert [s.outputs["query"] for s in r.steps if s.node == "search"] == r.outputs["searched"]
 
 
 def _typed_check(r: Any) -> None:
@@ -1086,6 +1127,30 @@ SCENARIOS: list[Scenario] = [
         status="error",
         error_code="lm-script-exhausted",
         error_has=("answer #2",),
+    ),
+    Scenario(
+        # a retrieve node outputs the query it ran; the loop refuses a query already run (the
+        # router's fallback takes over) and `skip_seen` keeps the passages of each search new
+        "loop_stops_on_a_repeated_query",
+        HOPS,
+        {"question": "What was PayPal Credit called before?"},
+        (
+            "<next>search</next><query>PayPal Credit Bill Me Later</query>",
+            "<next>search</next><query>PayPal Credit Bill Me Later</query>",
+            "Bill Me Later",
+        ),
+        path=("search", "plan", "search", "plan", "answer"),
+        calls=(
+            Call("plan", ("Searched:\n- What was PayPal Credit called before?\nPassages:\n[1] PayPal Credit",)),
+            Call("plan", ("Searched:\n- What was PayPal Credit called before?\n- PayPal Credit Bill Me Later\n",)),
+            Call("answer", ()),
+        ),
+        outputs={
+            "answer": "Bill Me Later",
+            "searched": ["What was PayPal Credit called before?", "PayPal Credit Bill Me Later"],
+        },
+        notes={"plan": "loop 'research' is done: answer instead of search"},
+        check=_hops_check,
     ),
     # -- the shipped pipelines -----------------------------------------------------------------------
     Scenario(
