@@ -30,8 +30,10 @@ $(VENV)/.core: $(BIN)/python pyproject.toml Makefile
 	$(PIP) install --no-deps $(ASSETS)
 	touch $@
 
+# The interop extras (dspy, gepa) are optional for users, but the tests run against the real libraries;
+# both install as wheels (no compiler).
 $(VENV)/.test: $(VENV)/.core
-	$(PIP) install -e '.[local,dense,jax,dev]'
+	$(PIP) install -e '.[local,dense,jax,dev,dspy,gepa]'
 	touch $@
 
 demo: $(VENV)/.core

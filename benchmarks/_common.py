@@ -15,6 +15,20 @@ from pathlib import Path
 from typing import Any
 
 
+def shared_data(*parts: str) -> Path:
+    """A path under the shared data folder: `$FLOWC_SHARED_DATA`, else `../shared/data` relative to
+    the checkout (the nearest folder above it that has `shared/data`, so a git worktree nested one
+    level deeper finds it too)."""
+    env = os.environ.get("FLOWC_SHARED_DATA")
+    if env:
+        return Path(env).joinpath(*parts)
+    root = Path(__file__).resolve().parents[1]
+    for parent in root.parents:
+        if (parent / "shared" / "data").is_dir():
+            return parent.joinpath("shared", "data", *parts)
+    return root.parent.joinpath("shared", "data", *parts)
+
+
 def machine() -> dict[str, Any]:
     """The machine the figures come from, with its 1-minute load average now (timings suffer when it is high)."""
     return {

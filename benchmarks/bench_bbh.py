@@ -5,7 +5,7 @@ TextGrad and for few-shot bootstrap.
         [--optimizers textgrad,bootstrap] [--steps 12] [--batch-size 3]
         [--limit-train N] [--limit-val N] [--limit-test N] [--max-tokens 256] [--budget-calls N]
 
-Protocol: /work/shared/data/bbh/object_counting.json (see its SOURCE.md), examples[:50] train,
+Protocol: ../shared/data/bbh/object_counting.json (see its SOURCE.md), examples[:50] train,
 [50:150] val, [150:] test (100); one `llm` node whose system prompt is TextGrad's zero-shot
 chain-of-thought instruction and whose user prompt is the question; metric `last_integer` (the
 last number in the answer equals the gold number). TextGrad trains the system prompt only (batch 3,
@@ -27,7 +27,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,16 +35,17 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
-from _common import machine, write_results  # noqa: E402
+from _common import machine, shared_data, write_results  # noqa: E402
 
 import flowc  # noqa: E402
 from flowc.compile import CompiledPipeline  # noqa: E402
 from flowc.optimizers.budget import Budget  # noqa: E402
+from flowc.optimizers.factory import Clients, known_settings, make_clients, make_optimizer  # noqa: E402
 from flowc.optimizers.scoring import Metric, Scorer, metric_by_name  # noqa: E402
 from flowc.runtime.lm import LMClient, LMRequest, LMResponse  # noqa: E402
 from flowc.spec.models import InputDecl, LLMNode, MetricDecl, ModelDecl, OutputDecl, Pipeline  # noqa: E402
 
-DATA = Path("/work/shared/data/bbh/object_counting.json")
+DATA = shared_data("bbh", "object_counting.json")
 #: TextGrad's starting instruction for BBH/GSM8K (zero-shot chain of thought, numeric answer line).
 ZERO_SHOT_COT = (
     "You will answer a reasoning question. Think step by step. The last line of your response should "
@@ -95,47 +96,28 @@ def load_splits() -> tuple[list[dict[str, str]], list[dict[str, str]], list[dict
     return rows[:50], rows[50:150], rows[150:]
 
 
-def make_clients(args: argparse.Namespace, compiled: CompiledPipeline) -> tuple[LMClient, LMClient]:
-    from flowc.runtime.litellm_client import LiteLLMClient
-    from flowc.runtime.session import default_client
-
-    pipeline_lm = default_client(compiled)
+def clients_for(args: argparse.Namespace, compiled: CompiledPipeline) -> Clients:
+    """The pipeline's and the optimizer's clients (one rate-limit registry: `make_clients`)."""
     if args.optimizer_lm == "fake":
         from flowc.testing.optimizer_fakes import FunctionLM, GrowingCritic
 
-        return pipeline_lm, FunctionLM(GrowingCritic(share=0.5, hint=FAKE_HINT))
-    if args.optimizer_lm == args.lm:
-        return pipeline_lm, pipeline_lm
-    return pipeline_lm, LiteLLMClient()
+        return make_clients(compiled, "fake", optimizer_lm=FunctionLM(GrowingCritic(share=0.5, hint=FAKE_HINT)))
+    return make_clients(compiled, args.optimizer_lm)
 
 
-def _textgrad(p: LMClient, o: LMClient, a: argparse.Namespace) -> Any:
-    from flowc.optimizers.textgrad import TextGrad
-
-    return TextGrad(
-        pipeline_lm=p,
-        optimizer_lm=o,
-        optimizer_model=a.optimizer_lm,
-        steps=a.steps,
-        batch_size=a.batch_size,
-        only=["solve.system"],
-        max_tokens=a.optimizer_max_tokens,
+def build(name: str, clients: Clients, args: argparse.Namespace) -> Any:
+    """Optimizer `name` with this benchmark's settings (those it has)."""
+    settings = known_settings(
+        name,
+        {
+            "max_tokens": args.optimizer_max_tokens,
+            "max_demos": args.max_demos,
+            "max_bootstrapped": args.max_demos * 2,
+            "num_candidates": args.num_candidates,
+        },
     )
-
-
-def _bootstrap(p: LMClient, o: LMClient, a: argparse.Namespace) -> Any:
-    from flowc.optimizers.bootstrap import BootstrapFewShot
-
-    return BootstrapFewShot(
-        pipeline_lm=p, max_demos=a.max_demos, max_bootstrapped=a.max_demos * 2, num_candidates=a.num_candidates
-    )
-
-
-#: name → factory(pipeline_lm, optimizer_lm, args): one line per optimizer.
-OPTIMIZERS: dict[str, Callable[[LMClient, LMClient, argparse.Namespace], Any]] = {
-    "textgrad": _textgrad,
-    "bootstrap": _bootstrap,
-}
+    only = ["solve.system"] if name != "bootstrap" else None  # TextGrad's protocol trains the system prompt
+    return make_optimizer(name, clients, steps=args.steps, batch_size=args.batch_size, only=only, settings=settings)
 
 
 async def evaluate(
@@ -178,7 +160,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     metric = metric_by_name("last_integer", "answer")
     train, val, test = load_splits()
     train, val, test = train[: args.limit_train], val[: args.limit_val], test[: args.limit_test]
-    pipeline_lm, optimizer_lm = make_clients(args, compiled)
+    clients = clients_for(args, compiled)
+    pipeline_lm = clients.pipeline
     result: dict[str, Any] = {
         "benchmark": "bbh/object_counting",
         "protocol": "TextGrad §1.6: train [:50], val [50:150], test [150:]; batch 3, 12 iterations, validation-gated",
@@ -197,8 +180,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(result["test_before"], flush=True)
     save()
     for name in [x for x in args.optimizers.split(",") if x]:
-        p_count, o_count = CountingLM(pipeline_lm), CountingLM(optimizer_lm)
-        opt = OPTIMIZERS[name](p_count, o_count, args)
+        p_count, o_count = CountingLM(clients.pipeline), CountingLM(clients.optimizer)
+        opt = build(name, Clients(p_count, o_count, clients.optimizer_model), args)
         t0 = time.perf_counter()
         run_dir = Path(args.run_dir) / name if args.run_dir else None  # None: a fresh temporary directory
         patch = opt.optimize(

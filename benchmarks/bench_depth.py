@@ -30,10 +30,10 @@ nothing downstream was criticized); an update with a critique puts the hint in f
 one without returns it unchanged. With the fake the figures measure flowc's propagation (what it
 sends, caps and drops), not a model. Any litellm model id works as `--lm` (and `--optimizer-lm`).
 
-Adding an optimizer is one line in OPTIMIZERS (a factory); its feedback probe reads the
-`feedback_chars` ({param: chars}) of the rows in the optimizer's `stats` list, or give a probe in
-PROBES. Each run is added to benchmarks/results/depth.json under a label (`--label`, default from
-the settings); `--fresh` starts the file over.
+Any registered optimizer runs with `--optimizers NAME` (built by `flowc.optimizers.factory`); its
+feedback probe reads the `feedback_chars` ({param: chars}) of the rows in the optimizer's `stats`
+list, or give a probe in PROBES. Each run is added to benchmarks/results/depth.json under a label
+(`--label`, default from the settings); `--fresh` starts the file over.
 """
 
 from __future__ import annotations
@@ -57,47 +57,24 @@ from _common import machine, write_results  # noqa: E402
 
 import flowc  # noqa: E402
 from flowc.optimizers.budget import Budget  # noqa: E402
+from flowc.optimizers.factory import Clients, known_settings, make_clients, make_optimizer  # noqa: E402
 from flowc.optimizers.scoring import metric_from_spec  # noqa: E402
 from flowc.runtime.lm import LMClient, LMRequest, LMResponse  # noqa: E402
 from flowc.testing.generators import deep_chain  # noqa: E402
 from flowc.testing.optimizer_fakes import FunctionLM, GrowingCritic, capital_questions, chain_pipeline_answer  # noqa: E402
 
-Factory = Callable[[LMClient, LMClient, str, argparse.Namespace], Any]
 
-
-def _textgrad(p: LMClient, o: LMClient, model: str, a: argparse.Namespace) -> Any:
-    from flowc.optimizers.textgrad import TextGrad
-
-    return TextGrad(
-        pipeline_lm=p,
-        optimizer_lm=o,
-        optimizer_model=model,
-        steps=a.steps,
-        batch_size=a.batch_size,
-        max_feedback_chars=a.max_feedback_chars,
-        max_tokens=a.optimizer_max_tokens,
+def build(name: str, clients: Clients, args: argparse.Namespace) -> Any:
+    """Optimizer `name` with the benchmark's settings (those it has); `--steps` is TextGrad's
+    steps and TEP's cap per phase (one round)."""
+    settings = known_settings(
+        name, {"max_feedback_chars": args.max_feedback_chars, "max_tokens": args.optimizer_max_tokens}
     )
+    return make_optimizer(name, clients, steps=args.steps, batch_size=args.batch_size, settings=settings)
 
 
-def _tep(p: LMClient, o: LMClient, model: str, a: argparse.Namespace) -> Any:
-    from flowc.optimizers.tep import TEP
-
-    return TEP(
-        pipeline_lm=p,
-        optimizer_lm=o,
-        optimizer_model=model,
-        t_free=a.steps,
-        t_nudge=a.steps,
-        batch_size=a.batch_size,
-        max_tokens=a.optimizer_max_tokens,
-    )
-
-
-#: name → factory(pipeline_lm, optimizer_lm, optimizer_model, args). One line per optimizer.
-OPTIMIZERS: dict[str, Factory] = {
-    "textgrad": _textgrad,
-    "tep": _tep,  # --steps caps each phase (T_free = T_nudge = steps); one round
-}
+#: the optimizers compared (any registered one works with --optimizers)
+OPTIMIZERS = ("textgrad", "tep")
 
 
 def stats_probe(optimizer: Any, first_param: str) -> list[int]:
@@ -135,18 +112,16 @@ def run_one(name: str, depth: int, args: argparse.Namespace) -> dict[str, Any]:
     rows = capital_questions()
     train, val = rows[:7], rows[7:][: args.limit_val]
     if fake:
-        pipeline_lm: LMClient = FunctionLM(chain_pipeline_answer)
-        optimizer_lm: LMClient = FunctionLM(GrowingCritic(share=args.share))
-        model = "fake/critic"
+        clients = make_clients(
+            compiled,
+            "fake/critic",
+            pipeline_lm=FunctionLM(chain_pipeline_answer),
+            optimizer_lm=FunctionLM(GrowingCritic(share=args.share)),
+        )
     else:
-        from flowc.runtime.litellm_client import LiteLLMClient
-        from flowc.runtime.session import default_client
-
-        pipeline_lm = default_client(compiled)
-        model = args.optimizer_lm or args.lm
-        optimizer_lm = pipeline_lm if model == args.lm else LiteLLMClient()
-    p_count, o_count = CountingLM(pipeline_lm), CountingLM(optimizer_lm)
-    opt = OPTIMIZERS[name](p_count, o_count, model, args)
+        clients = make_clients(compiled, args.optimizer_lm or args.lm)
+    p_count, o_count = CountingLM(clients.pipeline), CountingLM(clients.optimizer)
+    opt = build(name, Clients(p_count, o_count, clients.optimizer_model), args)
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="flowc-depth-") as run_dir:
         patch = opt.optimize(

@@ -5,7 +5,7 @@ and few-shot bootstrap at an equal call budget.
         [--optimizers tep,textgrad,bootstrap] [--n-train 6] [--n-val 6] [--n-test 10]
         [--budget-calls 60] [--steps 2] [--batch-size 2] [--data shared|tiny] [--seed 0]
 
-Data: /work/shared/data/pubmedqa/ (see its SOURCE.md: PQA-L, 500 train + 500 test, labels
+Data: ../shared/data/pubmedqa/ (see its SOURCE.md: PQA-L, 500 train + 500 test, labels
 yes/no/maybe). Train and validation examples are drawn (seeded shuffle) from the train file, test
 examples from the test file; the abstract's sections are joined with newlines into `context`, the
 label is `answer`. `--data tiny` uses the shipped fixture pipelines/data/tiny_pubmedqa.jsonl (10
@@ -33,7 +33,7 @@ import os
 import random
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,16 +41,17 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
-from _common import machine, write_results  # noqa: E402
+from _common import machine, shared_data, write_results  # noqa: E402
 
 import flowc  # noqa: E402
 from flowc.compile import CompiledPipeline  # noqa: E402
 from flowc.optimizers.budget import Budget  # noqa: E402
+from flowc.optimizers.factory import Clients, known_settings, make_clients, make_optimizer  # noqa: E402
 from flowc.optimizers.scoring import Metric, Scorer, metric_from_spec  # noqa: E402
 from flowc.runtime.lm import LMClient, LMRequest, LMResponse  # noqa: E402
 
 SPEC = ROOT / "pipelines" / "pubmedqa.flow"
-DATA = Path("/work/shared/data/pubmedqa")
+DATA = shared_data("pubmedqa")
 TINY = ROOT / "pipelines" / "data" / "tiny_pubmedqa.jsonl"
 FAKE_HINT = "Answer with exactly one word: yes, no or maybe."
 
@@ -110,61 +111,28 @@ def load_splits(args: argparse.Namespace) -> tuple[Rows, Rows, Rows]:
     )
 
 
-def make_clients(args: argparse.Namespace, compiled: CompiledPipeline) -> tuple[LMClient, LMClient]:
-    from flowc.runtime.litellm_client import LiteLLMClient
-    from flowc.runtime.session import default_client
-
-    pipeline_lm = default_client(compiled)
+def clients_for(args: argparse.Namespace, compiled: CompiledPipeline) -> Clients:
+    """The pipeline's and the optimizer's clients (one rate-limit registry: `make_clients`)."""
     if args.optimizer_lm == "fake":
         from flowc.testing.optimizer_fakes import FunctionLM, GrowingCritic
 
-        return pipeline_lm, FunctionLM(GrowingCritic(share=0.5, hint=FAKE_HINT))
-    if args.optimizer_lm == args.lm:
-        return pipeline_lm, pipeline_lm
-    return pipeline_lm, LiteLLMClient()
+        return make_clients(compiled, "fake", optimizer_lm=FunctionLM(GrowingCritic(share=0.5, hint=FAKE_HINT)))
+    return make_clients(compiled, args.optimizer_lm)
 
 
-def _tep(p: LMClient, o: LMClient, a: argparse.Namespace) -> Any:
-    from flowc.optimizers.tep import TEP
-
-    return TEP(
-        pipeline_lm=p,
-        optimizer_lm=o,
-        optimizer_model=a.optimizer_lm,
-        t_free=a.steps,
-        t_nudge=a.steps,
-        batch_size=a.batch_size,
-        max_tokens=a.optimizer_max_tokens,
+def build(name: str, clients: Clients, args: argparse.Namespace) -> Any:
+    """Optimizer `name` with this benchmark's settings (those it has); `--steps` is TextGrad's
+    steps and TEP's cap per phase."""
+    settings = known_settings(
+        name,
+        {
+            "max_tokens": args.optimizer_max_tokens,
+            "max_demos": args.max_demos,
+            "max_bootstrapped": args.max_demos * 2,
+            "num_candidates": args.num_candidates,
+        },
     )
-
-
-def _textgrad(p: LMClient, o: LMClient, a: argparse.Namespace) -> Any:
-    from flowc.optimizers.textgrad import TextGrad
-
-    return TextGrad(
-        pipeline_lm=p,
-        optimizer_lm=o,
-        optimizer_model=a.optimizer_lm,
-        steps=a.steps,
-        batch_size=a.batch_size,
-        max_tokens=a.optimizer_max_tokens,
-    )
-
-
-def _bootstrap(p: LMClient, o: LMClient, a: argparse.Namespace) -> Any:
-    from flowc.optimizers.bootstrap import BootstrapFewShot
-
-    return BootstrapFewShot(
-        pipeline_lm=p, max_demos=a.max_demos, max_bootstrapped=a.max_demos * 2, num_candidates=a.num_candidates
-    )
-
-
-#: name → factory(pipeline_lm, optimizer_lm, args): one line per optimizer.
-OPTIMIZERS: dict[str, Callable[[LMClient, LMClient, argparse.Namespace], Any]] = {
-    "tep": _tep,
-    "textgrad": _textgrad,
-    "bootstrap": _bootstrap,
-}
+    return make_optimizer(name, clients, steps=args.steps, batch_size=args.batch_size, settings=settings)
 
 
 async def evaluate(lm: LMClient, compiled: CompiledPipeline, rows: Sequence[Mapping[str, Any]], metric: Metric) -> Any:
@@ -207,7 +175,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     compiled = pipeline(args.lm, args.max_tokens)
     metric = metric_from_spec(compiled)
     train, val, test = load_splits(args)
-    pipeline_lm, optimizer_lm = make_clients(args, compiled)
+    clients = clients_for(args, compiled)
+    pipeline_lm = clients.pipeline
     budget_calls = args.budget_calls if args.budget_calls and args.budget_calls > 0 else None
     result: dict[str, Any] = {
         "benchmark": "pubmedqa",
@@ -228,8 +197,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(result["test_before"], flush=True)
     save()
     for name in [x for x in args.optimizers.split(",") if x]:
-        p_count, o_count = CountingLM(pipeline_lm), CountingLM(optimizer_lm)
-        opt = OPTIMIZERS[name](p_count, o_count, args)
+        p_count, o_count = CountingLM(clients.pipeline), CountingLM(clients.optimizer)
+        opt = build(name, Clients(p_count, o_count, clients.optimizer_model), args)
         t0 = time.perf_counter()
         run_dir = Path(args.run_dir) / name if args.run_dir else None  # None: a fresh temporary directory
         patch = opt.optimize(

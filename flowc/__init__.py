@@ -4,6 +4,7 @@ import flowc
 compiled = flowc.compile("pipelines/agentic_rag.flow")
 """
 
+import flowc.syntax  # noqa: F401  (installs the reader of bindings and conditions the spec layer uses)
 from flowc.compile import CompiledPipeline, compile, load_spec
 from flowc.version import __version__
 

@@ -100,6 +100,11 @@ ErrorCode = Literal[
     "budget-exceeded",
     "node-failed",
     "fmt-would-drop-comments",
+    # -- interop: converting from and to other tools (docs/interop.md) ------------------------
+    "import-unsupported",
+    "import-dropped",
+    "template-jinja",
+    "export-unsupported",
 ]
 
 ERROR_CODES: tuple[str, ...] = get_args(ErrorCode)

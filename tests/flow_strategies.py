@@ -46,10 +46,16 @@ KEYWORDS = RESERVED | {
 _FIRST = string.ascii_letters + "_"
 _REST = string.ascii_letters + string.digits + "_"
 
-names = st.builds(
+# Names that begin with a keyword or a constant (`truest`, `nullable`, `notable`) must stay names
+# in every position: a lexer that matched the keyword first would split them in two.
+_KEYWORD_PREFIXED = st.builds(
     lambda a, b: a + b,
-    st.sampled_from(_FIRST),
-    st.text(_REST, max_size=8),
+    st.sampled_from(sorted(KEYWORDS)),
+    st.text(_REST, min_size=1, max_size=3),
+)
+names = st.one_of(
+    st.builds(lambda a, b: a + b, st.sampled_from(_FIRST), st.text(_REST, max_size=8)),
+    _KEYWORD_PREFIXED,
 ).filter(lambda s: s not in KEYWORDS)
 
 # Text with the characters that break printers: quotes, backslashes, braces, unicode, tabs.

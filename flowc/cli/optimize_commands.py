@@ -11,6 +11,7 @@ from typing import Any
 import flowc
 from flowc.errors import FlowcError
 from flowc.optimizers.budget import Budget
+from flowc.optimizers.progress import ProgressHook
 from flowc.optimizers.scoring import Metric, metric_by_name, metric_from_spec
 
 
@@ -67,93 +68,28 @@ def _metric(args: argparse.Namespace, compiled: flowc.CompiledPipeline) -> Metri
     return metric_from_spec(compiled)
 
 
-def build_optimizer(name: str, compiled: flowc.CompiledPipeline, args: argparse.Namespace) -> Any:
-    from flowc.optimizers.registry import get_optimizer
-    from flowc.runtime.litellm_client import LiteLLMClient
-    from flowc.runtime.ratelimit import RateLimiters
-    from flowc.runtime.session import default_client, policies
+def build_optimizer(
+    name: str, compiled: flowc.CompiledPipeline, args: argparse.Namespace, progress: ProgressHook | None = None
+) -> Any:
+    """The optimizer and the optimizer model the options ask for (`flowc.optimizers.factory`:
+    the pipeline's and the optimizer's clients share one rate-limit registry). `progress` receives
+    the job's events (default: one plain line per step on stderr)."""
+    from flowc.optimizers.factory import make_clients, make_optimizer, parse_settings
+    from flowc.optimizers.progress import plain_progress
 
-    cls = get_optimizer(name)
-    # One limiter registry: a model's RPM/TPM hold across the pipeline's and the optimizer's calls
-    # (the optimizer model is often one the spec declares, with the spec's policy).
-    limiters = RateLimiters()
-    pipeline_lm = default_client(compiled, limiters=limiters)
-    model = args.optimizer_model or next(iter(compiled.spec.models.values())).id
-    optimizer_lm = LiteLLMClient(policies(compiled), limiters=limiters)
-    only = [x for x in (args.only or "").split(",") if x] or None
-    frozen = [x for x in args.freeze.split(",") if x]
-    kwargs: dict[str, Any] = {"pipeline_lm": pipeline_lm, "only": only, "frozen": frozen, "resume": args.resume}
-    fields = getattr(cls, "__dataclass_fields__", {})
-    if "optimizer_lm" in fields:
-        kwargs.update(optimizer_lm=optimizer_lm, optimizer_model=model)
-    if args.steps is not None:
-        for f in ("steps",) if "steps" in fields else getattr(cls, "step_fields", ()):
-            kwargs[f] = args.steps
-    if args.batch_size is not None and "batch_size" in fields:
-        kwargs["batch_size"] = args.batch_size
-    kwargs.update(_settings(name, fields, getattr(args, "set", None) or []))
-    return cls(**kwargs), model
-
-
-#: fields `--set` does not reach (the clients and what other options set)
-_NOT_SETTABLE = {"pipeline_lm", "optimizer_lm", "optimizer_model", "only", "frozen", "resume", "stats"}
-
-
-def _settings(name: str, fields: dict[str, Any], pairs: list[str]) -> dict[str, Any]:
-    """`--set NAME=VALUE` pairs, converted to the type of the field's default."""
-    import dataclasses
-
-    settable = sorted(f for f in fields if f not in _NOT_SETTABLE)
-    out: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, raw = pair.partition("=")
-        key = key.strip().replace("-", "_")
-        if not sep or key not in settable:
-            raise FlowcError(
-                "invalid-value",
-                f"'--set {pair}': optimizer '{name}' has no setting '{key}'"
-                if sep
-                else f"'--set {pair}' is not NAME=VALUE",
-                hint=f"settings of {name}: {', '.join(settable)}",
-            )
-        default = fields[key].default
-        if default is dataclasses.MISSING and fields[key].default_factory is not dataclasses.MISSING:
-            default = fields[key].default_factory()
-        try:
-            out[key] = _convert(raw.strip(), default)
-        except ValueError:
-            raise FlowcError(
-                "invalid-value",
-                f"'--set {pair}': '{raw}' is not a valid {type(default).__name__} for '{key}'",
-                hint=f"the default is {default!r}",
-            ) from None
-    return out
-
-
-def _convert(raw: str, default: Any) -> Any:
-    if isinstance(default, bool):
-        if raw.lower() in ("1", "true", "yes", "on"):
-            return True
-        if raw.lower() in ("0", "false", "no", "off"):
-            return False
-        raise ValueError(raw)
-    if isinstance(default, int):
-        return int(raw)
-    if isinstance(default, float):
-        return float(raw)
-    if isinstance(default, tuple | list):
-        items = [x.strip() for x in raw.split(",") if x.strip()]
-        if default and all(isinstance(x, int | float) and not isinstance(x, bool) for x in default):
-            return tuple(float(x) for x in items)
-        return tuple(items)
-    if default is None and raw.lower() in ("none", "null", ""):
-        return None
-    if default is None:
-        try:
-            return int(raw)
-        except ValueError:
-            return raw
-    return raw
+    clients = make_clients(compiled, args.optimizer_model)
+    optimizer = make_optimizer(
+        name,
+        clients,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        only=[x for x in (args.only or "").split(",") if x] or None,
+        frozen=[x for x in args.freeze.split(",") if x],
+        resume=args.resume,
+        settings=parse_settings(name, getattr(args, "set", None) or []),
+        progress=progress or plain_progress(),
+    )
+    return optimizer, clients.optimizer_model
 
 
 def cmd_optimize(args: argparse.Namespace) -> int:

@@ -14,6 +14,13 @@ _BUILTIN = {
     "bootstrap": ("flowc.optimizers.bootstrap", "BootstrapFewShot"),
     "textgrad": ("flowc.optimizers.textgrad", "TextGrad"),
     "tep": ("flowc.optimizers.tep", "TEP"),
+    "gepa": ("flowc.optimizers.gepa", "GEPA"),
+    # DSPy's optimizers through the DSPy export (need the `dspy` extra when they run)
+    "dspy:MIPROv2": ("flowc.optimizers.dspy", "MIPROv2"),
+    "dspy:BootstrapFewShotWithRandomSearch": ("flowc.optimizers.dspy", "BootstrapFewShotWithRandomSearch"),
+    "dspy:BootstrapFewShot": ("flowc.optimizers.dspy", "BootstrapFewShot"),
+    "dspy:GEPA": ("flowc.optimizers.dspy", "GEPA"),
+    "dspy:SIMBA": ("flowc.optimizers.dspy", "SIMBA"),
 }
 
 

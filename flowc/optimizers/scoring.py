@@ -22,23 +22,48 @@ from flowc.runtime.trace import RunResult
 
 
 @dataclass(frozen=True)
+class Judgement:
+    """A metric's verdict on one run: the score, and (when the metric says why) textual feedback,
+    which reflective optimizers (GEPA) show their proposer."""
+
+    score: float
+    feedback: str = ""
+
+
+@dataclass(frozen=True)
 class Metric:
-    """`fn(outputs, example) -> score`, with a name and a sentence saying what it checks."""
+    """`fn(outputs, example) -> score` (or a `Judgement`, a score with feedback), with a name and a
+    sentence saying what it checks."""
 
     name: str
-    fn: Callable[[Mapping[str, Any], Mapping[str, Any]], float]
+    fn: Callable[[Mapping[str, Any], Mapping[str, Any]], float | Judgement]
     output: str
     target: str
     description: str = ""
 
     def __call__(self, outputs: Mapping[str, Any], example: Mapping[str, Any]) -> float:
+        return self.judge(outputs, example).score
+
+    def judge(self, outputs: Mapping[str, Any], example: Mapping[str, Any]) -> Judgement:
+        """The score and feedback; a metric that gives no feedback gets a sentence comparing the
+        output with the target."""
         if self.target not in example:
             raise FlowcError(
                 "dataset-invalid",
                 f"an example has no field '{self.target}' for metric '{self.name}'",
                 hint=f"fields: {', '.join(example)}",
             )
-        return float(self.fn(outputs, example))
+        got = self.fn(outputs, example)
+        if isinstance(got, Judgement):
+            return got
+        score = float(got)
+        said = outputs.get(self.output)
+        verdict = "right" if score >= 1.0 else "partly right" if score > 0 else "wrong"
+        return Judgement(
+            score,
+            f"{self.name} = {score:.2f} ({verdict}): the output '{self.output}' was {said!r}, "
+            f"the expected answer is {example[self.target]!r}.",
+        )
 
 
 def metric_by_name(name: str, output: str, target: str | None = None) -> Metric:

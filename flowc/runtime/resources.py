@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from flowc.errors import FlowcError
 from flowc.runtime.corpus import Corpus, load_corpus
-from flowc.runtime.retrieval.base import Encoder, Retriever
-from flowc.runtime.retrieval.factory import make_retriever
+
+if TYPE_CHECKING:  # retrieval loads numpy: only a pipeline that retrieves pays for it (start-up)
+    from flowc.runtime.retrieval.base import Encoder, Retriever
 
 
 class RetrieverPool:
@@ -43,6 +45,8 @@ class RetrieverPool:
         return self._retrievers[key]
 
     def _build(self, path: Path, method: str) -> Retriever:
+        from flowc.runtime.retrieval.factory import make_retriever
+
         corpus = self.corpus(path)
         if method != "bm25" and self._encoder is None:
             from flowc.runtime.retrieval.encoder import MiniLMEncoder

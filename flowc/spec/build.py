@@ -14,7 +14,7 @@ from typing import Any, cast
 from pydantic import BaseModel, ValidationError
 
 from flowc.errors import Diagnostic, ErrorCode, SourceFile, SpecErrors
-from flowc.source import Span
+from flowc.source import Span, value_column
 from flowc.spec import models as m
 
 SpanTable = dict[tuple[str | int, ...], Span]
@@ -75,7 +75,7 @@ def build_pipeline(data: Any, spans: SpanTable, source: SourceFile | None) -> m.
     try:
         spec = m.Pipeline.model_validate(data)
     except ValidationError as exc:
-        diags = [_diagnostic(err, data, spans, path) for err in exc.errors()]
+        diags = [_diagnostic(err, data, spans, source) for err in exc.errors()]
         raise SpecErrors(_dedupe(diags), sources) from None
     return spec.with_source(path, spans, source.text if source else "")
 
@@ -179,7 +179,8 @@ def _value_at(data: Any, p: tuple[str | int, ...]) -> Any:
     return data
 
 
-def _diagnostic(err: Any, data: Any, spans: SpanTable, path: str | None) -> Diagnostic:
+def _diagnostic(err: Any, data: Any, spans: SpanTable, source: SourceFile | None) -> Diagnostic:
+    path = source.path if source is not None else None
     loc = cast(tuple[str | int, ...], tuple(err["loc"]))
     p = data_path(data, loc)
     etype = err["type"]
@@ -226,7 +227,8 @@ def _diagnostic(err: Any, data: Any, spans: SpanTable, path: str | None) -> Diag
         # YAML scalar folded over several lines no longer matches its text column for column.
         one_line = span is not None and span.end_line in (None, span.line)
         if span is not None and offset and p in spans and one_line:
-            col = span.column + offset
+            line = source.line_text(span.line) if source is not None else ""
+            col = value_column(line, span.column, offset, span.end_column)
             if span.end_column is None or col <= span.end_column:
                 span = Span(span.path, span.line, col, span.line, col + 1)
         if code == "reserved-name":
@@ -333,6 +335,8 @@ def _value_problem(err: Any, where: str) -> tuple[str, str | None]:
 
 def _value_hint(err: Any) -> str | None:
     ctx = err.get("ctx") or {}
+    if isinstance(ctx.get("hint"), str):  # a validator's own remedy
+        return str(ctx["hint"])
     if "expected" in ctx:
         return f"expected {ctx['expected']}"
     return None

@@ -8,12 +8,15 @@
   `contains`, joined by `and` / `or`, negated with `not`.
 
 Each parsed piece keeps its character offset so diagnostics can point inside the expression.
+This module holds the syntax tree; the text is read by the `.flow` grammar's own `binding` and
+`cond` rules (flowc/syntax/exprs.py, installed with `register_reader`), so both front ends share
+one definition of the language.
 """
 
 from __future__ import annotations
 
 import json
-import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -98,147 +101,38 @@ def _paren(e: Expr, parent_op: str) -> str:
     return f"({e})" if isinstance(e, BoolOp) and e.op != parent_op else str(e)
 
 
-_TOKENS = re.compile(
-    r"""\s*(?:
-      (?P<str>"(?:[^"\\\n]|\\.)*")
-    | (?P<num>-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)
-    | (?P<ref>[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)?)
-    | (?P<op>\?\?|==|!=|<=|>=|<|>|\(|\))
-    )""",
-    re.VERBOSE,
-)
-_KEYWORDS = {"all", "and", "or", "not", "contains", "true", "false", "null"}
+#: Reads `text` by one of the grammar's rules ("binding" or "cond") into an Expr; raises
+#: ExprSyntaxError. Set by flowc.syntax.exprs (see register_reader).
+ExprReader = Callable[[str, str], Expr]
+_reader: ExprReader | None = None
 
 
-def _tokenize(text: str) -> list[tuple[str, str, int]]:
-    out: list[tuple[str, str, int]] = []
-    pos = 0
-    while pos < len(text):
-        if not text[pos:].strip():
-            break
-        m = _TOKENS.match(text, pos)
-        if not m or m.end() == pos:
-            off = pos + len(text[pos:]) - len(text[pos:].lstrip())
-            ch = text[off]
-            if ch == '"':
-                raise ExprSyntaxError("unterminated string in expression", off)
-            raise ExprSyntaxError(f"unexpected character {ch!r} in expression", off)
-        kind = m.lastgroup or "op"
-        val, start = m.group(kind), m.start(kind)
-        if kind == "ref" and val in _KEYWORDS:
-            kind = "kw"
-        out.append((kind, val, start))
-        pos = m.end()
-    return out
+def register_reader(reader: ExprReader) -> None:
+    """Install the parser of bindings and conditions.
+
+    The expression language is defined once, by the `binding` and `cond` rules of the `.flow`
+    grammar (flowc/grammars/flow.lark). The parser that uses it lives in the syntax layer, which sits
+    above this one (it builds spec models), so the spec layer cannot import it: the syntax layer
+    registers it here when it is imported, which `import flowc` always does.
+    """
+    global _reader
+    _reader = reader
 
 
-class _Parser:
-    def __init__(self, text: str) -> None:
-        self.text = text
-        self.toks = _tokenize(text)
-        self.i = 0
-
-    def peek(self) -> tuple[str, str, int] | None:
-        return self.toks[self.i] if self.i < len(self.toks) else None
-
-    def take(self) -> tuple[str, str, int]:
-        tok = self.peek()
-        if tok is None:
-            raise ExprSyntaxError("expression ends early", len(self.text))
-        self.i += 1
-        return tok
-
-    def at(self, *vals: str) -> bool:
-        tok = self.peek()
-        return tok is not None and tok[1] in vals
-
-    def done(self) -> None:
-        tok = self.peek()
-        if tok is not None:
-            raise ExprSyntaxError(f"unexpected {tok[1]!r}", tok[2])
-
-    # binding := operand ('??' operand)*
-    def binding(self) -> Expr:
-        first = self.operand()
-        opts = [first]
-        while self.at("??"):
-            self.take()
-            opts.append(self.operand())
-        return first if len(opts) == 1 else Coalesce(first.offset, tuple(opts))
-
-    def operand(self) -> Expr:
-        kind, val, off = self.take()
-        if kind == "str":
-            try:
-                return Lit(off, json.loads(val))
-            except json.JSONDecodeError as e:
-                raise ExprSyntaxError(f"bad string literal: {e.msg}", off) from e
-        if kind == "num":
-            return Lit(off, float(val) if any(c in val for c in ".eE") else int(val))
-        if kind == "kw" and val in ("true", "false", "null"):
-            return Lit(off, {"true": True, "false": False, "null": None}[val])
-        if kind == "kw" and val == "all":
-            ref = self.operand()
-            if not isinstance(ref, Ref) or ref.node is None:
-                raise ExprSyntaxError("'all' takes a node output, as in 'all reflect.evidence'", ref.offset)
-            return History(off, ref)
-        if kind == "ref":
-            node, _, port = val.rpartition(".")
-            return Ref(off, node or None, port)
-        raise ExprSyntaxError(f"expected a name, a node output or a literal, found {val!r}", off)
-
-    # cond := conj ('or' conj)* ; conj := neg ('and' neg)* ; neg := 'not' neg | atom
-    def cond(self) -> Expr:
-        items = [self.conj()]
-        while self.at("or"):
-            self.take()
-            items.append(self.conj())
-        return items[0] if len(items) == 1 else BoolOp(items[0].offset, "or", tuple(items))
-
-    def conj(self) -> Expr:
-        items = [self.neg()]
-        while self.at("and"):
-            self.take()
-            items.append(self.neg())
-        return items[0] if len(items) == 1 else BoolOp(items[0].offset, "and", tuple(items))
-
-    def neg(self) -> Expr:
-        if self.at("not"):
-            off = self.take()[2]
-            return Not(off, self.neg())
-        if self.at("("):
-            self.take()
-            inner = self.cond()
-            if not self.at(")"):
-                tok = self.peek()
-                raise ExprSyntaxError("expected ')'", tok[2] if tok else len(self.text))
-            self.take()
-            return inner
-        left = self.binding()
-        if self.at("==", "!=", "<", "<=", ">", ">=", "contains"):
-            op = self.take()[1]
-            return Compare(left.offset, left, op, self.binding())
-        return left
+def _read(text: str, rule: str) -> Expr:
+    if _reader is None:  # only when flowc.spec is used without the package (never through `import flowc`)
+        raise RuntimeError("no expression reader registered: import flowc.syntax first")
+    return _reader(text, rule)
 
 
 def parse_binding(text: str) -> Expr:
     """Read the right side of `port <- ...`."""
-    p = _Parser(text)
-    if p.peek() is None:
-        raise ExprSyntaxError("empty binding: write a name, a node output or a literal", 0)
-    e = p.binding()
-    p.done()
-    return e
+    return _read(text, "binding")
 
 
 def parse_condition(text: str) -> Expr:
     """Read a loop condition."""
-    p = _Parser(text)
-    if p.peek() is None:
-        raise ExprSyntaxError("empty condition", 0)
-    e = p.cond()
-    p.done()
-    return e
+    return _read(text, "cond")
 
 
 def refs(e: Expr) -> list[Ref]:

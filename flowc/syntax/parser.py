@@ -28,7 +28,13 @@ MAX_DEPTH = 48
 @cache
 def grammar() -> Lark:
     return Lark.open_from_package(
-        "flowc", "flow.lark", ("grammars",), parser="lalr", propagate_positions=True, maybe_placeholders=False
+        "flowc",
+        "flow.lark",
+        ("grammars",),
+        parser="lalr",
+        propagate_positions=True,
+        maybe_placeholders=False,
+        start=["start", "binding", "cond"],
     )
 
 
@@ -92,7 +98,7 @@ def parse_flow_data(source: SourceFile) -> tuple[dict[str, Any] | None, SpanTabl
             ],
         )
     try:
-        tree = grammar().parse(text)
+        tree = grammar().parse(text, start="start")
     except UnexpectedInput as e:
         return None, {}, [_syntax_diagnostic(e, source)]
     walker = _Walker(source)

@@ -31,15 +31,11 @@ import random
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, ClassVar
 
 from flowc.compile import CompiledPipeline
-from flowc.errors import FlowcError, SpecErrors
-from flowc.optimizers.base import AsyncOptimizer, ParamPatch, Provenance, trainable_params
-from flowc.optimizers.budget import Budget, BudgetExceeded
-from flowc.optimizers.job import Job
 from flowc.optimizers.scoring import Metric, accept
+from flowc.optimizers.skeleton import Run, StepOptimizer, StepReport
 from flowc.optimizers.textgrad.graph import GradGraph, Gradient, Var
 from flowc.optimizers.textgrad.prompts import fill
 from flowc.runtime.lm import LMClient, LMRequest, chat
@@ -50,7 +46,7 @@ START, END = "<IMPROVED_VARIABLE>", "</IMPROVED_VARIABLE>"
 
 
 @dataclass
-class TextGrad(AsyncOptimizer):
+class TextGrad(StepOptimizer):
     """Args:
     pipeline_lm: the client the pipeline's nodes call (the forward engine).
     optimizer_lm: the client for feedback and updates (the backward engine and TGD).
@@ -63,9 +59,9 @@ class TextGrad(AsyncOptimizer):
     gradient_memory: past feedback texts shown in an update; 0 turns it off.
     constraints / examples: natural-language constraints and in-context examples for updates.
     validate: apply the validation gate (revert an update that lowers the validation score).
+    only / frozen / resume / progress: see `StepOptimizer`.
     """
 
-    pipeline_lm: LMClient
     optimizer_lm: LMClient
     optimizer_model: str
     steps: int = 12
@@ -79,37 +75,19 @@ class TextGrad(AsyncOptimizer):
     constraints: Sequence[str] = ()
     examples: Sequence[str] = ()
     validate: bool = True
-    only: Sequence[str] | None = None
-    frozen: Sequence[str] = ()
-    resume: bool = False
     max_tokens: int = 800
     stats: list[dict[str, Any]] = field(default_factory=list)
 
     name: ClassVar[str] = "textgrad"
-
-    def settings(self) -> dict[str, Any]:
-        return {
-            "steps": self.steps,
-            "batch_size": self.batch_size,
-            "loss": self.loss,
-            "max_feedback_chars": self.max_feedback_chars,
-            "max_gradients": self.max_gradients,
-            "momentum_window": self.momentum_window,
-            "gradient_memory": self.gradient_memory,
-            "constraints": list(self.constraints),
-            "examples": list(self.examples),
-            "validate": self.validate,
-            "only": list(self.only or []),
-            "frozen": list(self.frozen),
-            "model": self.optimizer_model,
-        }
+    param_kinds: ClassVar[tuple[str, ...]] = ("prompt", "system")
 
     def projected_calls(self, compiled: CompiledPipeline, n_train: int, n_val: int) -> dict[str, tuple[int, int]]:
         """LM calls (best, worst) of each phase, for --dry-run."""
+        from flowc.optimizers.base import trainable_params
         from flowc.optimizers.projection import forward_calls
 
         best, worst = forward_calls(compiled)
-        params = len(trainable_params(compiled, self.only, self.frozen, kinds=("prompt", "system")))
+        params = len(trainable_params(compiled, self.only, self.frozen, kinds=self.param_kinds))
         b = min(self.batch_size, n_train)
         # backward: per example, one call per edge into a variable that needs feedback: at most the
         # node's prompt and one upstream output per LLM call (plus the judge when loss="judge").
@@ -123,118 +101,33 @@ class TextGrad(AsyncOptimizer):
             "validation gate": (0, self.steps * per_step_val),
         }
 
-    async def optimize_async(
-        self,
-        compiled: CompiledPipeline,
-        *,
-        trainset: Sequence[Mapping[str, Any]],
-        valset: Sequence[Mapping[str, Any]],
-        metric: Metric,
-        budget: Budget,
-        seed: int,
-        run_dir: Path | None = None,
-    ) -> ParamPatch:
-        params = trainable_params(compiled, self.only, self.frozen, kinds=("prompt", "system"))
-        if not params:
-            raise FlowcError(
-                "invalid-value",
-                f"pipeline '{compiled.name}' has no trainable prompt to optimize",
-                hint="mark an llm node 'trainable: true', or check --only/--freeze",
-            )
-        job = Job(
-            self.name,
-            compiled,
-            pipeline_lm=self.pipeline_lm,
-            optimizer_lm=self.optimizer_lm,
-            budget=budget,
-            seed=seed,
-            trainset=trainset,
-            valset=valset,
-            settings=self.settings(),
-            run_dir=run_dir,
-            resume=self.resume,
-        )
-        st: dict[str, Any] = job.state or {
-            "step": 0,
-            "values": {p: compiled.params[p].value for p in params},
-            "val_base": None,
-            "val_best": None,
-            "history": {p: [] for p in params},
-            "memory": {p: [] for p in params},
-            "updates": 0,
-            "effective": 0,
-        }
-        stopped = None
-        try:
-            if st["val_base"] is None:
-                st["val_base"] = st["val_best"] = (
-                    (await job.scorer.evaluate(compiled, valset, metric)).mean if self.validate else 0.0
-                )
-                job.checkpoint(st["step"], st)
-            while st["step"] < self.steps:
-                await self._one_step(job, compiled, params, st, trainset, valset, metric, seed)
-                st["step"] += 1
-                job.checkpoint(st["step"], st)
-        except BudgetExceeded as e:
-            stopped = f"budget: {e.axis}"
-        finally:
-            job.close()
-        changed = {p: v for p, v in st["values"].items() if v != compiled.params[p].value}
-        prov = {
-            p: Provenance(
-                optimizer=self.name,
-                step=st["step"],
-                candidate=f"step{st['step']}",
-                parent="base",
-                scores={"val_before": st["val_base"] or 0.0, "val_after": st["val_best"] or 0.0},
-                rationale=(st["memory"][p][-1] if st["memory"][p] else "")[:500],
-            )
-            for p in changed
-        }
-        return ParamPatch(
-            pipeline=compiled.name,
-            base_hash=compiled.hash,
-            optimizer=self.name,
-            seed=seed,
-            params=changed,
-            provenance=prov,
-            scores={
-                "val_before": st["val_base"] or 0.0,
-                "val_after": st["val_best"] or 0.0,
-                "updates": st["updates"],
-                "effective_updates": st["effective"],
-            },
-            budget_used=job.meter.used(),
-            stopped_by=stopped,
-        )
+    # -- the skeleton's hooks ---------------------------------------------------------------------
 
-    # -- one step -----------------------------------------------------------------------------------
+    def fresh_state(self, run: Run) -> dict[str, Any]:
+        return {"history": {p: [] for p in run.params}, "memory": {p: [] for p in run.params}}
 
-    async def _one_step(
-        self,
-        job: Job,
-        base: CompiledPipeline,
-        params: list[str],
-        st: dict[str, Any],
-        trainset: Sequence[Mapping[str, Any]],
-        valset: Sequence[Mapping[str, Any]],
-        metric: Metric,
-        seed: int,
-    ) -> None:
-        step = st["step"] + 1
-        current = base.with_params(st["values"])
-        rng = random.Random(seed * 100_003 + step)
-        batch = [trainset[i] for i in rng.sample(range(len(trainset)), min(self.batch_size, len(trainset)))]
-        forward = await job.scorer.evaluate(current, batch, metric)
-        graph = GradGraph(current, params)
+    def finished(self, run: Run) -> bool:
+        return int(run.state["step"]) >= self.steps
+
+    def max_steps(self) -> int | None:
+        return self.steps
+
+    async def step(self, run: Run) -> StepReport:
+        st = run.state
+        step = run.step
+        current = run.current()
+        rng = random.Random(run.seed * 100_003 + step)
+        batch = run.minibatch(rng, self.batch_size)
+        forward = await run.evaluate(current, batch)
+        graph = GradGraph(current, run.params)
         for i, item in enumerate(forward.items):
-            terminal = graph.add_run(i, item.run, metric.output)
+            terminal = graph.add_run(i, item.run, run.metric.output)
             if terminal is None:
                 continue
-            evaluation = await self._loss(job, item.run.outputs, item.example, metric, item.score)
+            evaluation = await self._loss(run, item.run.outputs, item.example, run.metric, item.score)
             graph.vars[terminal].gradients.append(Gradient(evaluation, "", "the final output", f"loss/ex{i}"))
-            await self._backward(job, graph, i, terminal)
-        new_values = dict(st["values"])
+            await self._backward(run, graph, i, terminal)
+        new_values = dict(run.values)
         feedback_sizes = {}
         for var in graph.params():
             name = var.id.removeprefix("param:")
@@ -242,36 +135,35 @@ class TextGrad(AsyncOptimizer):
             feedback_sizes[name] = sum(len(g.text) for g in grads)
             if not grads:
                 continue
-            new = await self._update(job, var, grads, st, name)
+            new = await self._update(run, var, grads, name)
             if new is not None:
                 new_values[name] = new
-        accepted, val = await self._gate(job, base, st, new_values, valset, metric)
-        changed = [p for p in params if new_values[p] != st["values"][p]]
-        st["updates"] += len(params)
-        if accepted and changed:
-            st["effective"] += len(changed)
-        for p in params:
-            if new_values[p] != st["values"][p]:
-                st["history"][p] = (
-                    st["history"][p]
-                    + [{"value": st["values"][p], "feedback": graph.vars[f"param:{p}"].gradient_text()}]
-                )[-5:]
+        changed = [p for p in run.params if new_values[p] != run.values[p]]
+        accepted, val = await self._gate(run, new_values)
+        st["updates"] += len(run.params)
+        for p in run.params:
             fb = graph.vars[f"param:{p}"].gradient_text()
+            if new_values[p] != run.values[p]:
+                st["history"][p] = (st["history"][p] + [{"value": run.values[p], "feedback": fb}])[-5:]
             if fb:
                 st["memory"][p] = (st["memory"][p] + [fb])[-5:]
         if accepted:
-            st["values"] = new_values
-            st["val_best"] = val
-        job.candidate(
-            step=step,
+            rationale = {p: st["memory"][p][-1] if st["memory"][p] else "" for p in changed}
+            run.keep(
+                {p: new_values[p] for p in changed},
+                val=val,
+                candidate=f"step{step}",
+                parent=f"step{step - 1}" if step > 1 else "base",
+                rationale=rationale,
+            )
+        run.candidate(
             id=f"step{step}",
             parent=f"step{step - 1}" if step > 1 else "base",
             params={p: new_values[p] for p in changed},
             scores={"train": forward.mean, "val": val},
             accepted=accepted,
         )
-        job.log(
-            step=step,
+        run.log(
             event="step",
             batch_train=forward.mean,
             val=val,
@@ -281,32 +173,23 @@ class TextGrad(AsyncOptimizer):
             gradients={v.id: len(v.gradients) for v in graph.params()},
         )
         self.stats.append({"step": step, "feedback_chars": feedback_sizes, "accepted": accepted, "changed": changed})
+        return StepReport(train=forward.mean, val=val, accepted=accepted if changed else None)
 
-    async def _gate(
-        self,
-        job: Job,
-        base: CompiledPipeline,
-        st: dict[str, Any],
-        new_values: dict[str, Any],
-        valset: Sequence[Mapping[str, Any]],
-        metric: Metric,
-    ) -> tuple[bool, float]:
-        if new_values == st["values"]:
-            return False, float(st["val_best"] or 0.0)
-        try:
-            candidate = base.with_params(new_values)
-        except SpecErrors as e:  # e.g. a placeholder lost: never accept a pipeline that does not check
-            job.log(step=st["step"] + 1, event="rejected", reason=e.render()[:500])
-            return False, float(st["val_best"] or 0.0)
+    async def _gate(self, run: Run, new_values: dict[str, Any]) -> tuple[bool, float]:
+        if new_values == run.values:
+            return False, run.val_best
+        candidate = run.pipeline(new_values)  # e.g. a placeholder lost: never accept a pipeline that does not check
+        if candidate is None:
+            return False, run.val_best
         if not self.validate:
             return True, 0.0
-        val = (await job.scorer.evaluate(candidate, valset, metric)).mean
-        return accept(val, float(st["val_best"] or 0.0)), val
+        val = (await run.evaluate(candidate, run.valset)).mean
+        return accept(val, run.val_best), val
 
     # -- loss and backward ------------------------------------------------------------------------
 
     async def _loss(
-        self, job: Job, outputs: Mapping[str, Any], example: Mapping[str, Any], metric: Metric, score: float
+        self, run: Run, outputs: Mapping[str, Any], example: Mapping[str, Any], metric: Metric, score: float
     ) -> str:
         pred = outputs.get(metric.output)
         gold = example.get(metric.target)
@@ -318,7 +201,7 @@ class TextGrad(AsyncOptimizer):
         if self.loss != "judge":
             return verdict
         text = await self._call(
-            job,
+            run,
             "textgrad:loss",
             None,
             (
@@ -328,7 +211,7 @@ class TextGrad(AsyncOptimizer):
         )
         return f"{verdict}\n{text}"
 
-    async def _backward(self, job: Job, graph: GradGraph, example: int, terminal: str) -> None:
+    async def _backward(self, run: Run, graph: GradGraph, example: int, terminal: str) -> None:
         for var in graph.backward_order(example):
             feedback = var.gradient_text()
             if not var.requires_grad or not feedback or var.step is None:
@@ -362,7 +245,7 @@ class TextGrad(AsyncOptimizer):
                         variable=pred.value,
                         max_words=self.max_words,
                     )
-                text = await self._call(job, f"textgrad:backward:{pid}", fill("backward_system"), prompt)
+                text = await self._call(run, f"textgrad:backward:{pid}", fill("backward_system"), prompt)
                 pred.gradients.append(Gradient(self._cap(text), conversation, var.role, f"{var.id} -> {pid}"))
 
     def _conversation(self, step: StepRecord) -> str:
@@ -397,7 +280,7 @@ class TextGrad(AsyncOptimizer):
 
     # -- TGD ----------------------------------------------------------------------------------------
 
-    async def _update(self, job: Job, var: Var, grads: list[Gradient], st: dict[str, Any], name: str) -> str | None:
+    async def _update(self, run: Run, var: Var, grads: list[Gradient], name: str) -> str | None:
         items = "\n".join(
             fill(
                 "feedback_item",
@@ -409,6 +292,7 @@ class TextGrad(AsyncOptimizer):
             for g in grads
         )
         momentum = ""
+        st = run.state
         if self.momentum_window and st["history"][name]:
             past = st["history"][name][-self.momentum_window :]
             lines = "\n".join(
@@ -457,11 +341,11 @@ class TextGrad(AsyncOptimizer):
             start=START,
             end=END,
         )
-        reply = await self._call(job, f"textgrad:update:{name}", system, user)
+        reply = await self._call(run, f"textgrad:update:{name}", system, user)
         new = _between_tags(reply)
         if new is None:  # Q5: ask once for the format instead of failing
             reply = await self._call(
-                job,
+                run,
                 f"textgrad:update:{name}",
                 system,
                 user + f"\n\nYour last reply had no {START}...{END} tags. Reply again, "
@@ -469,14 +353,13 @@ class TextGrad(AsyncOptimizer):
             )
             new = _between_tags(reply)
         if new is None or not new.strip():
-            job.log(step=st["step"] + 1, event="update-unreadable", param=name, reply=reply[:300])
+            run.log(event="update-unreadable", param=name, reply=reply[:300])
             return None
         lost = _lost_placeholders(keep, new)
         if lost:  # the pipeline still compiles without an input's placeholder, but the node goes blind to it
-            job.log(step=st["step"] + 1, event="rejected", param=name, reason=f"dropped placeholders {lost}", after=new)
+            run.log(event="rejected", param=name, reason=f"dropped placeholders {lost}", after=new)
             return None
-        job.log(
-            step=st["step"] + 1,
+        run.log(
             event="update",
             param=name,
             before=var.value,
@@ -485,7 +368,7 @@ class TextGrad(AsyncOptimizer):
         )
         return new
 
-    async def _call(self, job: Job, who: str, system: str | None, user: str) -> str:
+    async def _call(self, run: Run, who: str, system: str | None, user: str) -> str:
         req = LMRequest(
             model=self.optimizer_model,
             messages=chat(system, user),
@@ -493,7 +376,7 @@ class TextGrad(AsyncOptimizer):
             max_tokens=self.max_tokens,
             node=who,
         )
-        return (await job.optimizer_lm.complete(req)).text
+        return (await run.job.optimizer_lm.complete(req)).text
 
 
 def _between_tags(text: str) -> str | None:
