@@ -609,6 +609,13 @@ def _hops_check(r: Any) -> None:
     assert [s.outputs["query"] for s in r.steps if s.node == "search"] == r.outputs["searched"]
 
 
+def _distinct_passages_check(r: Any) -> None:
+    searches = [s.outputs["docs"] for s in r.steps if s.node == "search"]
+    ids = [d["id"] for docs in searches for d in docs]
+    # the third query matches only a passage already returned: nothing new comes back
+    assert [len(docs) for docs in searches] == [3, 3, 0] and len(set(ids)) == len(ids)
+
+
 def _typed_check(r: Any) -> None:
     assert isinstance(r.outputs["n"], int) and isinstance(r.outputs["who"]["age"], int)
 
@@ -1154,31 +1161,47 @@ SCENARIOS: list[Scenario] = [
     ),
     # -- the shipped pipelines -----------------------------------------------------------------------
     Scenario(
-        # the planner keeps asking for more; after 3 more searches the loop is done: generate
-        "agentic_rag_loop_exhausted",
+        # the planner asks for two more hops, then repeats a query: the loop does not run it again,
+        # generate takes over; every search brought passages the earlier ones had not
+        "agentic_rag_stops_on_a_repeated_query",
         AGENTIC_RAG,
         {"question": "What was PayPal Credit called before?"},
         (
             *("e1", "<next>search</next><query>Bill Me Later</query>"),
             *("e2", "<next>search</next><query>Comenity Capital Bank</query>"),
-            *("e3", "<next>search</next>"),  # no query: the search falls back to the question
-            *("e4", "<next>search</next><query>more</query>"),
+            *("e3", "<next>search</next><query>Bill Me Later</query>"),
             "Bill Me Later",
         ),
-        path=("search", "reflect", "plan") * 4 + ("generate",),
+        path=("search", "reflect", "plan") * 3 + ("generate",),
         calls=(
-            Call("reflect", (PAYPAL, "Search query: What was PayPal Credit called before?")),
-            Call("plan", ("Question: What was PayPal Credit called before?", "Evidence so far:\n- e1")),
-            Call("reflect", ("Search query: Bill Me Later",)),
-            Call("plan", ("- e1\n- e2",)),
-            Call("reflect", ("Search query: Comenity Capital Bank",)),
-            Call("plan", ("- e1\n- e2\n- e3",)),
-            Call("reflect", ("Search query: What was PayPal Credit called before?",)),
-            Call("plan", ("- e1\n- e2\n- e3\n- e4",)),
-            Call("generate", ("Evidence:\n- e1\n- e2\n- e3\n- e4", "Question: What was PayPal Credit called before?")),
+            Call("reflect", (PAYPAL, "Search: What was PayPal Credit called before?")),
+            Call("plan", ("Facts found so far:\n- e1\nSearches already run:\n- What was PayPal Credit",)),
+            Call("reflect", ("Search: Bill Me Later",)),
+            Call("plan", ("- e1\n- e2\n", "- What was PayPal Credit called before?\n- Bill Me Later")),
+            Call("reflect", ("Search: Comenity Capital Bank",)),
+            Call("plan", ("- e1\n- e2\n- e3\n", "- Bill Me Later\n- Comenity Capital Bank")),
+            Call(
+                "generate",
+                (f"[1] PayPal Credit: {PAYPAL}", "[4] Bill Pullman", "[6] Sun Xing", "Facts:\n- e1\n- e2\n- e3"),
+            ),
         ),
-        outputs={"answer": "Bill Me Later", "evidence": ["e1", "e2", "e3", "e4"]},
+        outputs={
+            "answer": "Bill Me Later",
+            "evidence": ["e1", "e2", "e3"],
+            "searched": ["What was PayPal Credit called before?", "Bill Me Later", "Comenity Capital Bank"],
+        },
         notes={"plan": "loop 'research' is done: generate instead of search"},
+        check=_distinct_passages_check,
+    ),
+    Scenario(
+        # the evidence answers the question: the planner stops after the first search
+        "agentic_rag_stops_early",
+        AGENTIC_RAG,
+        {"question": "What was PayPal Credit called before?"},
+        ("e1", "<next>generate</next>", "Bill Me Later"),
+        path=("search", "reflect", "plan", "generate"),
+        calls=(Call("reflect", ()), Call("plan", ()), Call("generate", ("Facts:\n- e1",))),
+        outputs={"answer": "Bill Me Later", "evidence": ["e1"], "searched": ["What was PayPal Credit called before?"]},
     ),
     Scenario(
         "jade_rewrite_retrieve_select_answer",
