@@ -1,26 +1,36 @@
-"""Quality baseline on HotpotQA with the embedded model: EM, F1 and seconds per question.
+"""Multi-hop QA quality with the embedded model: agentic RAG against retrieve-then-generate and closed book.
 
-    .venv/bin/python benchmarks/bench_hotpotqa.py [--n 100] [--systems agentic_rag,closed_book,retrieve_generate]
-                                                  [--model local/smollm2] [--concurrency 1] [--fresh]
+    .venv/bin/python benchmarks/bench_hotpotqa.py [--dataset hotpotqa] [--n 100]
+        [--systems agentic_rag,retrieve_generate,closed_book] [--model local/qwen-coder-0.5b]
+        [--threads 1] [--concurrency 1] [--fresh]
 
-Questions: the first N of the HotpotQA dev sample in ../shared/data/hotpotqa/dev.jsonl (300
-distractor-setting questions from the official dev set; see its SOURCE.md). Corpus: every context
-paragraph of the whole dev sample (each question's 10 gold and distractor paragraphs, deduplicated
-by title), written as one JSONL file to a temporary folder; it does not depend on N, so a run
-with a larger N continues a smaller one.
+Datasets (under ../shared/data, see each folder's SOURCE.md), each with a fixed question order and
+a corpus that does not depend on N (so a larger N continues a smaller run):
+  hotpotqa          the first N of the HotpotQA dev sample (hotpotqa/dev.jsonl, distractor setting);
+                    corpus: every context paragraph of the 300 questions, deduplicated by title
+  2wikimultihopqa   the first N of the 354 dev questions whose supporting passages are all in the
+                    6,119-passage corpus (2wikimultihopqa/derived_dev_ids_gold_in_corpus.json)
+  musique           the first N of the 100 MuSiQue-Ans train questions; corpus: their 1,890
+                    paragraphs; gold = the answer and its aliases
 
-Systems, all on the same model (the embedded `local/smollm2` by default):
-  agentic_rag        pipelines/agentic_rag.flow (retrieve -> reflect -> plan, up to 3 more searches
-                     -> generate), a temporary copy pointing at the corpus
+Systems, all on one model (`--model`, default the demo model `local/qwen-coder-0.5b`):
+  agentic_rag        pipelines/agentic_rag.flow: retrieve -> reflect -> plan, which may search again
+                     with a new query -> generate
+  retrieve_generate  benchmarks/specs/retrieve_generate.flow: BM25 top 3, one answer call
   closed_book        benchmarks/specs/closed_book.flow: one call, no retrieval
-  retrieve_generate  benchmarks/specs/retrieve_generate.flow: BM25 top 3, one call (a temporary copy
-                     pointing at the corpus)
+Each runs from a temporary copy of its spec with the corpus path and the model id swapped in.
 
-Each system is evaluated with flowc's `evaluate()` and its checkpoint folder
-benchmarks/results/hotpotqa/<system>/ (results.jsonl, one line per finished question), so a killed
-run continues where it stopped; `--fresh` starts over. A checkpoint made with another model or
-another spec text is started over automatically. Writes benchmarks/results/hotpotqa.json and
-prints a table. Exits 0 with a message when the data or the model is not on this machine.
+Each system is evaluated with flowc's `evaluate()` and the checkpoint folder
+benchmarks/results/<dataset>/<system>/ (results.jsonl, one line per finished question), so a
+killed run continues where it stopped; `--fresh` starts over, and a checkpoint made with another
+model or spec text starts over by itself. Per system it reports EM, F1, Acc (the gold is contained
+in the answer), LM calls, distinct search queries and seconds per question; for agentic_rag against
+each other system, the paired difference of F1 and EM with a 95% bootstrap interval. Writes
+benchmarks/results/<dataset>.json. Exits 0 with a message when the data or the model is missing.
+
+`--threads N` loads the embedded model with N llama.cpp threads (the default is llama.cpp's, one
+per core). On a machine shared with other work, 1 thread is much faster than 2: llama.cpp's
+threads wait for each other at every layer, so one preempted thread stalls both.
 """
 
 from __future__ import annotations
@@ -30,6 +40,8 @@ import asyncio
 import hashlib
 import json
 import os
+import random
+import re
 import shutil
 import sys
 import tempfile
@@ -43,33 +55,63 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 from _common import write_results  # noqa: E402
 
-DEFAULT_DATA = ROOT.parent / "shared" / "data" / "hotpotqa"
+DATA = ROOT.parent / "shared" / "data"
 RESULTS = ROOT / "benchmarks" / "results"
 SYSTEMS = {
     "agentic_rag": ROOT / "pipelines" / "agentic_rag.flow",
-    "closed_book": ROOT / "benchmarks" / "specs" / "closed_book.flow",
     "retrieve_generate": ROOT / "benchmarks" / "specs" / "retrieve_generate.flow",
+    "closed_book": ROOT / "benchmarks" / "specs" / "closed_book.flow",
+}
+DEFAULT_MODEL = "local/qwen-coder-0.5b"
+BOOTSTRAP_SAMPLES = 10_000
+
+
+# -- datasets: (questions, corpus rows) --------------------------------------------------------------
+
+
+def _hotpotqa(folder: Path) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
+    rows = [json.loads(x) for x in (folder / "dev.jsonl").read_text(encoding="utf-8").splitlines() if x.strip()]
+    paragraphs: dict[str, str] = {}
+    for r in rows:
+        for title, sentences in zip(r["context"]["title"], r["context"]["sentences"], strict=True):
+            paragraphs.setdefault(title, "".join(sentences).strip())
+    questions = [{"id": r["id"], "question": r["question"], "answer": r["answer"], "type": r.get("type")} for r in rows]
+    return questions, [{"id": t, "title": t, "text": x} for t, x in paragraphs.items()]
+
+
+def _two_wiki(folder: Path) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
+    by_id = {r["_id"]: r for r in json.loads((folder / "dev.json").read_text(encoding="utf-8"))}
+    ids = json.loads((folder / "derived_dev_ids_gold_in_corpus.json").read_text(encoding="utf-8"))
+    questions = [
+        {"id": i, "question": by_id[i]["question"], "answer": by_id[i]["answer"], "type": by_id[i]["type"]} for i in ids
+    ]
+    corpus = json.loads((folder / "2wikimultihopqa_corpus.json").read_text(encoding="utf-8"))
+    return questions, [{"id": p["title"], "title": p["title"], "text": p["text"]} for p in corpus]
+
+
+def _musique(folder: Path) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
+    rows = json.loads((folder / "musique_train.json").read_text(encoding="utf-8"))
+    questions = [
+        {
+            "id": r["id"],
+            "question": r["question"],
+            "answer": [r["answer"], *r.get("answer_aliases", [])],
+            "type": r["id"].split("__")[0],
+        }
+        for r in rows
+    ]
+    corpus = json.loads((folder / "musique_train_corpus.json").read_text(encoding="utf-8"))
+    return questions, [{"id": str(i), "title": p["title"], "text": p["text"]} for i, p in enumerate(corpus)]
+
+
+DATASETS = {
+    "hotpotqa": ("hotpotqa", "dev.jsonl", _hotpotqa),
+    "2wikimultihopqa": ("2wikimultihopqa", "derived_dev_ids_gold_in_corpus.json", _two_wiki),
+    "musique": ("musique", "musique_train.json", _musique),
 }
 
 
-def load_questions(data: Path, n: int) -> list[dict[str, Any]]:
-    rows = [json.loads(line) for line in (data / "dev.jsonl").read_text(encoding="utf-8").splitlines() if line.strip()]
-    return [{"id": r["id"], "question": r["question"], "answer": r["answer"], "type": r.get("type")} for r in rows[:n]]
-
-
-def write_corpus(data: Path, out: Path) -> int:
-    """Every context paragraph of the dev sample, one JSONL record each, deduplicated by title."""
-    seen: dict[str, str] = {}
-    for line in (data / "dev.jsonl").read_text(encoding="utf-8").splitlines():
-        if not line.strip():
-            continue
-        ctx = json.loads(line)["context"]
-        for title, sentences in zip(ctx["title"], ctx["sentences"], strict=True):
-            seen.setdefault(title, "".join(sentences).strip())
-    with out.open("w", encoding="utf-8") as fh:
-        for title, text in seen.items():
-            fh.write(json.dumps({"id": title, "title": title, "text": text}, ensure_ascii=False) + "\n")
-    return len(seen)
+# -- specs and checkpoints -------------------------------------------------------------------------
 
 
 def spec_for(system: str, corpus: Path, model: str, tmp: Path) -> tuple[Path, str]:
@@ -78,9 +120,8 @@ def spec_for(system: str, corpus: Path, model: str, tmp: Path) -> tuple[Path, st
     source = SYSTEMS[system]
     text = source.read_text(encoding="utf-8")
     fingerprint = hashlib.sha256(f"{text}\n{model}".encode()).hexdigest()[:16]
-    for old in ('"data/tiny_wiki.jsonl"', '"../../pipelines/data/tiny_wiki.jsonl"'):
-        text = text.replace(old, json.dumps(str(corpus)))
-    text = text.replace('"local/smollm2"', json.dumps(model))
+    text = re.sub(r'(corpus\s+\w+\s*=\s*)"[^"]*"', lambda m: m.group(1) + json.dumps(str(corpus)), text)
+    text = re.sub(r'(model\s+\w+\s*=\s*)"[^"]*"', lambda m: m.group(1) + json.dumps(model), text)
     path = tmp / source.name
     path.write_text(text, encoding="utf-8")
     return path, fingerprint
@@ -104,9 +145,13 @@ def prepare_checkpoint(folder: Path, fingerprint: str, fresh: bool) -> bool:
     return False
 
 
+# -- running and scoring ---------------------------------------------------------------------------
+
+
 def run_system(
     system: str, spec: Path, fingerprint: str, records: list[dict[str, Any]], args: argparse.Namespace
-) -> dict[str, Any]:
+) -> tuple[dict[str, Any], dict[str, dict[str, float]]]:
+    """The system's summary, and per question its scores (em, f1, acc) for the paired comparison."""
     import flowc
     from flowc.runtime.evaluate import bind_metrics, evaluate
     from flowc.runtime.session import open_executor
@@ -115,9 +160,9 @@ def run_system(
     metrics = bind_metrics(compiled.spec.metrics, [], None, None, "answer")
     folder = args.checkpoints / system
     resume = prepare_checkpoint(folder, fingerprint, args.fresh)
+    ids = {str(r["id"]) for r in records}
     done_before = 0
     if resume and (folder / "results.jsonl").exists():
-        ids = {str(r["id"]) for r in records}
         for line in (folder / "results.jsonl").read_text(encoding="utf-8").splitlines():
             try:
                 done_before += str(json.loads(line)["id"]) in ids
@@ -137,105 +182,218 @@ def run_system(
         evaluate(executor, records, metrics, folder, concurrency=args.concurrency, resume=resume, on_progress=progress)
     )
     wall = time.perf_counter() - t0
-    ran = len(records) - done_before
-    rows = [
-        json.loads(line) for line in (folder / "results.jsonl").read_text(encoding="utf-8").splitlines() if line.strip()
-    ]
-    by_id = {str(r["id"]): r for r in rows}
-    errors = [
-        by_id[str(r["id"])].get("error")
-        for r in records
-        if str(r["id"]) in by_id and by_id[str(r["id"])]["status"] != "ok"
-    ]
-    return {
+    rows = read_rows(folder, records)
+    per_question = scores_of(rows, records)
+    searches, distinct = [], []
+    for row in rows.values():
+        searched = (row.get("outputs") or {}).get("searched")
+        if isinstance(searched, list):
+            searches.append(len(searched))
+            distinct.append(len({str(q).strip().lower() for q in searched}))
+    errors = sorted({str(r.get("error"))[:160] for r in rows.values() if r["status"] != "ok"})
+    n = max(len(per_question), 1)
+    summary = {
         "spec": str(SYSTEMS[system].relative_to(ROOT)),
         "questions": report["examples"],
         "em": report["metrics"].get("em", 0.0),
         "f1": report["metrics"].get("f1", 0.0),
+        "acc": sum(s["acc"] for s in per_question.values()) / n,
         "errors": report["errors"],
-        "error_examples": sorted({str(e)[:160] for e in errors})[:3],
+        "error_examples": errors[:3],
         "lm_calls_per_question": report["lm_calls"] / max(report["examples"], 1),
         "tokens_per_question": report["tokens"] / max(report["examples"], 1),
+        "searches_per_question": sum(searches) / len(searches) if searches else None,
+        "distinct_queries_per_question": sum(distinct) / len(distinct) if distinct else None,
         "seconds_per_question": report["seconds_per_example"],
         "resumed_with": done_before,
-        "ran_now": ran,
+        "ran_now": len(records) - done_before,
         "wall_s_now": wall,
-        "wall_s_per_question_now": wall / ran if ran else None,
         "checkpoint": str(folder.relative_to(ROOT)) if folder.is_relative_to(ROOT) else str(folder),
     }
+    return summary, per_question
+
+
+def read_rows(folder: Path, records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The checkpoint's rows for these questions, by id, in question order."""
+    rows: dict[str, dict[str, Any]] = {}
+    path = folder / "results.jsonl"
+    if path.exists():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                row = json.loads(line)
+                rows[str(row["id"])] = row
+            except (ValueError, KeyError):
+                continue
+    return {i: rows[i] for i in (str(r["id"]) for r in records) if i in rows}
+
+
+def scores_of(rows: dict[str, dict[str, Any]], records: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Per question: em and f1 as evaluated, and acc (a gold is contained in the answer)."""
+    from flowc.runtime.metrics import accuracy
+
+    gold = {str(r["id"]): r["answer"] for r in records}
+    out = {}
+    for i, row in rows.items():
+        ok = row["status"] == "ok"
+        out[i] = {
+            "em": row["scores"].get("em", 0.0),
+            "f1": row["scores"].get("f1", 0.0),
+            "acc": accuracy((row.get("outputs") or {}).get("answer"), gold[i]) if ok else 0.0,
+        }
+    return out
+
+
+def paired_bootstrap(a: dict[str, float], b: dict[str, float], seed: int = 0) -> dict[str, float]:
+    """Mean of a - b over the questions both have, with a 95% percentile bootstrap interval
+    (questions resampled with replacement) and the share of resamples where a does not beat b."""
+    ids = sorted(set(a) & set(b))
+    diffs = [a[i] - b[i] for i in ids]
+    if not diffs:
+        return {"questions": 0}
+    rng = random.Random(seed)
+    means = sorted(sum(rng.choices(diffs, k=len(diffs))) / len(diffs) for _ in range(BOOTSTRAP_SAMPLES))
+    return {
+        "questions": len(diffs),
+        "mean_diff": sum(diffs) / len(diffs),
+        "ci95_low": means[int(0.025 * BOOTSTRAP_SAMPLES)],
+        "ci95_high": means[int(0.975 * BOOTSTRAP_SAMPLES) - 1],
+        "p_not_better": sum(m <= 0 for m in means) / BOOTSTRAP_SAMPLES,
+        "wins": sum(d > 0 for d in diffs),
+        "losses": sum(d < 0 for d in diffs),
+    }
+
+
+def compare(per_question: dict[str, dict[str, dict[str, float]]]) -> dict[str, Any]:
+    """agentic_rag against each other system that ran, on F1 and EM."""
+    out: dict[str, Any] = {}
+    if "agentic_rag" not in per_question:
+        return out
+    for other in per_question:
+        if other == "agentic_rag":
+            continue
+        out[f"agentic_rag - {other}"] = {
+            metric: paired_bootstrap(
+                {i: s[metric] for i, s in per_question["agentic_rag"].items()},
+                {i: s[metric] for i, s in per_question[other].items()},
+            )
+            for metric in ("f1", "em")
+        }
+    return out
+
+
+def load_model(model: str, threads: int | None) -> str | None:
+    """Load the embedded model now (with `threads` if given); a reason to skip when it is missing."""
+    if not model.startswith("local/"):
+        return None
+    from flowc.errors import FlowcError
+    from flowc.runtime import local_provider
+
+    try:
+        local_provider.resolve_model_path(model)
+    except FlowcError as e:
+        return f"the embedded model {model} is not installed: {e}"
+    local_provider.load(model, local_provider.LocalModelOptions(n_threads=threads))
+    return None
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--n", type=int, default=100, help="questions (the first N of the dev sample, at most 300)")
+    ap.add_argument("--dataset", default="hotpotqa", choices=sorted(DATASETS))
+    ap.add_argument("--n", type=int, default=100, help="questions: the first N of the dataset's fixed order")
     ap.add_argument("--systems", default=",".join(SYSTEMS), help="comma-separated: " + ", ".join(SYSTEMS))
-    ap.add_argument("--model", default="local/smollm2", help="the model every system uses")
+    ap.add_argument("--model", default=DEFAULT_MODEL, help="the model every system uses")
+    ap.add_argument("--threads", type=int, default=None, help="llama.cpp threads of the embedded model")
     ap.add_argument(
         "--concurrency", type=int, default=1, help="questions in flight (the embedded model decodes one call at a time)"
     )
     ap.add_argument(
         "--data",
         type=Path,
-        default=Path(os.environ.get("FLOWC_HOTPOTQA", DEFAULT_DATA)),
-        help="the HotpotQA folder (default ../shared/data/hotpotqa, or $FLOWC_HOTPOTQA)",
+        default=None,
+        help="the dataset's folder (default ../shared/data/<dataset>; $FLOWC_HOTPOTQA for hotpotqa)",
     )
-    ap.add_argument("--checkpoints", type=Path, default=RESULTS / "hotpotqa")
+    ap.add_argument("--checkpoints", type=Path, default=None, help="default benchmarks/results/<dataset>/")
     ap.add_argument("--fresh", action="store_true", help="ignore checkpoints and start over")
-    ap.add_argument("--out", type=Path, default=RESULTS / "hotpotqa.json")
+    ap.add_argument("--out", type=Path, default=None, help="default benchmarks/results/<dataset>.json")
     args = ap.parse_args()
 
+    folder_name, probe, loader = DATASETS[args.dataset]
+    env = os.environ.get("FLOWC_HOTPOTQA") if args.dataset == "hotpotqa" else None
+    data = args.data or (Path(env) if env else DATA / folder_name)
+    args.checkpoints = args.checkpoints or RESULTS / args.dataset
+    out = args.out or RESULTS / f"{args.dataset}.json"
     systems = [s.strip() for s in args.systems.split(",") if s.strip()]
     unknown = [s for s in systems if s not in SYSTEMS]
     if unknown:
         ap.error(f"unknown system {unknown[0]!r}; choose from {', '.join(SYSTEMS)}")
-    if not (args.data / "dev.jsonl").is_file():
-        print(
-            f"skipped: no HotpotQA dev sample at {args.data / 'dev.jsonl'} "
-            "(pass --data or set FLOWC_HOTPOTQA to the folder holding dev.jsonl)"
-        )
+    if not (data / probe).is_file():
+        print(f"skipped: no {args.dataset} data at {data / probe} (pass --data with the folder)")
         return
-    if args.model.startswith("local/"):
-        from flowc.errors import FlowcError
-        from flowc.runtime.local_provider import resolve_model_path
+    skip = load_model(args.model, args.threads)
+    if skip:
+        print(f"skipped: {skip}")
+        return
 
-        try:
-            resolve_model_path(args.model)
-        except FlowcError as e:
-            print(f"skipped: the embedded model {args.model} is not installed: {e}")
-            return
-
-    records = load_questions(args.data, args.n)
+    questions, corpus_rows = loader(data)
+    records = questions[: args.n]
     results: dict[str, Any] = {}
-    with tempfile.TemporaryDirectory(prefix="flowc-hotpotqa-") as tmp_name:
+    per_question: dict[str, dict[str, dict[str, float]]] = {}
+    with tempfile.TemporaryDirectory(prefix="flowc-multihop-") as tmp_name:
         tmp = Path(tmp_name)
-        corpus = tmp / "hotpotqa_dev_paragraphs.jsonl"
-        paragraphs = write_corpus(args.data, corpus)
-        print(f"HotpotQA dev sample: {len(records)} questions; corpus {paragraphs} paragraphs; model {args.model}")
+        corpus = tmp / f"{args.dataset}_corpus.jsonl"
+        corpus.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in corpus_rows), encoding="utf-8")
+        print(f"{args.dataset}: {len(records)} questions; corpus {len(corpus_rows)} passages; model {args.model}")
         for system in systems:
             spec, fingerprint = spec_for(system, corpus, args.model, tmp)
             print(f"{system}: running ({spec.name})", flush=True)
-            results[system] = run_system(system, spec, fingerprint, records, args)
+            results[system], per_question[system] = run_system(system, spec, fingerprint, records, args)
 
-    print(f"\nHotpotQA dev, first {len(records)} questions, {args.model}, concurrency {args.concurrency}")
-    print(f"{'system':20} {'EM':>6} {'F1':>6} {'errors':>6} {'calls/q':>7} {'tokens/q':>8} {'s/q':>7}")
+        # Systems not run now still enter the comparison when their checkpoint holds every
+        # question, made with the spec and model of today.
+        for system in SYSTEMS:
+            folder = args.checkpoints / system
+            if system in per_question or not (folder / "meta.json").exists():
+                continue
+            _, fingerprint = spec_for(system, corpus, args.model, tmp)
+            if json.loads((folder / "meta.json").read_text()).get("fingerprint") != fingerprint:
+                continue
+            rows = read_rows(folder, records)
+            if len(rows) == len(records):
+                per_question[system] = scores_of(rows, records)
+    comparisons = compare(per_question)
+    print(f"\n{args.dataset}, first {len(records)} questions, {args.model}, concurrency {args.concurrency}")
+    print(f"{'system':18} {'EM':>6} {'F1':>6} {'Acc':>6} {'errors':>6} {'calls/q':>7} {'queries/q':>9} {'s/q':>6}")
     for system, r in results.items():
+        queries = r["distinct_queries_per_question"]
         print(
-            f"{system:20} {r['em']:6.3f} {r['f1']:6.3f} {r['errors']:6d} {r['lm_calls_per_question']:7.2f} "
-            f"{r['tokens_per_question']:8.0f} {r['seconds_per_question']:7.1f}"
+            f"{system:18} {r['em']:6.3f} {r['f1']:6.3f} {r['acc']:6.3f} {r['errors']:6d} "
+            f"{r['lm_calls_per_question']:7.2f} {'-' if queries is None else f'{queries:.2f}':>9} "
+            f"{r['seconds_per_question']:6.1f}"
         )
-    previous = json.loads(args.out.read_text()) if args.out.exists() else {}
-    merged = dict(previous.get("systems", {})) if previous.get("n") == len(records) else {}
+    for pair, by_metric in comparisons.items():
+        for metric, c in by_metric.items():
+            if c.get("questions"):
+                print(
+                    f"{pair}, {metric}: {c['mean_diff']:+.3f} [{c['ci95_low']:+.3f}, {c['ci95_high']:+.3f}] "
+                    f"(wins {c['wins']}, losses {c['losses']}, P(not better) {c['p_not_better']:.3f})"
+                )
+    previous = json.loads(out.read_text()) if out.exists() else {}
+    same_setup = previous.get("n") == len(records) and previous.get("model") == args.model
+    merged = dict(previous.get("systems", {})) if same_setup else {}
     merged.update(results)
     write_results(
-        args.out,
+        out,
         {
-            "benchmark": "hotpotqa",
-            "data": "HotpotQA dev sample (../shared/data/hotpotqa/dev.jsonl), first N questions",
+            "benchmark": args.dataset,
+            "data": f"../shared/data/{folder_name}, first N questions (see bench_hotpotqa.py)",
             "n": len(records),
-            "corpus_paragraphs": paragraphs,
+            "corpus_passages": len(corpus_rows),
             "model": args.model,
+            "threads": args.threads,
             "concurrency": args.concurrency,
             "systems": merged,
+            "comparisons": comparisons,
+            "bootstrap_samples": BOOTSTRAP_SAMPLES,
         },
     )
 

@@ -243,6 +243,8 @@ def other_nodes(draw: st.DrawFn, kind: str, corpus_names: list[str], import_name
             node["method"] = draw(st.sampled_from(["bm25", "dense", "maxsim"]))
         if draw(st.booleans()):
             node["k"] = draw(st.integers(1, 1000))
+        if draw(st.booleans()):
+            node["skip_seen"] = draw(st.booleans())
         node["inputs"] = {"query": text_of(draw(bindings))}
     elif kind == "tool":
         node["function"] = draw(names)

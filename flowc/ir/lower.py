@@ -172,7 +172,10 @@ class _Lowerer:
                 route = Route(routes[0], rt.values, node.fallback)
         elif isinstance(node, RetrieveNode):
             ins = {k: Port(k, t, False) for k, t in RETRIEVE_PORTS.items()}
+            # Besides its passages, a retrieve node outputs what it searched for, under the name of
+            # the input it read it from: `all search.query` lists the queries already run.
             outs = {"docs": Port("docs", ListT(DOC_T))}
+            outs.update({k: Port(k, t) for k, t in RETRIEVE_PORTS.items() if k in node.inputs})
             if node.corpus not in self.spec.corpora:
                 path = (
                     ("nodes", name, "corpus")

@@ -481,6 +481,7 @@ class Executor:
             config=self.config,
             subflow_executor=subflow,
             map_item=_MAP_ITEM,
+            earlier={port: list(state.values.get((name, port), ())) for port in node.outputs},
             plans=self._node_plans,
         )
         try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +37,9 @@ class NodeContext:
     config: RunConfig
     subflow_executor: SubflowRunner
     map_item: Any
+    # What this node output in its earlier firings of the run, port -> values oldest first
+    # (a retrieve node with `skip_seen` leaves out the passages it already returned).
+    earlier: Mapping[str, Sequence[Any]] = field(default_factory=dict)
     # What an llm node's calls share whatever its inputs, worked out on its first firing and
     # kept by the executor for the life of the compiled pipeline (node name -> _LLMPlan).
     plans: dict[str, Any] = field(default_factory=dict)
@@ -143,7 +146,7 @@ async def _run_kind(
     if isinstance(spec, LLMNode):
         return await _run_llm(node, spec, inputs, ports, ctx)
     if isinstance(spec, RetrieveNode):
-        return await _run_retrieve(node, spec, inputs, ctx)
+        return await _run_retrieve(node, spec, inputs, ports, ctx)
     if isinstance(spec, ToolNode):
         return await _run_tool(node, spec, inputs, ports, ctx)
     if isinstance(spec, SubflowNode):
@@ -193,19 +196,23 @@ def _bare_message(e: OutputParseError, node: str, model: str) -> str:
     return message[len(prefix) :] if message.startswith(prefix) else message
 
 
-async def _run_retrieve(node: IRNode, spec: RetrieveNode, inputs: dict[str, Any], ctx: NodeContext) -> dict[str, Any]:
+async def _run_retrieve(
+    node: IRNode, spec: RetrieveNode, inputs: dict[str, Any], ports: Mapping[str, TypeExpr], ctx: NodeContext
+) -> dict[str, Any]:
     corpus = ctx.compiled.spec.corpora[spec.corpus]
     path = ctx.compiled.spec.base_dir / corpus.path
     retriever = await ctx.retrievers.get(path, spec.method)
+    seen = set(_doc_ids(ctx.earlier.get("docs", ()))) if spec.skip_seen else set()
+    k = min(spec.k + len(seen), len(retriever.corpus)) if seen else spec.k  # enough left after skipping
     if "queries" in inputs and inputs["queries"] is not None:
         queries = [q for q in inputs["queries"] if isinstance(q, str) and q.strip()]
         if not queries:
             queries = [str(inputs.get("query") or "")]
         search_sub = getattr(retriever, "search_subqueries", None)
         if search_sub is not None:
-            hits = await asyncio.to_thread(search_sub, queries, spec.k)
+            hits = await asyncio.to_thread(search_sub, queries, k)
         else:  # a single-vector retriever: pool the sub-queries into one query
-            hits = await asyncio.to_thread(retriever.search, " ".join(queries), spec.k)
+            hits = await asyncio.to_thread(retriever.search, " ".join(queries), k)
     else:
         query = inputs.get("query")
         if not isinstance(query, str) or not query.strip():
@@ -215,8 +222,20 @@ async def _run_retrieve(node: IRNode, spec: RetrieveNode, inputs: dict[str, Any]
                 node=node.name,
                 hint="bind 'query' to a non-empty string",
             )
-        hits = await asyncio.to_thread(retriever.search, query, spec.k)
-    return {"docs": [h.to_dict() for h in hits]}
+        hits = await asyncio.to_thread(retriever.search, query, k)
+    docs = [h.to_dict() for h in hits if h.doc.id not in seen][: spec.k]
+    # what was searched, for the ports lowering declared (`query` / `queries`, as bound)
+    return {"docs": docs, **{p: inputs.get(p) for p in ports if p != "docs"}}
+
+
+def _doc_ids(values: Any) -> Iterator[str]:
+    """The ids of every passage in a retrieve node's earlier outputs (a map's come nested in lists)."""
+    if isinstance(values, dict):
+        if "id" in values:
+            yield str(values["id"])
+    elif isinstance(values, list | tuple):
+        for v in values:
+            yield from _doc_ids(v)
 
 
 async def _run_tool(

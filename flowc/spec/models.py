@@ -272,7 +272,12 @@ class LLMNode(NodeBase):
 
 
 class RetrieveNode(NodeBase):
-    """Top-k passages from a declared corpus. Input `query: str` (or `queries: list[str]` for maxsim)."""
+    """Top-k passages from a declared corpus. Input `query: str` (or `queries: list[str]` for maxsim);
+    outputs `docs` and the query (or queries) it searched, under the input's name.
+
+    `skip_seen` leaves out the passages this node already returned earlier in the run, so each
+    search of a loop brings new passages (the top k among those not seen yet).
+    """
 
     kind: Literal["retrieve"] = "retrieve"
     """A retrieve node returns the top-k passages of a corpus for its 'query' (or 'queries')."""
@@ -282,6 +287,8 @@ class RetrieveNode(NodeBase):
     """bm25 (lexical), dense (embeddings) or maxsim (several queries, late interaction)."""
     k: int = Field(5, ge=1, le=1000)
     """How many passages to return."""
+    skip_seen: bool = False
+    """Leave out the passages this node already returned earlier in the run (each search of a loop brings new ones)."""
 
 
 class ToolNode(NodeBase):

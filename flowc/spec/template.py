@@ -63,7 +63,9 @@ def render_value(v: Any) -> str:
     if isinstance(v, int | float):
         return str(v)
     if isinstance(v, list):
-        if all(isinstance(x, dict) and "text" in x for x in v):
+        if v and all(isinstance(x, list) and all(_is_passage(d) for d in x) for x in v):
+            v = [d for x in v for d in x]  # passages of several searches (`all search.docs`): one list
+        if all(_is_passage(x) for x in v):
             return "\n".join(
                 f"[{i}] {x.get('title', '')}: {x['text']}" if x.get("title") else f"[{i}] {x['text']}"
                 for i, x in enumerate(v, 1)
@@ -72,6 +74,10 @@ def render_value(v: Any) -> str:
     if isinstance(v, dict):
         return json.dumps(v, ensure_ascii=False)
     return str(v)
+
+
+def _is_passage(x: Any) -> bool:
+    return isinstance(x, dict) and "text" in x
 
 
 def render(template: str, values: dict[str, Any]) -> str:

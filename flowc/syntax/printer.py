@@ -141,6 +141,7 @@ _NODE_PROPS = (
     "corpus",
     "method",
     "k",
+    "skip_seen",
     "function",
     "flow",
     "item",

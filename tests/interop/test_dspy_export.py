@@ -111,14 +111,14 @@ pipeline decompose {
 def _reply(body: dict[str, Any]) -> Reply:
     """The scripted model: a function of the last user message (both sides call in any order)."""
     last = body["messages"][-1]["content"]
-    if "Copy the sentence" in last:
-        query = re.search(r"Search query: (.*)", last)
+    if "best matches the search" in last:
+        query = re.search(r"Search: (.*)", last)
         return Reply(text=f"Evidence about {query.group(1) if query else '?'}.")
-    if "If the evidence answers" in last:
+    if "If the facts answer" in last:
         if last.count("Evidence about") < 3:
             return Reply(text=f"<next>search</next><query>follow-up {last.count('Evidence about')}</query>")
         return Reply(text="<next>generate</next>")
-    if last.startswith("Evidence:"):
+    if last.startswith("Passages:") and "\nFacts:\n" in last:
         return Reply(text="Patricia Arquette")
     if last.startswith("Score this"):
         rounds = last.split("fix: ", 1)[1].count("better")
@@ -197,6 +197,7 @@ def test_loop_router_and_retrieval_match_flowc_run(server: FakeOpenAIServer, tmp
     ran = _both(server, compiled, {"question": "Which actress was in Ed Wood?"}, retrievers={"wiki": search})
     assert ran.outputs["answer"] == "Patricia Arquette"
     assert ran.path.count("plan") == 3  # two rounds back through the loop, then generate
+    assert ran.outputs["searched"] == ["Which actress was in Ed Wood?", "follow-up 1", "follow-up 2"]
 
 
 def test_data_loop_with_condition_matches(server: FakeOpenAIServer, tmp_path: Path) -> None:

@@ -549,6 +549,39 @@ pipeline sub {
 }
 """
 
+HOPS = """
+pipeline hops {
+  input question: str
+  output answer: str <- answer.answer
+  output searched: list[str] <- all search.query
+  output found: list[list[Doc]] <- all search.docs
+  model m = "openai/fake"
+  corpus wiki = "$WIKI"
+  node search: retrieve {
+    corpus: wiki
+    k: 2
+    skip_seen: true
+    query <- plan.query ?? question
+  }
+  node plan: llm {
+    prompt: "Question: {{question}}\\nSearched:\\n{{searched}}\\nPassages:\\n{{docs}}"
+    format: tagged
+    fallback: answer
+    question <- question
+    searched <- all search.query
+    docs <- search.docs
+    output next: route[search, answer]
+    output query: str?
+  }
+  node answer: llm {
+    prompt: "Answer: {{question}}"
+    question <- question
+    output answer: str
+  }
+  loop research: plan -> search max 5 while not (all search.query contains plan.query ?? question)
+}
+"""
+
 AGENTIC_RAG = str(ROOT / "pipelines" / "agentic_rag.flow")
 JADE = str(ROOT / "pipelines" / "jade_workflow.flow")
 
@@ -566,6 +599,21 @@ def _maps_check(r: Any) -> None:
     # the subflow's model calls are part of the map step's trace (and its tokens)
     flow_step = next(s for s in r.steps if s.node == "each_flow")
     assert [c.node for c in flow_step.lm_calls] == ["answer", "answer"]
+
+
+def _hops_check(r: Any) -> None:
+    first, second = r.outputs["found"]
+    # skip_seen: the second search brings the best passages the first did not return
+    assert len(first) == len(second) == 2
+    assert not {d["id"] for d in first} & {d["id"] for d in second}
+    assert [s.outputs["query"] for s in r.steps if s.node == "search"] == r.outputs["searched"]
+
+
+def _distinct_passages_check(r: Any) -> None:
+    searches = [s.outputs["docs"] for s in r.steps if s.node == "search"]
+    ids = [d["id"] for docs in searches for d in docs]
+    # the third query matches only a passage already returned: nothing new comes back
+    assert [len(docs) for docs in searches] == [3, 3, 0] and len(set(ids)) == len(ids)
 
 
 def _typed_check(r: Any) -> None:
@@ -1087,33 +1135,73 @@ SCENARIOS: list[Scenario] = [
         error_code="lm-script-exhausted",
         error_has=("answer #2",),
     ),
+    Scenario(
+        # a retrieve node outputs the query it ran; the loop refuses a query already run (the
+        # router's fallback takes over) and `skip_seen` keeps the passages of each search new
+        "loop_stops_on_a_repeated_query",
+        HOPS,
+        {"question": "What was PayPal Credit called before?"},
+        (
+            "<next>search</next><query>PayPal Credit Bill Me Later</query>",
+            "<next>search</next><query>PayPal Credit Bill Me Later</query>",
+            "Bill Me Later",
+        ),
+        path=("search", "plan", "search", "plan", "answer"),
+        calls=(
+            Call("plan", ("Searched:\n- What was PayPal Credit called before?\nPassages:\n[1] PayPal Credit",)),
+            Call("plan", ("Searched:\n- What was PayPal Credit called before?\n- PayPal Credit Bill Me Later\n",)),
+            Call("answer", ()),
+        ),
+        outputs={
+            "answer": "Bill Me Later",
+            "searched": ["What was PayPal Credit called before?", "PayPal Credit Bill Me Later"],
+        },
+        notes={"plan": "loop 'research' is done: answer instead of search"},
+        check=_hops_check,
+    ),
     # -- the shipped pipelines -----------------------------------------------------------------------
     Scenario(
-        # the planner keeps asking for more; after 3 more searches the loop is done: generate
-        "agentic_rag_loop_exhausted",
+        # the planner asks for two more hops, then repeats a query: the loop does not run it again,
+        # generate takes over; every search brought passages the earlier ones had not
+        "agentic_rag_stops_on_a_repeated_query",
         AGENTIC_RAG,
         {"question": "What was PayPal Credit called before?"},
         (
             *("e1", "<next>search</next><query>Bill Me Later</query>"),
             *("e2", "<next>search</next><query>Comenity Capital Bank</query>"),
-            *("e3", "<next>search</next>"),  # no query: the search falls back to the question
-            *("e4", "<next>search</next><query>more</query>"),
+            *("e3", "<next>search</next><query>Bill Me Later</query>"),
             "Bill Me Later",
         ),
-        path=("search", "reflect", "plan") * 4 + ("generate",),
+        path=("search", "reflect", "plan") * 3 + ("generate",),
         calls=(
-            Call("reflect", (PAYPAL, "Search query: What was PayPal Credit called before?")),
-            Call("plan", ("Question: What was PayPal Credit called before?", "Evidence so far:\n- e1")),
-            Call("reflect", ("Search query: Bill Me Later",)),
-            Call("plan", ("- e1\n- e2",)),
-            Call("reflect", ("Search query: Comenity Capital Bank",)),
-            Call("plan", ("- e1\n- e2\n- e3",)),
-            Call("reflect", ("Search query: What was PayPal Credit called before?",)),
-            Call("plan", ("- e1\n- e2\n- e3\n- e4",)),
-            Call("generate", ("Evidence:\n- e1\n- e2\n- e3\n- e4", "Question: What was PayPal Credit called before?")),
+            Call("reflect", (PAYPAL, "Search: What was PayPal Credit called before?")),
+            Call("plan", ("Facts found so far:\n- e1\nSearches already run:\n- What was PayPal Credit",)),
+            Call("reflect", ("Search: Bill Me Later",)),
+            Call("plan", ("- e1\n- e2\n", "- What was PayPal Credit called before?\n- Bill Me Later")),
+            Call("reflect", ("Search: Comenity Capital Bank",)),
+            Call("plan", ("- e1\n- e2\n- e3\n", "- Bill Me Later\n- Comenity Capital Bank")),
+            Call(
+                "generate",
+                (f"[1] PayPal Credit: {PAYPAL}", "[4] Bill Pullman", "[6] Sun Xing", "Facts:\n- e1\n- e2\n- e3"),
+            ),
         ),
-        outputs={"answer": "Bill Me Later", "evidence": ["e1", "e2", "e3", "e4"]},
+        outputs={
+            "answer": "Bill Me Later",
+            "evidence": ["e1", "e2", "e3"],
+            "searched": ["What was PayPal Credit called before?", "Bill Me Later", "Comenity Capital Bank"],
+        },
         notes={"plan": "loop 'research' is done: generate instead of search"},
+        check=_distinct_passages_check,
+    ),
+    Scenario(
+        # the evidence answers the question: the planner stops after the first search
+        "agentic_rag_stops_early",
+        AGENTIC_RAG,
+        {"question": "What was PayPal Credit called before?"},
+        ("e1", "<next>generate</next>", "Bill Me Later"),
+        path=("search", "reflect", "plan", "generate"),
+        calls=(Call("reflect", ()), Call("plan", ()), Call("generate", ("Facts:\n- e1",))),
+        outputs={"answer": "Bill Me Later", "evidence": ["e1"], "searched": ["What was PayPal Credit called before?"]},
     ),
     Scenario(
         "jade_rewrite_retrieve_select_answer",

@@ -176,7 +176,10 @@ class _Writer:
             self.predictors[attr] = name
             return f"predicted(self.{attr}(**{args}), {ports!r})"
         if isinstance(spec, RetrieveNode):
-            return f"{{'docs': self.retrieve({spec.corpus!r}, {spec.method!r}, {args}, {spec.k})}}"
+            # the passages, and what was searched under the input's name (`search.query`);
+            # `skip_seen` leaves out the passages this node returned earlier in the run
+            earlier = f"v.history.get({name + '.docs'!r})" if spec.skip_seen else "None"
+            return f"self.retrieve({spec.corpus!r}, {spec.method!r}, {args}, {spec.k}, {ports!r}, {earlier})"
         if isinstance(spec, ToolNode):
             return f"tool_outputs(self.tools[{spec.function!r}](**{args}), {ports!r})"
         raise _refuse(
@@ -264,11 +267,17 @@ class _Writer:
         for name, _spec, _n in llm_nodes:
             init.append(f"        self.{attr_name(name)} = dspy.Predict({_class_name(name, 'Signature')})")
         retrieve = [
-            "    def retrieve(self, corpus: str, method: str, args: dict[str, Any], k: int) -> list[dict[str, Any]]:",
+            "    def retrieve(",
+            "        self, corpus: str, method: str, args: dict[str, Any], k: int, ports: tuple[str, ...],",
+            "        earlier: Any,",
+            "    ) -> dict[str, Any]:",
             "        if corpus not in self.retrievers:",
             "            raise KeyError(f\"pass retrievers={{'{corpus}': fn(query, k)}} to search corpus '{corpus}'\")",
             "        query = args.get('queries') if method == 'maxsim' and args.get('queries') else args.get('query')",
-            "        return list(self.retrievers[corpus](query, k))",
+            "        seen = set(passage_ids(earlier))",
+            "        hits = self.retrievers[corpus](query, k + len(seen))",
+            "        found = [d for d in hits if str(d.get('id')) not in seen]",
+            "        return {'docs': found[:k], **{p: args.get(p) for p in ports if p != 'docs'}}",
         ]
         header = [
             f'"""DSPy program exported from the flowc pipeline \'{c.name}\' (`flowc export --to dspy`).',

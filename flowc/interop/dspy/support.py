@@ -67,6 +67,15 @@ def gather(results: list[dict[str, _Any]], ports: tuple[str, ...]) -> dict[str, 
     return {p: [r.get(p) for r in results] for p in ports}
 
 
+def passage_ids(values: _Any) -> list[str]:
+    """The ids of the passages in a retrieve node's earlier outputs (nested in lists for a map)."""
+    if isinstance(values, dict):
+        return [str(values["id"])] if "id" in values else []
+    if isinstance(values, list):
+        return [i for v in values for i in passage_ids(v)]
+    return []
+
+
 def compare(a: _Any, op: str, b: _Any) -> bool:
     """A loop condition's comparison, as flowc evaluates it (a type mismatch is false)."""
     try:
