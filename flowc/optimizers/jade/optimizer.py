@@ -302,7 +302,11 @@ class Jade(StepOptimizer):
             "reward": stats["reward"],
             "penalized": stats["penalized"],
             "transitions": stats["transitions"],
-            **{k: metrics[k] for k in ("loss", "kl", "clip_frac", "ratio", "tokens_per_s", "seconds") if k in metrics},
+            **{
+                k: metrics[k]
+                for k in ("loss", "kl", "approx_kl", "clip_frac", "ratio", "tokens_per_s", "seconds")
+                if k in metrics
+            },
             "rollout_calls": spent["calls"],
             "adapter": published.sha256,
         }
@@ -336,7 +340,7 @@ class Jade(StepOptimizer):
         details = {
             "reward": stats["outcome"],
             "penalized": stats["penalized"],
-            **{k: metrics[k] for k in ("loss", "kl", "tokens_per_s") if k in metrics},
+            **{k: metrics[k] for k in ("loss", "kl", "approx_kl", "tokens_per_s") if k in metrics},
         }
         # the rollouts' mean outcome is shown as "reward" (it is this step's training score)
         return StepReport(val=val, accepted=kept, phase=f"weights r{int(st['round']) + 1}", details=details)

@@ -18,7 +18,9 @@ One update (ALGORITHMS.md §4.4, "1 PPO epoch per batch, token-mean loss, clip 0
    bias; and, when `kl_coef > 0` or `measure_kl`, under the base (adapter off);
 4. `epochs` passes over the minibatches, one clipped policy-gradient step each
    (`LoraTrainer.policy_step`: `-min(rA, clip(r, 1±ε)A)` per token, averaged over the minibatch's
-   reply tokens, plus `kl_coef` × KL to the base — 0 in the release).
+   reply tokens, plus `kl_coef` × KL to the base — 0 in the release). The metrics report the KL
+   to the base (`measure_kl`, one more forward pass), or else PPO's approximate KL between the
+   updated policy and the sampling one (`approx_kl`, free).
 
 The trainer's whole state (adapter, AdamW moments) is saved per step (`save_state`), so a resumed
 job continues exactly where the last completed step left it.
@@ -148,7 +150,10 @@ class Policy:
             adv = np.zeros(cfg.minibatch, np.float32)
             adv[: len(chunk)] = [a for _, a in chunk]
             old = self.trainer.logprobs(batch)
-            ref = self.trainer.logprobs(batch, adapter=False) if (cfg.kl_coef > 0 or cfg.measure_kl) else old
+            # The loss's "KL" term is to `ref`: the base (KL penalty, or measured drift), or else
+            # the sampling policy itself, which makes the reported figure PPO's approximate KL
+            # between the policy being updated and the one that sampled (free: no extra pass).
+            ref = self.trainer.logprobs(batch, adapter=False) if self._to_base else old
             prepared.append(PolicyBatch(batch, adv, old, ref))
         metrics: dict[str, list[float]] = {"loss": [], "kl": [], "clip_frac": [], "ratio": []}
         for _ in range(max(cfg.epochs, 1)):
@@ -167,14 +172,23 @@ class Policy:
             dropped=float(dropped),
             minibatches=float(len(prepared) * max(cfg.epochs, 1)),
         )
-        if not cfg.measure_kl and cfg.kl_coef == 0:
-            out.pop("kl")
+        if not self._to_base:
+            out["approx_kl"] = out.pop("kl")
         return out
+
+    @property
+    def _to_base(self) -> bool:
+        return self.config.kl_coef > 0 or self.config.measure_kl
 
     # -- files --------------------------------------------------------------------------------------
 
     def save_state(self, path: Path) -> Path:
-        return save_train_state(self.trainer, path)
+        """Save the training state, and continue from the saved copy: jax's results on a CPU depend
+        (in the last bits) on whether its inputs came from a file or from a compiled step, and a
+        resumed job starts from the file; reloading keeps the two runs bit-identical."""
+        saved = save_train_state(self.trainer, path)
+        load_train_state(self.trainer, saved)
+        return saved
 
     def load_state(self, path: Path) -> None:
         load_train_state(self.trainer, path)
