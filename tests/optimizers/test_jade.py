@@ -160,3 +160,17 @@ class TestJadeContract(WeightOptimizerContract):
             resume=resume,
             **{**SMALL, "weight_steps": 1, "group_size": 1, "advantage": "batch"},
         )
+
+
+def test_the_jax_engine_samples_rollouts_from_the_policy_itself(tiny_gguf: Path, tmp_path: Path) -> None:
+    spec = QA_SPEC.replace('model m = "fake/model"', f'model m = "local/gguf:{tiny_gguf}" {{\n    trainable: true\n    max_tokens: 6\n  }}')
+    compiled = flowc.compile(spec)
+    lm = FunctionLM(trained_pipeline_answer)
+    opt = jade(lm, rollout_engine="jax", prompt_steps=0, weight_steps=1)
+    patch = optimize(opt, compiled, tmp_path / "run")
+    assert not any(r.temperature == 1.0 for r in lm.calls), "rollouts went to the runtime's model"
+    buffer = [json.loads(x) for x in (tmp_path / "run" / "jade" / "buffer-step1.jsonl").read_text().splitlines()]
+    assert len(buffer) == 8 and {b["node"] for b in buffer} == {"draft", "answer"}
+    journal = (tmp_path / "run" / "journal-pipeline.jsonl").read_text()
+    assert journal.count('"node": "answer"') >= 4  # the jax replies are journaled like any call
+    assert "m.weights" in patch.params

@@ -53,6 +53,8 @@ class Jade(StepOptimizer):
         TextGrad steps per round (0: the paper's JADE, weights only).
     batch_size: questions per PPO update. group_size: rollouts per question.
     temperature: sampling temperature of the rollouts. grammar: keep the replies' grammar in rollouts.
+    rollout_engine: who samples the rollouts: "llamacpp" (the runtime's client), "jax" (the policy
+        itself) or "auto" (jax on an accelerator, llama.cpp on a CPU).
     advantage: "group", "batch" or "none" (advantages.py). whiten: normalize advantages per batch.
     format_penalty, call_cost, retrieval_cost, max_answer_words, max_query_words, max_subquestions:
         the reward (rewards.py).
@@ -71,6 +73,7 @@ class Jade(StepOptimizer):
     group_size: int = 4
     temperature: float = 1.0
     grammar: bool = False
+    rollout_engine: str = "auto"
     advantage: str = "group"
     whiten: bool = True
     format_penalty: float = -2.0
@@ -96,6 +99,8 @@ class Jade(StepOptimizer):
     validate: bool = True
     _policies: dict[Path, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
     _loaded: dict[Path, str | None] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _sampled: frozenset[str] = field(default=frozenset(), init=False, repr=False, compare=False)
+    _sampling_policy: Any = field(default=None, init=False, repr=False, compare=False)
 
     name: ClassVar[str] = "jade"
     param_kinds: ClassVar[tuple[str, ...]] = ("prompt", "system", "weights")
@@ -135,9 +140,38 @@ class Jade(StepOptimizer):
                 "the group baseline needs at least 2 rollouts per question (group_size)",
                 hint="--set group_size=4, or --set advantage=batch for one rollout per question (the release's n = 1)",
             )
+        if self.rollout_engine not in ("auto", "llamacpp", "jax"):
+            raise FlowcError(
+                "invalid-value", f"unknown rollout_engine '{self.rollout_engine}'", hint="use auto, llamacpp or jax"
+            )
+        self._sampled = frozenset(m.model_id for m in models)
         for name in ("rounds", "batch_size", "group_size", "minibatch", "micro_batch", "lora_rank", "max_prompt_tokens"):
             if int(getattr(self, name)) < 1:
                 raise FlowcError("invalid-value", f"jade's '{name}' must be at least 1", hint=f"--set {name}=1")
+
+    def clients(self) -> tuple[LMClient, LMClient]:
+        """The runtime's clients; with the jax engine, sampled requests to the backbone are answered
+        by the policy under training (inside the job's journal, so resume replays them)."""
+        pipeline_lm, optimizer_lm = super().clients()
+        if self.engine() == "jax":
+            from flowc.optimizers.jade.rollout import JaxSampler
+
+            pipeline_lm = JaxSampler(pipeline_lm, self._sampled, self._jax_reply)
+        return pipeline_lm, optimizer_lm
+
+    def engine(self) -> str:
+        """The rollout engine this job uses ("auto" resolved by jax's default backend)."""
+        if self.rollout_engine != "auto":
+            return self.rollout_engine
+        import jax
+
+        return "llamacpp" if jax.default_backend() == "cpu" else "jax"
+
+    def _jax_reply(self, messages: Sequence[dict[str, str]], **kwargs: Any) -> tuple[str, int, int, str]:
+        if self._sampling_policy is None:
+            raise FlowcError("invalid-value", "the jax sampler was asked outside a PPO update", hint="a bug: report it")
+        reply: tuple[str, int, int, str] = self._sampling_policy.sample(messages, **kwargs)
+        return reply
 
     def _models(self, compiled: CompiledPipeline, params: Sequence[str]) -> list[Any]:
         from flowc.optimizers.weights import trainable_models
@@ -237,7 +271,6 @@ class Jade(StepOptimizer):
     # -- weight steps ---------------------------------------------------------------------------------
 
     async def _weight_step(self, run: Run, *, validate_now: bool) -> StepReport:
-        from flowc.optimizers.jade.policy import PolicyConfig
         from flowc.optimizers.weights import AdapterStore
 
         _check_time(run)
@@ -246,6 +279,9 @@ class Jade(StepOptimizer):
         base = models[0].base_path
         rng = run.rng(1_000_033)
         questions = run.minibatch(rng, self.batch_size)
+        config = self._policy_config(run.seed)
+        policy = self._policy(base, config, st["train_state"])  # the policy that samples this step
+        self._sampling_policy = policy
         rollout_values = {**run.values, **self._weights_values(models, st["policy"])}
         pipeline = run.pipeline(rollout_values)
         if pipeline is None:
@@ -262,22 +298,7 @@ class Jade(StepOptimizer):
         )
         advantages = assign(buffer, self.advantage, whiten=self.whiten)
         _check_time(run)
-        config = PolicyConfig(
-            rank=self.lora_rank,
-            alpha=self.lora_alpha,
-            targets=tuple(self.lora_targets),
-            learning_rate=self.learning_rate,
-            seed=run.seed,
-            clip_eps=self.clip_eps,
-            kl_coef=self.kl_coef,
-            minibatch=self.minibatch,
-            micro_batch=self.micro_batch,
-            epochs=self.ppo_epochs,
-            max_prompt_tokens=self.max_prompt_tokens,
-            remat=self.remat,
-            measure_kl=self.measure_kl,
-        )
-        policy = self._policy(base, config, st["train_state"])
+        self._sampling_policy = None
         self._loaded[base] = None  # the trainer changes now: a kill from here on means reload on resume
         metrics = policy.update(buffer.transitions, advantages, random.Random(run.seed * 7_919 + run.step))
         folder = run.job.rundir.path / "jade"
@@ -359,6 +380,25 @@ class Jade(StepOptimizer):
                 policy.load_state(Path(state_file))
             self._loaded[base] = key
         return policy
+
+    def _policy_config(self, seed: int) -> Any:
+        from flowc.optimizers.jade.policy import PolicyConfig
+
+        return PolicyConfig(
+            rank=self.lora_rank,
+            alpha=self.lora_alpha,
+            targets=tuple(self.lora_targets),
+            learning_rate=self.learning_rate,
+            seed=seed,
+            clip_eps=self.clip_eps,
+            kl_coef=self.kl_coef,
+            minibatch=self.minibatch,
+            micro_batch=self.micro_batch,
+            epochs=self.ppo_epochs,
+            max_prompt_tokens=self.max_prompt_tokens,
+            remat=self.remat,
+            measure_kl=self.measure_kl,
+        )
 
     @staticmethod
     def _weights_values(models: Sequence[Any], value: Mapping[str, str] | None) -> dict[str, Any]:

@@ -180,6 +180,31 @@ class Policy:
     def _to_base(self) -> bool:
         return self.config.kl_coef > 0 or self.config.measure_kl
 
+    # -- sampling (the jax rollout engine) ------------------------------------------------------------
+
+    def sample(self, messages: Sequence[dict[str, str]], *, temperature: float, max_tokens: int, seed: int) -> tuple[str, int, int, str]:
+        """One reply of the current policy (the adapter as trained, in the trainer's precision):
+        (text, prompt tokens, reply tokens, finish reason). Uses the backbone's compiled decode loop
+        (`LoraTrainer.sample`) where it has one, else the step-by-step reference decoder."""
+        prompt = self.backbone.chat_prompt_ids(list(messages))
+        max_tokens = min(max_tokens, self.backbone.config.context_length - len(prompt))
+        if max_tokens <= 0:
+            return "", len(prompt), 0, "length"
+        sampler = getattr(self.trainer, "sample", None)
+        if sampler is not None:
+            out = sampler([prompt], max_new_tokens=max_tokens, temperature=temperature, seed=seed)[0]
+        else:
+            out = self.backbone.generate(
+                prompt,
+                max_new_tokens=max_tokens,
+                temperature=temperature,
+                seed=seed,
+                lora=self.trainer.lora,
+                lora_cfg=self.trainer.lora_cfg,
+            )[0]
+        text = self.backbone.tokenizer.decode(list(out.ids))
+        return text, len(prompt), len(out.ids), out.finish_reason
+
     # -- files --------------------------------------------------------------------------------------
 
     def save_state(self, path: Path) -> Path:
