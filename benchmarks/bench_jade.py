@@ -200,7 +200,9 @@ def plot_curve(curves: dict[int, list[dict[str, Any]]], out: Path) -> bool:
     for seed, rows in curves.items():
         xs = [r["update"] for r in rows]
         ax.plot(xs, [r["outcome"] for r in rows], marker="o", label=f"seed {seed}: rollout F1")
-        ax.plot(xs, [r["reward"] for r in rows], linestyle="--", alpha=0.6, label=f"seed {seed}: reward incl. penalties")
+        ax.plot(
+            xs, [r["reward"] for r in rows], linestyle="--", alpha=0.6, label=f"seed {seed}: reward incl. penalties"
+        )
     ax.set_xlabel("PPO update")
     ax.set_ylabel("mean per update")
     ax.set_title("JADE on HotpotQA (SmolLM2-135M, rollouts at temperature 1)")
@@ -215,7 +217,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n-test", type=int, default=100, help="the test slice: the first N dev questions")
     ap.add_argument("--n-train", type=int, default=300, help="training questions: the first N of train.jsonl")
-    ap.add_argument("--n-val", type=int, default=12, help="validation-gate questions, after the test slice in dev.jsonl")
+    ap.add_argument(
+        "--n-val", type=int, default=12, help="validation-gate questions, after the test slice in dev.jsonl"
+    )
     ap.add_argument("--seeds", default="0", help="comma-separated training seeds")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--weight-steps", type=int, default=4, help="PPO updates per round")
@@ -261,8 +265,12 @@ def main() -> None:
         n = write_corpus([args.data / "train.jsonl", args.data / "dev.jsonl"], corpus, args.sentences)
         print(f"corpus: {n} paragraphs (first {args.sentences or 'all'} sentences) -> {corpus}")
     digest = hashlib.sha256(corpus.read_bytes()).hexdigest()[:12]
-    pipeline = spec_copy(ROOT / "pipelines" / "jade_workflow.flow", corpus, args.model, args.max_tokens, args.work / "jade_workflow.flow")
-    closed = spec_copy(ROOT / "benchmarks" / "specs" / "closed_book.flow", corpus, args.model, None, args.work / "closed_book.flow")
+    pipeline = spec_copy(
+        ROOT / "pipelines" / "jade_workflow.flow", corpus, args.model, args.max_tokens, args.work / "jade_workflow.flow"
+    )
+    closed = spec_copy(
+        ROOT / "benchmarks" / "specs" / "closed_book.flow", corpus, args.model, None, args.work / "closed_book.flow"
+    )
 
     import flowc
 
@@ -276,7 +284,9 @@ def main() -> None:
         "corpus": {"paragraphs_sentences": args.sentences, "sha256_12": digest},
         "command": " ".join([".venv/bin/python", "benchmarks/bench_jade.py", *sys.argv[1:]]),
     }
-    print(f"test slice: dev[:{len(test)}]; validation dev[{args.n_test}:{args.n_test + len(val)}]; train {len(trainset)}")
+    print(
+        f"test slice: dev[:{len(test)}]; validation dev[{args.n_test}:{args.n_test + len(val)}]; train {len(trainset)}"
+    )
     if not args.skip_closed_book:
         results["closed_book"] = evaluate_on(flowc.compile(closed), test, args.work / "closed_book", "closed-book")
     before = evaluate_on(flowc.compile(pipeline), test, args.work / "before", "untrained pipeline")
@@ -306,7 +316,10 @@ def main() -> None:
         em_diff_ci95=[runs[seeds[0]]["em_paired"]["ci95_low"], runs[seeds[0]]["em_paired"]["ci95_high"]],
     )
     curves = {seed: r["curve"] for seed, r in runs.items()}
-    write_results(RESULTS / "jade_curve.json", {"benchmark": "jade learning curve", "curves": {str(k): v for k, v in curves.items()}})
+    write_results(
+        RESULTS / "jade_curve.json",
+        {"benchmark": "jade learning curve", "curves": {str(k): v for k, v in curves.items()}},
+    )
     results["curve_png"] = plot_curve(curves, RESULTS / "jade_curve.png")
     write_results(args.out, results)
     print(f"\nHotpotQA dev[:{len(test)}], {args.model}")

@@ -42,7 +42,8 @@ def register(sub: Any) -> None:
     p.add_argument("--freeze", default="", help="comma-separated params or nodes to keep fixed")
     p.add_argument(
         "--optimizer-model",
-        help="litellm model for the optimizer/critic (default: the method's preferred installed one, else the spec's first)",
+        help="litellm model for the optimizer/critic (default: the method's preferred installed one, "
+        "else the spec's first)",
     )
     p.add_argument("--budget-calls", type=int)
     p.add_argument("--budget-tokens", type=int)

@@ -59,13 +59,20 @@ def varied_answer(request: LMRequest) -> str:
 
 def jade(lm: LMClient, critic: LMClient | None = None, **changes: Any) -> Jade:
     settings = {**SMALL, **changes}
-    return Jade(pipeline_lm=lm, optimizer_lm=critic or FunctionLM(fake_optimizer_answer), optimizer_model="fake/critic", **settings)
+    return Jade(
+        pipeline_lm=lm,
+        optimizer_lm=critic or FunctionLM(fake_optimizer_answer),
+        optimizer_model="fake/critic",
+        **settings,
+    )
 
 
 @pytest.fixture
 def compiled(tiny_gguf: Path) -> flowc.CompiledPipeline:
     model = f"local/gguf:{tiny_gguf}"
-    return flowc.compile(QA_SPEC.replace('model m = "fake/model"', f'model m = "{model}" {{\n    trainable: true\n  }}'))
+    return flowc.compile(
+        QA_SPEC.replace('model m = "fake/model"', f'model m = "{model}" {{\n    trainable: true\n  }}')
+    )
 
 
 def optimize(opt: Jade, compiled: flowc.CompiledPipeline, run_dir: Path, budget: Budget | None = None) -> Any:
@@ -163,7 +170,9 @@ class TestJadeContract(WeightOptimizerContract):
 
 
 def test_the_jax_engine_samples_rollouts_from_the_policy_itself(tiny_gguf: Path, tmp_path: Path) -> None:
-    spec = QA_SPEC.replace('model m = "fake/model"', f'model m = "local/gguf:{tiny_gguf}" {{\n    trainable: true\n    max_tokens: 6\n  }}')
+    spec = QA_SPEC.replace(
+        'model m = "fake/model"', f'model m = "local/gguf:{tiny_gguf}" {{\n    trainable: true\n    max_tokens: 6\n  }}'
+    )
     compiled = flowc.compile(spec)
     lm = FunctionLM(trained_pipeline_answer)
     opt = jade(lm, rollout_engine="jax", prompt_steps=0, weight_steps=1)

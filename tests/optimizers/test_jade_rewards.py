@@ -36,7 +36,9 @@ def rollout(compiled: CompiledPipeline, replies: Sequence[str], question: str = 
     return asyncio.run(Executor(compiled, lm=ScriptedLM(list(replies))).run({"question": question}))
 
 
-def transitions(compiled: CompiledPipeline, run: RunResult, gold: str = "Bill Me Later", **cfg: float) -> list[Transition]:
+def transitions(
+    compiled: CompiledPipeline, run: RunResult, gold: str = "Bill Me Later", **cfg: float
+) -> list[Transition]:
     outcome = token_f1(run.outputs.get("answer"), gold) if run.status == "ok" else 0.0
     return episode_transitions(run, compiled, {MODEL}, outcome, RewardConfig(**cfg), episode=0, question=0)  # type: ignore[arg-type]
 
@@ -74,7 +76,7 @@ def test_an_untagged_reply_is_read_but_penalized(jade: CompiledPipeline) -> None
 
 def test_an_unreadable_reply_and_its_repair_are_two_transitions(jade: CompiledPipeline) -> None:
     run = rollout(jade, ["<workflow>retrieve</workflow>", "the first one", "<ids>1</ids>", "Bill Me Later"])
-    plan, bad, repaired, answer = transitions(jade, run)
+    _plan, bad, repaired, _answer = transitions(jade, run)
     assert (bad.node, repaired.node) == ("select", "select")
     assert "unparseable" in bad.reasons and bad.penalty == -2.0
     assert repaired.penalty == 0 and repaired.messages[-2]["content"] == "the first one"
@@ -91,13 +93,15 @@ def test_a_failed_step_penalizes_its_last_reply_and_scores_zero(jade: CompiledPi
 def test_role_contracts(jade: CompiledPipeline) -> None:
     # the rewriter repeats the question; the selector names a document it was not shown
     run = rollout(jade, ["<workflow>rewrite</workflow>", QUESTION, "<ids>1,9</ids>", "Bill Me Later"])
-    plan, rewrite, select, answer = transitions(jade, run)
+    _plan, rewrite, select, answer = transitions(jade, run)
     assert rewrite.reasons == ("query repeats the question",)
     assert select.reasons == ("id outside the documents",)
     assert answer.penalty == 0
     # a decomposition with a duplicate, and an answer over 40 words
     long = " ".join(["word"] * 41)
-    run = rollout(jade, ["<workflow>decompose</workflow>", "<subquestions>\nPayPal Credit\npaypal credit\n</subquestions>", long])
+    run = rollout(
+        jade, ["<workflow>decompose</workflow>", "<subquestions>\nPayPal Credit\npaypal credit\n</subquestions>", long]
+    )
     _, decompose, answer = transitions(jade, run)
     assert decompose.reasons == ("duplicate sub-questions",)
     assert answer.reasons == ("answer too long",)
@@ -148,7 +152,13 @@ def make(question: int, node: str, outcome: float, penalty: float = 0.0, episode
 
 
 def test_group_baseline_per_question_and_node() -> None:
-    ts = [make(0, "plan", 1.0), make(0, "plan", 0.0), make(0, "answer", 1.0), make(0, "answer", 1.0), make(1, "plan", 0.5)]
+    ts = [
+        make(0, "plan", 1.0),
+        make(0, "plan", 0.0),
+        make(0, "answer", 1.0),
+        make(0, "answer", 1.0),
+        make(1, "plan", 0.5),
+    ]
     adv = compute_advantages(ts, "group", whiten=False)
     assert adv == pytest.approx([0.5, -0.5, 0.0, 0.0, 0.0])  # a lone rollout of a question learns nothing
     batch = compute_advantages(ts, "batch", whiten=False)

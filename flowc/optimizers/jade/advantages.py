@@ -40,7 +40,9 @@ def baseline_key(t: Transition, mode: str) -> tuple[object, ...]:
 def compute_advantages(transitions: Sequence[Transition], mode: str = "group", *, whiten: bool = True) -> list[float]:
     """One advantage per transition (see the module docstring)."""
     if mode not in BASELINES:
-        raise FlowcError("invalid-value", f"unknown advantage baseline '{mode}'", hint=f"use one of {', '.join(BASELINES)}")
+        raise FlowcError(
+            "invalid-value", f"unknown advantage baseline '{mode}'", hint=f"use one of {', '.join(BASELINES)}"
+        )
     if mode == "none":
         adv = [t.reward for t in transitions]
     else:

@@ -118,9 +118,10 @@ class Jade(StepOptimizer):
         if not models:
             raise FlowcError(
                 "invalid-value",
-                f"'jade' trains the weights of a trainable local model, and pipeline '{compiled.name}' has none to train",
-                hint="declare the shared backbone 'trainable: true' (model backbone = \"local/smollm2\" { trainable: true }), "
-                "or check --only/--freeze",
+                f"'jade' trains the weights of a trainable local model, "
+                f"and pipeline '{compiled.name}' has none to train",
+                hint="declare the shared backbone 'trainable: true' "
+                '(model backbone = "local/smollm2" { trainable: true }), or check --only/--freeze',
             )
         bases = {m.base_sha256 for m in models}
         if len(bases) > 1:
@@ -145,7 +146,15 @@ class Jade(StepOptimizer):
                 "invalid-value", f"unknown rollout_engine '{self.rollout_engine}'", hint="use auto, llamacpp or jax"
             )
         self._sampled = frozenset(m.model_id for m in models)
-        for name in ("rounds", "batch_size", "group_size", "minibatch", "micro_batch", "lora_rank", "max_prompt_tokens"):
+        for name in (
+            "rounds",
+            "batch_size",
+            "group_size",
+            "minibatch",
+            "micro_batch",
+            "lora_rank",
+            "max_prompt_tokens",
+        ):
             if int(getattr(self, name)) < 1:
                 raise FlowcError("invalid-value", f"jade's '{name}' must be at least 1", hint=f"--set {name}=1")
 
@@ -285,7 +294,9 @@ class Jade(StepOptimizer):
         rollout_values = {**run.values, **self._weights_values(models, st["policy"])}
         pipeline = run.pipeline(rollout_values)
         if pipeline is None:
-            raise FlowcError("invalid-value", "the pipeline with the trained adapter does not check", hint="see log.jsonl")
+            raise FlowcError(
+                "invalid-value", "the pipeline with the trained adapter does not check", hint="see log.jsonl"
+            )
         buffer, spent = await collect(
             run,
             pipeline,

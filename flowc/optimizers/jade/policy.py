@@ -125,7 +125,9 @@ class Policy:
 
     # -- the update ---------------------------------------------------------------------------------
 
-    def update(self, transitions: Sequence[Transition], advantages: Sequence[float], rng: random.Random) -> dict[str, float]:
+    def update(
+        self, transitions: Sequence[Transition], advantages: Sequence[float], rng: random.Random
+    ) -> dict[str, float]:
         """One PPO update on the batch; returns its metrics (loss, kl, clip_frac, ratio, tokens,
         seconds, tokens_per_s, dropped, minibatches)."""
         cfg = self.config
@@ -182,7 +184,9 @@ class Policy:
 
     # -- sampling (the jax rollout engine) ------------------------------------------------------------
 
-    def sample(self, messages: Sequence[dict[str, str]], *, temperature: float, max_tokens: int, seed: int) -> tuple[str, int, int, str]:
+    def sample(
+        self, messages: Sequence[dict[str, str]], *, temperature: float, max_tokens: int, seed: int
+    ) -> tuple[str, int, int, str]:
         """One reply of the current policy (the adapter as trained, in the trainer's precision):
         (text, prompt tokens, reply tokens, finish reason). Uses the backbone's compiled decode loop
         (`LoraTrainer.sample`) where it has one, else the step-by-step reference decoder."""

@@ -68,9 +68,13 @@ def episode_transitions(
     """The transitions of one rollout: every call to a model in `trainable` (model ids), in order,
     with its penalty, the episode's `outcome` and cost."""
     calls = [(step, c) for step in run.steps for c in step.lm_calls if c.model in trainable and c.response is not None]
-    retrievals = sum(1 for s in run.steps if s.kind == "retrieve" or (s.kind == "map" and _body_kind(compiled, s) == "retrieve"))
+    retrievals = sum(
+        1 for s in run.steps if s.kind == "retrieve" or (s.kind == "map" and _body_kind(compiled, s) == "retrieve")
+    )
     cap = max(config.cost_cap, 1)
-    cost = config.call_cost * min(max(len(calls) - 1, 0), cap) / cap + config.retrieval_cost * min(retrievals, cap) / cap
+    cost = (
+        config.call_cost * min(max(len(calls) - 1, 0), cap) / cap + config.retrieval_cost * min(retrievals, cap) / cap
+    )
     out = []
     for i, (step, call) in enumerate(calls):
         reasons = call_violations(step, call, compiled, config)
@@ -94,7 +98,9 @@ def episode_transitions(
     return out
 
 
-def call_violations(step: StepRecord, call: LMCallRecord, compiled: CompiledPipeline, config: RewardConfig) -> list[str]:
+def call_violations(
+    step: StepRecord, call: LMCallRecord, compiled: CompiledPipeline, config: RewardConfig
+) -> list[str]:
     """Why a call broke its role's output contract (empty when it did not)."""
     reply = call.response or ""
     if not reply.strip():

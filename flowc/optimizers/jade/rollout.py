@@ -65,7 +65,9 @@ class JaxSampler:
     with `reply(messages, temperature, max_tokens, seed)` of the jax policy, and passes every other
     request (validation, greedy calls, other models) to `inner`."""
 
-    def __init__(self, inner: LMClient, models: Collection[str], reply: Callable[..., tuple[str, int, int, str]]) -> None:
+    def __init__(
+        self, inner: LMClient, models: Collection[str], reply: Callable[..., tuple[str, int, int, str]]
+    ) -> None:
         self.inner = inner
         self.models = frozenset(models)
         self.reply = reply
@@ -76,7 +78,11 @@ class JaxSampler:
         started = time.perf_counter()
         messages = [{"role": m.role, "content": m.content} for m in request.messages]
         text, prompt_tokens, completion_tokens, finish = await asyncio.to_thread(
-            self.reply, messages, temperature=request.temperature, max_tokens=request.max_tokens or 256, seed=request.seed
+            self.reply,
+            messages,
+            temperature=request.temperature,
+            max_tokens=request.max_tokens or 256,
+            seed=request.seed,
         )
         return LMResponse(
             text=text,
