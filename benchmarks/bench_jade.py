@@ -7,6 +7,8 @@
 What it does, every part checkpointed under --work (default benchmarks/results/jade/), so a killed
 run continues where it stopped (rerun the same command):
 
+Parts (`--phase`; `all` runs them in order, and two parts may run at once in two processes):
+
 1. a corpus of every context paragraph of ../shared/data/hotpotqa/train.jsonl and dev.jsonl
    (deduplicated by title, each cut to its first --sentences sentences), and copies of
    pipelines/jade_workflow.flow and benchmarks/specs/closed_book.flow pointing at it;
@@ -237,6 +239,13 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=RESULTS / "jade")
     ap.add_argument("--out", type=Path, default=RESULTS / "jade.json")
     ap.add_argument("--fresh", action="store_true", help="delete --work first")
+    ap.add_argument(
+        "--phase",
+        default="all",
+        choices=("all", "baseline", "train", "after", "report"),
+        help="run one part (each resumable): baseline (closed-book, untrained), train, after (train + test), "
+        "report (from the checkpoints)",
+    )
     args = ap.parse_args()
 
     if not (args.data / "dev.jsonl").is_file() or not (args.data / "train.jsonl").is_file():
@@ -284,23 +293,34 @@ def main() -> None:
         "corpus": {"paragraphs_sentences": args.sentences, "sha256_12": digest},
         "command": " ".join([".venv/bin/python", "benchmarks/bench_jade.py", *sys.argv[1:]]),
     }
+    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     print(
         f"test slice: dev[:{len(test)}]; validation dev[{args.n_test}:{args.n_test + len(val)}]; train {len(trainset)}"
     )
-    if not args.skip_closed_book:
-        results["closed_book"] = evaluate_on(flowc.compile(closed), test, args.work / "closed_book", "closed-book")
-    before = evaluate_on(flowc.compile(pipeline), test, args.work / "before", "untrained pipeline")
-    results["untrained"] = before
-    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    if args.phase in ("all", "baseline", "report"):
+        if not args.skip_closed_book:
+            results["closed_book"] = evaluate_on(flowc.compile(closed), test, args.work / "closed_book", "closed-book")
+        results["untrained"] = evaluate_on(flowc.compile(pipeline), test, args.work / "before", "untrained pipeline")
     runs: dict[int, Any] = {}
-    for seed in seeds:
-        print(f"training, seed {seed}", flush=True)
+    for seed in seeds if args.phase != "baseline" else ():
+        print(f"training, seed {seed} (resumes from its run directory)", flush=True)
         patched, info = train(pipeline, trainset, val, seed, args)
-        after = evaluate_on(patched, test, args.work / f"seed{seed}" / "after", f"trained (seed {seed})")
-        info["after"] = after
-        info["f1_paired"] = paired_bootstrap(after["per_question"]["f1"], before["per_question"]["f1"], seed)
-        info["em_paired"] = paired_bootstrap(after["per_question"]["em"], before["per_question"]["em"], seed)
         runs[seed] = info
+        if args.phase == "train":
+            continue
+        info["after"] = after = evaluate_on(
+            patched, test, args.work / f"seed{seed}" / "after", f"trained (seed {seed})"
+        )
+        if "untrained" in results:
+            before = results["untrained"]["per_question"]
+            info["f1_paired"] = paired_bootstrap(after["per_question"]["f1"], before["f1"], seed)
+            info["em_paired"] = paired_bootstrap(after["per_question"]["em"], before["em"], seed)
+    if args.phase in ("all", "report"):
+        report(results, runs, seeds, args)
+
+
+def report(results: dict[str, Any], runs: dict[int, Any], seeds: list[int], args: argparse.Namespace) -> None:
+    before = results["untrained"]
     results["runs"] = {str(k): v for k, v in runs.items()}
     f1s = [r["after"]["f1"] for r in runs.values()]
     ems = [r["after"]["em"] for r in runs.values()]
@@ -317,12 +337,12 @@ def main() -> None:
     )
     curves = {seed: r["curve"] for seed, r in runs.items()}
     write_results(
-        RESULTS / "jade_curve.json",
+        args.out.with_name(args.out.stem + "_curve.json"),
         {"benchmark": "jade learning curve", "curves": {str(k): v for k, v in curves.items()}},
     )
-    results["curve_png"] = plot_curve(curves, RESULTS / "jade_curve.png")
+    results["curve_png"] = plot_curve(curves, args.out.with_name(args.out.stem + "_curve.png"))
     write_results(args.out, results)
-    print(f"\nHotpotQA dev[:{len(test)}], {args.model}")
+    print(f"\nHotpotQA dev[:{results['n_test']}], {args.model}")
     if "closed_book" in results:
         print(f"  closed-book          F1 {results['closed_book']['f1']:.3f}  EM {results['closed_book']['em']:.3f}")
     print(f"  untrained pipeline   F1 {before['f1']:.3f}  EM {before['em']:.3f}")

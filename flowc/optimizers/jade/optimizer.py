@@ -206,7 +206,7 @@ class Jade(StepOptimizer):
             "phase": 0,
             "in_phase": 0,
             "policy": None,  # the latest trained adapter ({"path", "sha256"}), what rollouts use
-            "train_state": None,  # the trainer's state file after the last completed update
+            "train_state": None,  # the trainer's state after the last completed update (in the run dir)
             "ppo_updates": 0,
             "curve": [],  # one row per PPO update: the learning curve
             "history": {p: [] for p in prompts},  # TextGrad's momentum and memory (prompt rounds)
@@ -289,7 +289,9 @@ class Jade(StepOptimizer):
         rng = run.rng(1_000_033)
         questions = run.minibatch(rng, self.batch_size)
         config = self._policy_config(run.seed)
-        policy = self._policy(base, config, st["train_state"])  # the policy that samples this step
+        rundir = run.job.rundir.path
+        state_in = str(rundir / st["train_state"]) if st["train_state"] else None
+        policy = self._policy(base, config, state_in)  # the policy that samples this step
         self._sampling_policy = policy
         rollout_values = {**run.values, **self._weights_values(models, st["policy"])}
         pipeline = run.pipeline(rollout_values)
@@ -315,6 +317,9 @@ class Jade(StepOptimizer):
         folder = run.job.rundir.path / "jade"
         state_file = policy.save_state(folder / f"train-step{run.step}.safetensors")
         self._loaded[base] = str(state_file)
+        for old in folder.glob("train-step*.safetensors"):  # the last committed state stays for resume
+            if int(old.stem.removeprefix("train-step")) < run.step - 1:
+                old.unlink()
         store = AdapterStore(run.job.rundir.path)
         scratch = policy.save_adapter(
             store.scratch(models[0], f"step{run.step}"), extra={"optimizer": "jade", "update": st["ppo_updates"] + 1}
@@ -323,7 +328,7 @@ class Jade(StepOptimizer):
         buffer.save(folder / f"buffer-step{run.step}.jsonl")
         stats = buffer.stats()
         st["policy"] = published.value
-        st["train_state"] = str(state_file)
+        st["train_state"] = str(state_file.relative_to(rundir))
         st["ppo_updates"] = int(st["ppo_updates"]) + 1
         st["updates"] += 1
         row = {
