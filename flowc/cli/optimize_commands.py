@@ -43,7 +43,11 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--only", help="comma-separated params or nodes to train (default: every trainable one)")
     p.add_argument("--freeze", default="", help="comma-separated params or nodes to keep fixed")
-    p.add_argument("--optimizer-model", help="litellm model for the optimizer/critic (default: the spec's first)")
+    p.add_argument(
+        "--optimizer-model",
+        help="litellm model for the optimizer/critic (default: the method's preferred installed one, "
+        "else the spec's first)",
+    )
     p.add_argument("--budget-calls", type=int)
     p.add_argument("--budget-tokens", type=int)
     p.add_argument("--budget-usd", type=float)
@@ -79,10 +83,10 @@ def build_optimizer(
     """The optimizer and the optimizer model the options ask for (`flowc.optimizers.factory`:
     the pipeline's and the optimizer's clients share one rate-limit registry). `progress` receives
     the job's events (default: one plain line per step on stderr)."""
-    from flowc.optimizers.factory import make_clients, make_optimizer, parse_settings
+    from flowc.optimizers.factory import make_clients, make_optimizer, parse_settings, preferred_optimizer_model
     from flowc.optimizers.progress import plain_progress
 
-    clients = make_clients(compiled, args.optimizer_model)
+    clients = make_clients(compiled, args.optimizer_model or preferred_optimizer_model(name))
     optimizer = make_optimizer(
         name,
         clients,

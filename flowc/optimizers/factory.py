@@ -57,6 +57,20 @@ def make_clients(
     return Clients(pipeline, optimizer, model)
 
 
+def preferred_optimizer_model(name: str) -> str | None:
+    """The first installed model of the optimizer's `preferred_optimizer_models` (a method whose
+    critic must be more capable than a small pipeline model, e.g. JADE's prompt rounds), or None:
+    then `make_clients` uses the spec's first model. An explicit --optimizer-model wins."""
+    from flowc.optimizers.registry import get_optimizer
+    from flowc.runtime.local_profiles import PROFILES, is_installed
+
+    for model in getattr(get_optimizer(name), "preferred_optimizer_models", ()):
+        prof = PROFILES.get(model.removeprefix("local/")) if model.startswith("local/") else None
+        if prof is None or is_installed(prof):
+            return str(model)
+    return None
+
+
 def optimizer_fields(cls: Any) -> dict[str, dataclasses.Field[Any]]:
     fields: dict[str, dataclasses.Field[Any]] = getattr(cls, "__dataclass_fields__", {})
     return fields
@@ -177,4 +191,12 @@ def _convert(raw: str, default: Any) -> Any:
     return raw
 
 
-__all__ = ("NOT_SETTABLE", "Clients", "known_settings", "make_clients", "make_optimizer", "parse_settings")
+__all__ = (
+    "NOT_SETTABLE",
+    "Clients",
+    "known_settings",
+    "make_clients",
+    "make_optimizer",
+    "parse_settings",
+    "preferred_optimizer_model",
+)

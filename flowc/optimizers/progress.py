@@ -44,7 +44,7 @@ class ProgressEvent:
     val_best: float | None = None
     accepted: bool | None = None
     stopped_by: str | None = None
-    details: dict[str, Any] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)  # numeric ones are shown (reward, loss, kl, ...)
 
     def budget_share(self) -> dict[str, float]:
         """The spent share of every limited budget axis (0..1)."""
@@ -69,6 +69,15 @@ def _duration(seconds: float) -> str:
     return f"{s // 3600}h{(s % 3600) // 60:02d}m"
 
 
+def _detail(key: str, value: Any) -> str | None:
+    """A numeric detail of a step (a weight-training step's reward, loss, KL, tokens/s), or None."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    if key == "tokens_per_s":
+        return f"{value:,.0f} tok/s"
+    return f"{key} {value:.3g}" if abs(value) >= 1e-3 or value == 0 else f"{key} {value:.1e}"
+
+
 def render_line(e: ProgressEvent) -> str:
     """One plain line for an event, e.g. `textgrad step 3/12 · train 0.67 · val 0.70 kept · best 0.70 ·
     41 calls, 12,030 tok / 400 calls · 1m12s, ETA 4m48s` (on one line)."""
@@ -87,6 +96,7 @@ def render_line(e: ProgressEvent) -> str:
         parts.append(f"val {e.val:.2f}{verdict}")
     if e.val_best is not None:
         parts.append(f"best {e.val_best:.2f}")
+    parts += [shown for k, v in e.details.items() if (shown := _detail(k, v))]
     spent = f"{int(e.spent.get('calls', 0))} calls, {int(e.spent.get('tokens', 0)):,} tok"
     limits = e.budget.describe()
     parts.append(spent + (f" / {limits}" if limits != "unlimited" else ""))

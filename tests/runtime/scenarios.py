@@ -1228,31 +1228,21 @@ SCENARIOS: list[Scenario] = [
         outputs={"answer": "4"},
     ),
     Scenario(
-        "jade_decompose_map_subflow",
+        # decompose → a map of retrieves (one search per sub-question) → answer reads their docs
+        "jade_decompose_retrieve_each",
         JADE,
         {"question": "PayPal Credit and the Pretenders EP?"},
         (
             "<workflow>decompose</workflow>",
             "<q>PayPal Credit Bill Me Later</q><q>Pretenders Extended Play EP</q>",
-            last_line,
-            last_line,
             "both",
         ),
-        path=("plan", "decompose", "solve_each", "summarize"),
+        path=("plan", "decompose", "retrieve_each", "answer"),
         calls=(
             Call("plan", ()),
             Call("decompose", ("Question: PayPal Credit and the Pretenders EP?",)),
-            Call("answer", (PAYPAL, "Question: PayPal Credit Bill Me Later")),
-            Call("answer", (PRETENDERS, "Question: Pretenders Extended Play EP")),
-            Call(
-                "summarize",
-                (
-                    "Sub-questions: - PayPal Credit Bill Me Later\n- Pretenders Extended Play EP",
-                    "Their answers: - re: Answer in a few words.",
-                ),
-            ),
+            Call("answer", (PAYPAL, PRETENDERS, "Useful documents: \n")),
         ),
-        calls_ordered=False,
         outputs={"answer": "both"},
     ),
     Scenario(
