@@ -8,17 +8,24 @@ from pathlib import Path
 from flowc.errors import FlowcError
 from flowc.runtime.corpus import Corpus, load_corpus
 from flowc.runtime.retrieval.base import Encoder, Retriever
+from flowc.runtime.retrieval.cache import default_cache_dir
 from flowc.runtime.retrieval.factory import make_retriever
 
 
 class RetrieverPool:
-    """Builds each (corpus file, method) retriever on first use; later uses share it."""
+    """Builds each (corpus file, method) retriever on first use; later uses share it.
 
-    def __init__(self, cache_dir: Path | None = None) -> None:
-        self._cache_dir = cache_dir
+    Corpus embeddings (dense, maxsim) are kept on disk under `cache_dir` (default:
+    `default_cache_dir()`, i.e. `$FLOWC_CACHE_DIR/embeddings` or `~/.cache/flowc/embeddings`), so a
+    corpus is encoded once per encoder, not once per run. `encoder` replaces the MiniLM encoder
+    (tests pass a model-free one).
+    """
+
+    def __init__(self, cache_dir: Path | None = None, *, encoder: Encoder | None = None) -> None:
+        self._cache_dir = cache_dir if cache_dir is not None else default_cache_dir()
         self._corpora: dict[Path, Corpus] = {}
         self._retrievers: dict[tuple[Path, str], Retriever] = {}
-        self._encoder: Encoder | None = None
+        self._encoder: Encoder | None = encoder
         self._lock = asyncio.Lock()
 
     def corpus(self, path: Path) -> Corpus:

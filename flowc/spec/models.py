@@ -206,12 +206,17 @@ class LLMNode(NodeBase):
 
 
 class RetrieveNode(NodeBase):
-    """Top-k passages from a declared corpus. Input `query: str` (or `queries: list[str]` for maxsim)."""
+    """Top-k passages from a declared corpus. Input `query: str` (or `queries: list[str]` for maxsim).
+
+    `filter_subqueries` (maxsim) applies POQD's hallucination filter: each sub-query keeps only the
+    words of the original query, bound as `query` next to `queries`.
+    """
 
     kind: Literal["retrieve"] = "retrieve"
     corpus: Name
     method: Literal["bm25", "dense", "maxsim"] = "bm25"
     k: int = Field(5, ge=1, le=1000)
+    filter_subqueries: bool = False
 
 
 class ToolNode(NodeBase):

@@ -141,6 +141,7 @@ _NODE_PROPS = (
     "corpus",
     "method",
     "k",
+    "filter_subqueries",
     "function",
     "flow",
     "item",
