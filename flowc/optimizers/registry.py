@@ -15,6 +15,7 @@ _BUILTIN = {
     "textgrad": ("flowc.optimizers.textgrad", "TextGrad"),
     "tep": ("flowc.optimizers.tep", "TEP"),
     "gepa": ("flowc.optimizers.gepa", "GEPA"),
+    "poqd": ("flowc.optimizers.poqd", "POQD"),
     # DSPy's optimizers through the DSPy export (need the `dspy` extra when they run)
     "dspy:MIPROv2": ("flowc.optimizers.dspy", "MIPROv2"),
     "dspy:BootstrapFewShotWithRandomSearch": ("flowc.optimizers.dspy", "BootstrapFewShotWithRandomSearch"),
