@@ -74,7 +74,7 @@ def build_optimizer(
     """The optimizer and the optimizer model the options ask for (`flowc.optimizers.factory`:
     the pipeline's and the optimizer's clients share one rate-limit registry). `progress` receives
     the job's events (default: one plain line per step on stderr)."""
-    from flowc.optimizers.factory import make_clients, make_optimizer, parse_settings
+    from flowc.optimizers.factory import make_clients, make_optimizer, parse_settings, spec_settings
     from flowc.optimizers.progress import plain_progress
 
     clients = make_clients(compiled, args.optimizer_model)
@@ -86,7 +86,8 @@ def build_optimizer(
         only=[x for x in (args.only or "").split(",") if x] or None,
         frozen=[x for x in args.freeze.split(",") if x],
         resume=args.resume,
-        settings=parse_settings(name, getattr(args, "set", None) or []),
+        # the spec's `optimize: {name: {...}}` first, then --set over it
+        settings={**spec_settings(name, compiled), **parse_settings(name, getattr(args, "set", None) or [])},
         progress=progress or plain_progress(),
     )
     return optimizer, clients.optimizer_model

@@ -268,6 +268,9 @@ class Pipeline(SpecModel):
 
     pipeline: Name
     description: str = ""
+    # Settings of optimizers for this pipeline, by optimizer name: `optimize: {poqd: {alpha: 0.02}}`.
+    # `flowc optimize` starts from them; `--set NAME=VALUE` overrides.
+    optimize: dict[str, dict[Name, JSONValue]] = Field(default_factory=dict)
     imports: dict[Name, str] = Field(default_factory=dict)
     types: dict[Name, TypeRef] = Field(default_factory=dict)
     inputs: dict[Name, InputDecl] = Field(default_factory=dict)
