@@ -11,7 +11,8 @@ and p90 of single-call wall times in ms, pooled over rounds, and the median of p
 medians (robust to a round that was disturbed).
 
 Clients: a plain `httpx.AsyncClient` POST (the floor), raw `litellm.acompletion`, flowc's
-`LiteLLMClient.complete`, and DSPy's `LM.acall` with its default engine and with its litellm
+`ModelClient.complete` on its litellm transport ("flowc ModelClient", the row compared with raw
+litellm) and on its native transport, and DSPy's `LM.acall` with its default engine and with its litellm
 engine (skipped with a note when dspy is not installed; caching off). Writes
 `benchmarks/results/lm_overhead.json`.
 """
@@ -40,7 +41,7 @@ import httpx  # noqa: E402
 import litellm  # noqa: E402
 from _common import package_version, write_results  # noqa: E402
 
-from flowc.runtime.litellm_client import LiteLLMClient  # noqa: E402
+from flowc.runtime.client import ModelClient  # noqa: E402
 from flowc.runtime.lm import LMRequest, chat  # noqa: E402
 from flowc.runtime.policy import ModelPolicy  # noqa: E402
 
@@ -85,16 +86,21 @@ def make_clients(url: str) -> tuple[dict[str, Call], list[str]]:
         )
         return r.choices[0].message.content
 
-    flowc_client = LiteLLMClient({"openai/fake": ModelPolicy(api_base=url)})
+    flowc_client = ModelClient({"openai/fake": ModelPolicy(api_base=url, transport="litellm")})
+    native_client = ModelClient({"openai/fake": ModelPolicy(api_base=url)})
     request = LMRequest(model="openai/fake", messages=chat(SYSTEM, USER), max_tokens=16)
 
     async def flowc_lm() -> Any:
         return (await flowc_client.complete(request)).text
 
+    async def flowc_native() -> Any:
+        return (await native_client.complete(request)).text
+
     clients: dict[str, Call] = {
         "httpx (plain HTTP)": plain_httpx,
         "litellm.acompletion": raw_litellm,
-        "flowc LiteLLMClient": flowc_lm,
+        "flowc ModelClient": flowc_lm,
+        "flowc ModelClient (native transport)": flowc_native,
     }
     try:
         import dspy
@@ -171,7 +177,7 @@ async def measure(clients: dict[str, Call], calls: int, rounds: int) -> dict[str
 
 
 async def flowc_own_work(calls: int) -> dict[str, float]:
-    """flowc's own per-call work: `LiteLLMClient.complete` with `litellm.acompletion` replaced by a
+    """flowc's own per-call work: `ModelClient.complete` with `litellm.acompletion` replaced by a
     coroutine returning a prebuilt response, minus the same coroutine called directly."""
     prebuilt = litellm.ModelResponse(
         model="fake",
@@ -182,7 +188,7 @@ async def flowc_own_work(calls: int) -> dict[str, float]:
     async def stub(**kwargs: Any) -> Any:
         return prebuilt
 
-    client = LiteLLMClient({"openai/fake": ModelPolicy(api_base="http://127.0.0.1:9/v1")})
+    client = ModelClient({"openai/fake": ModelPolicy(api_base="http://127.0.0.1:9/v1", transport="litellm")})
     request = LMRequest(model="openai/fake", messages=chat(SYSTEM, USER), max_tokens=16)
     real = litellm.acompletion
     litellm.acompletion = stub
@@ -233,11 +239,11 @@ def main() -> None:
             f"{name:48} {r['median_ms']:10.3f} {r['p90_ms']:8.3f} {r['median_of_round_medians_ms']:10.3f} "
             f"{r['median_ms'] - base:+11.3f} {r['cpu_median_ms']:7.3f}"
         )
-    flowc = results["flowc LiteLLMClient"]["median_ms"]
-    cpu_flowc = results["flowc LiteLLMClient"]["cpu_median_ms"]
+    flowc = results["flowc ModelClient"]["median_ms"]
+    cpu_flowc = results["flowc ModelClient"]["cpu_median_ms"]
     cpu_raw = results["litellm.acompletion"]["cpu_median_ms"]
     print(
-        f"\nflowc LiteLLMClient vs raw litellm.acompletion: {flowc - raw:+.3f} ms wall, "
+        f"\nflowc ModelClient vs raw litellm.acompletion: {flowc - raw:+.3f} ms wall, "
         f"{cpu_flowc - cpu_raw:+.3f} ms CPU per call ({flowc / raw:.2f}x wall)"
     )
     print(f"flowc's own work per call (litellm stubbed out): {own['own_work_us']:.1f} us")

@@ -1,12 +1,12 @@
-"""Tokens per second of the embedded model: xllamacpp called directly vs flowc's LiteLLMClient.
+"""Tokens per second of the embedded model: xllamacpp called directly vs flowc's ModelClient.
 
     .venv/bin/python benchmarks/bench_local_throughput.py [--model local/smollm2] [--max-tokens 64] [--rounds 2]
 
 Both sides use the same loaded model (one `xllamacpp.Server` in this process), the same prompts,
 greedy decoding and the same max_tokens, so they generate the same tokens. The direct side calls
 `Server.handle_chat_completions(dict)` on the main thread; the flowc side awaits
-`LiteLLMClient.complete` with `local/...` (litellm's custom provider, a worker thread, response
-validation). Prompts alternate between the two sides one by one, in a rotating order, so load
+`ModelClient.complete` with `local/...` (the embedded transport: a worker thread, response
+checks). Prompts alternate between the two sides one by one, in a rotating order, so load
 from other processes on the machine hits both alike. Reported: completion tokens / wall seconds
 per side, and the ratio (goal >= 0.9). Writes `benchmarks/results/local_throughput.json`.
 """
@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 from _common import write_results  # noqa: E402
 
 from flowc.runtime import local_provider  # noqa: E402
-from flowc.runtime.litellm_client import LiteLLMClient  # noqa: E402
+from flowc.runtime.client import ModelClient  # noqa: E402
 from flowc.runtime.lm import LMRequest, chat  # noqa: E402
 
 SYSTEM = "You are a helpful assistant."
@@ -57,7 +57,7 @@ def main() -> None:
     t0 = time.perf_counter()
     loaded = local_provider.load(args.model)
     load_s = time.perf_counter() - t0
-    client = LiteLLMClient()
+    client = ModelClient()
 
     def direct(prompt: str) -> tuple[int, float, str]:
         body = {
@@ -106,7 +106,7 @@ def main() -> None:
         f"(model load {load_s:.2f} s)"
     )
     print(f"{'path':34} {'tokens':>7} {'seconds':>8} {'tok/s':>7}")
-    for side, label in (("direct", "xllamacpp handle_chat_completions"), ("flowc", "flowc LiteLLMClient")):
+    for side, label in (("direct", "xllamacpp handle_chat_completions"), ("flowc", "flowc ModelClient")):
         r = results[side]
         print(f"{label:34} {r['completion_tokens']:7.0f} {r['seconds']:8.2f} {r['tokens_per_s']:7.1f}")
     print(

@@ -18,14 +18,22 @@ from flowc.version import __version__
 EXIT_OK, EXIT_ERRORS, EXIT_USAGE = 0, 1, 2
 
 
-def build_parser() -> argparse.ArgumentParser:
+# The commands on specs alone; for these the runtime and optimizers are not even imported, which
+# keeps `flowc check` and friends fast to start.
+SPEC_COMMANDS = frozenset({"check", "lint", "compile", "fmt", "graph", "schema"})
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The CLI's parser; given `argv` naming a spec command, only that group is registered."""
     parser = argparse.ArgumentParser(prog="flowc", description="Declarative pipelines for compound AI systems.")
     parser.add_argument("--version", action="version", version=f"flowc {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     spec_commands.register(sub)
-    for module in _optional_command_modules():
-        module.register(sub)
+    command = next((a for a in argv or () if not a.startswith("-")), None)
+    if command not in SPEC_COMMANDS:
+        for module in _optional_command_modules():
+            module.register(sub)
     return parser
 
 
@@ -44,7 +52,7 @@ def _optional_command_modules() -> list[Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    parser = build_parser(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=[logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)],

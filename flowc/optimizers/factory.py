@@ -46,13 +46,14 @@ def make_clients(
     """The spec's client for the pipeline and a client for `optimizer_model` (default: the spec's
     first model), sharing one rate-limit registry and the spec's policies. Pass `pipeline_lm` or
     `optimizer_lm` to use a client of your own for either (a fake, a recorded one)."""
-    from flowc.runtime import litellm_client, session
+    from flowc.runtime import session
+    from flowc.runtime.client import ModelClient
     from flowc.runtime.ratelimit import RateLimiters
 
     model = optimizer_model or next(iter(compiled.spec.models.values())).id
     limiters = RateLimiters()
     pipeline = pipeline_lm or session.default_client(compiled, limiters=limiters)
-    optimizer = optimizer_lm or litellm_client.LiteLLMClient(session.policies(compiled), limiters=limiters)
+    optimizer = optimizer_lm or ModelClient(session.policies(compiled), limiters=limiters)
     return Clients(pipeline, optimizer, model)
 
 

@@ -67,7 +67,7 @@ def project(
     optimizer_model: str,
     breakdown: dict[str, int],
 ) -> Projection:
-    from flowc.runtime.litellm_client import token_prices
+    from flowc.runtime.client import token_prices
 
     per = tokens_per_call(compiled, examples)
     opt_per = per * 3  # feedback and rewrite prompts carry conversations and the variable

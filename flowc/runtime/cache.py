@@ -9,6 +9,10 @@ in WAL mode, so a crash loses at most the call in flight and never corrupts the 
 without a seed is not deterministic, so it bypasses the cache (both ways). A hit comes back with
 `cached=True` and cost 0. Concurrent misses for the same key are coalesced into one call.
 
+Only replies that a node could read stay cached: when a node cannot parse a reply it calls
+`forget(lm, request)`, which drops that reply, so a rerun after the model or server is fixed asks
+again instead of replaying the failure (wrappers reach the cache through their `.inner`).
+
 Requests carry no credentials (keys live in the environment), and only the response is stored,
 never the request, so the file holds no secrets.
 """
@@ -85,6 +89,11 @@ class ResponseCache:
                 (key, response.model, blob, time.time()),
             )
 
+    def delete(self, key: str) -> None:
+        """Remove the response under `key`, if any."""
+        with self._lock:
+            self._conn.execute("DELETE FROM responses WHERE key = ?", (key,))
+
     def __len__(self) -> int:
         with self._lock:
             return int(self._conn.execute("SELECT COUNT(*) FROM responses").fetchone()[0])
@@ -112,7 +121,7 @@ class CachedLM:
     """An `LMClient` that answers repeated deterministic requests from a `ResponseCache`.
 
     Attributes:
-        hits, misses, bypassed: counters, for tests and run reports.
+        hits, misses, bypassed, forgotten: counters, for tests and run reports.
     """
 
     def __init__(self, inner: LMClient, cache: ResponseCache, artifact_hash: str) -> None:
@@ -122,6 +131,7 @@ class CachedLM:
         self.hits = 0
         self.misses = 0
         self.bypassed = 0
+        self.forgotten = 0
         self._inflight: dict[str, asyncio.Future[LMResponse]] = {}
 
     async def complete(self, request: LMRequest) -> LMResponse:
@@ -157,3 +167,23 @@ class CachedLM:
         self.cache.put(key, response)
         future.set_result(response)
         return response
+
+    def forget(self, request: LMRequest) -> None:
+        """Drop the stored answer to `request` (a reply its node could not read)."""
+        if cacheable(request):
+            self.forgotten += 1
+            self.cache.delete(cache_key(request, self.artifact_hash))
+
+
+def forget(lm: LMClient, request: LMRequest) -> None:
+    """Tell the response cache behind `lm` (found through wrappers' `.inner`) to drop the answer
+    to `request`; nothing happens when there is no cache."""
+    current: object = lm
+    for _ in range(16):  # wrappers nest a few deep; a cycle must not hang a run
+        drop = getattr(current, "forget", None)
+        if callable(drop):
+            drop(request)
+            return
+        current = getattr(current, "inner", None)
+        if current is None:
+            return

@@ -51,6 +51,7 @@ __all__ = ["Executor", "RecordingClient"]
 log = logging.getLogger(__name__)
 
 _Pending = tuple[str, Mapping[str, Any]]  # a firing whose outputs are not recorded yet: (node, outputs)
+_Outcome = tuple[str, dict[str, Any], StepRecord, FlowcError | None]  # (node, outputs, step, error)
 
 
 class _NotReady(Exception):
@@ -152,6 +153,7 @@ class Executor:
         self.retrievers = retrievers or RetrieverPool(self.config.cache_dir)
         self.store = store
         self._plan = _Plan.of(self.graph)
+        self._node_plans: dict[str, Any] = {}  # llm nodes' fixed parts (nodes._LLMPlan), built on first firing
         self._subs: dict[str, Executor] = {}
 
     # -- public API ------------------------------------------------------------------------------
@@ -242,61 +244,94 @@ class Executor:
     # -- scheduling --------------------------------------------------------------------------------
 
     async def _drive(self, state: _RunState, result: RunResult) -> None:
-        tasks: dict[asyncio.Task[tuple[str, dict[str, Any], StepRecord, FlowcError | None]], str] = {}
+        """Fire what can fire until nothing can. A lone ready node with nothing else running is
+        awaited right here, with no task around it (a chain of nodes costs no scheduling); only
+        nodes that run alongside others get a task, and completions wake this loop through a
+        done-callback instead of `asyncio.wait` re-registering on every running task."""
+        tasks: dict[asyncio.Task[_Outcome], str] = {}
+        wake: list[asyncio.Future[None]] = []
+
+        def on_done(_: asyncio.Task[_Outcome]) -> None:
+            if wake and not wake[0].done():
+                wake[0].set_result(None)
+
         everyone = [n.name for n in self.graph.nodes()]
         candidates = everyone
         try:
             while True:
-                self._fire(state, candidates, tasks, allow_fallback=False)
-                if not tasks:
+                ready = self._ready(state, candidates, len(tasks), allow_fallback=False)
+                if not ready and not tasks:
                     # Quiet: nothing running and nothing fresh to do. Only now may a node read the
                     # fallback of an `a ?? b` whose `a` has not produced (it might still have).
-                    self._fire(state, everyone, tasks, allow_fallback=True)
-                if not tasks:
+                    ready = self._ready(state, everyone, 0, allow_fallback=True)
+                if not ready and not tasks:
                     return
-                done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-                candidates = []
-                errors: list[FlowcError] = []
-                for t in [t for t in tasks if t in done]:  # in firing order, so traces are stable
-                    name = tasks.pop(t)
-                    state.running.discard(name)
-                    _, outputs, step, error = t.result()
-                    # Numbered as they complete (concurrent steps start at the same count), so
-                    # `seq` is unique within the run and follows `RunResult.path`.
-                    step.seq = len(state.steps)
-                    state.steps.append(step)
-                    result.steps.append(step)
-                    if self.store is not None:
-                        self.store.add_step(result.run_id, step)
-                    if error is not None:
-                        errors.append(error)  # record every step that finished alongside it first
-                        continue
-                    candidates += self._complete(state, name, outputs, step)
-                if errors:
-                    raise errors[0]
-                candidates = list(dict.fromkeys(candidates))
+                if len(ready) == 1 and not tasks:
+                    name, bound = ready[0]
+                    state.running.add(name)
+                    outcome = await self._step(state, name, bound)
+                    candidates = self._settle(state, result, [outcome])
+                    continue
+                for name, bound in ready:
+                    state.running.add(name)
+                    task = asyncio.create_task(self._step(state, name, bound))
+                    task.add_done_callback(on_done)
+                    tasks[task] = name
+                if not any(t.done() for t in tasks):
+                    wake[:] = [asyncio.get_running_loop().create_future()]
+                    await wake[0]
+                # In firing order, so traces are stable.
+                finished = [t for t in tasks if t.done()]
+                for t in finished:
+                    del tasks[t]
+                candidates = self._settle(state, result, [t.result() for t in finished])
         finally:
             for t in tasks:
                 t.cancel()
             if tasks:
                 await asyncio.gather(*tasks, return_exceptions=True)
 
-    def _fire(self, state: _RunState, names: list[str], tasks: dict[Any, str], *, allow_fallback: bool) -> None:
+    def _settle(self, state: _RunState, result: RunResult, outcomes: list[_Outcome]) -> list[str]:
+        """Record finished steps (every one, also beside a failure); returns the nodes to reconsider."""
+        candidates: list[str] = []
+        errors: list[FlowcError] = []
+        for name, outputs, step, error in outcomes:
+            state.running.discard(name)
+            # Numbered as they complete (concurrent steps start at the same count), so `seq` is
+            # unique within the run and follows `RunResult.path`.
+            step.seq = len(state.steps)
+            state.steps.append(step)
+            result.steps.append(step)
+            if self.store is not None:
+                self.store.add_step(result.run_id, step)
+            if error is not None:
+                errors.append(error)  # record every step that finished alongside it first
+                continue
+            candidates += self._complete(state, name, outputs, step)
+        if errors:
+            raise errors[0]
+        return list(dict.fromkeys(candidates))
+
+    def _ready(
+        self, state: _RunState, names: list[str], running: int, *, allow_fallback: bool
+    ) -> list[tuple[str, dict[str, Any]]]:
+        """The nodes among `names` that fire now, with their input values (consumed)."""
+        ready: list[tuple[str, dict[str, Any]]] = []
         for name in names:
             if name in state.running:
                 continue
             bound = self._try_fire(state, name, allow_fallback)
             if bound is None:
                 continue
-            if len(state.steps) + len(tasks) >= self.config.max_steps:
+            if len(state.steps) + running + len(ready) >= self.config.max_steps:
                 raise RuntimeFlowError(
                     "node-failed",
                     f"the run made {self.config.max_steps} steps and was stopped as runaway",
                     node=name,
                     hint="raise RunConfig.max_steps, or check loop bounds",
                 )
-            state.running.add(name)
-            tasks[asyncio.create_task(self._step(state, name, bound))] = name
+            ready.append((name, bound))
+        return ready
 
     def _try_fire(self, state: _RunState, name: str, allow_fallback: bool) -> dict[str, Any] | None:
         """The node's input values if it should fire now (consuming what it read), else None."""
@@ -408,25 +443,29 @@ class Executor:
 
     # -- one step ----------------------------------------------------------------------------------
 
-    async def _step(
-        self, state: _RunState, name: str, inputs: dict[str, Any]
-    ) -> tuple[str, dict[str, Any], StepRecord, FlowcError | None]:
+    async def _step(self, state: _RunState, name: str, inputs: dict[str, Any]) -> _Outcome:
         with span("flowc.node", **{"flowc.node": name, "flowc.kind": self.graph.node(name).kind}) as sp:
             out = await self._step_traced(state, name, inputs)
             set_attributes(sp, **{"flowc.status": out[2].status, "flowc.note": out[2].note})
             return out
 
-    async def _step_traced(
-        self, state: _RunState, name: str, inputs: dict[str, Any]
-    ) -> tuple[str, dict[str, Any], StepRecord, FlowcError | None]:
+    async def _step_traced(self, state: _RunState, name: str, inputs: dict[str, Any]) -> _Outcome:
         node = self.graph.node(name)
-        step = StepRecord(
+        # Built from trusted values, every field given: no validation and no default factories
+        # (which pydantic inspects on each model_construct) on the hot path.
+        step = StepRecord.model_construct(
             seq=len(state.steps),
             node=name,
             kind=node.kind,
             iteration=state.fired(name),
             inputs=_jsonable(inputs),
+            outputs={},
+            status="ok",
+            error=None,
+            note=None,
             started_s=time.perf_counter() - state.started,
+            duration_s=0.0,
+            lm_calls=[],
         )
         t0 = time.perf_counter()
         recorder = RecordingClient(state.lm, step.lm_calls)
@@ -442,6 +481,7 @@ class Executor:
             config=self.config,
             subflow_executor=subflow,
             map_item=_MAP_ITEM,
+            plans=self._node_plans,
         )
         try:
             outputs = await run_node(node, inputs, ctx)

@@ -1,7 +1,8 @@
 """The narrow protocol every model client speaks: one async `complete(LMRequest) -> LMResponse`.
 
 Everything above this module (executor, optimizers, test doubles) sees only these types; the
-litellm adapter (`litellm_client.py`) is the one place that talks to providers.
+transports (`transports/`: native HTTP, the embedded models, litellm) are the only places that
+talk to providers, and `client.ModelClient` routes between them.
 """
 
 from __future__ import annotations

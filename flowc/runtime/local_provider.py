@@ -1,8 +1,7 @@
 """The embedded local provider: GGUF models served in process on the CPU through xllamacpp.
 
-`flowc.runtime.litellm_client` registers these models with litellm as a custom provider named `local`,
-so `model="local/smollm2"` goes through litellm (and so through `LiteLLMClient`'s retries, limits and
-error mapping) like any provider; this module only loads and serves the weights, and imports no litellm.
+`flowc.runtime.transports.embedded` calls these models directly (through `ModelClient`'s retries,
+limits and error mapping, like any model); this module only loads and serves the weights.
 Model ids:
 
 - `local/<profile>`: a profile of `local_profiles.PROFILES` (smollm2, qwen-coder-0.5b, ...);
@@ -25,7 +24,6 @@ and ships a server, so one code path serves both uses.
 
 from __future__ import annotations
 
-import os
 import signal
 import threading
 import time
@@ -38,9 +36,6 @@ from typing import Any
 
 from flowc.errors import FlowcError
 from flowc.runtime.local_profiles import PROFILES, gguf_path
-
-os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-
 
 PROVIDER = "local"
 _GGUF_PREFIX = "gguf:"
@@ -195,6 +190,11 @@ _by_id: dict[str, LoadedModel] = {}
 _models_lock = threading.Lock()
 
 
+def loaded(model: str) -> LoadedModel | None:
+    """The model behind `model` if it is loaded already (the hot path's lookup), else None."""
+    return _by_id.get(model)
+
+
 def load(model: str, options: LocalModelOptions | None = None) -> LoadedModel:
     """The loaded model behind `model` (a `local/...` id), loading it on first use.
 
@@ -226,7 +226,7 @@ def load(model: str, options: LocalModelOptions | None = None) -> LoadedModel:
 
 
 def chat_body(messages: list[Any], optional_params: dict[str, Any]) -> dict[str, Any]:
-    """The llama.cpp chat request for litellm-style `messages` and optional params."""
+    """The llama.cpp chat request for OpenAI-style `messages` and settings (`extra_body` holds a constraint)."""
     body: dict[str, Any] = {"messages": messages}
     for key in ("temperature", "max_tokens", "seed", "stop", "top_p", "top_k", "response_format"):
         if key in optional_params and optional_params[key] is not None:
@@ -283,7 +283,7 @@ def serve_model(
 ) -> ServedModel:
     """Serve a local model as an OpenAI-compatible HTTP server (llama.cpp's, in this process).
 
-    Other processes then call it through litellm as `openai/<anything>` with
+    Other processes then call it as `openai/<anything>` with
     `api_base=<ServedModel.base_url>`, sharing one loaded copy of the model. The server runs in
     background threads until `stop()` (or the process ends); `flowc serve-model` blocks on it.
 

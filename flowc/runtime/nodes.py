@@ -5,21 +5,22 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from flowc.compile import CompiledPipeline
 from flowc.errors import OutputParseError, RuntimeFlowError
 from flowc.ir.graph import IRNode
+from flowc.runtime.cache import forget
 from flowc.runtime.config import RunConfig
-from flowc.runtime.constraints import reply_constraint, wants_constraint
+from flowc.runtime.constraints import constraint_kind, reply_constraint, response_format
 from flowc.runtime.lm import LMClient, LMRequest, Message
-from flowc.runtime.outputs import OutputSpec, parse_outputs, resolve_format
-from flowc.runtime.prompting import build_messages, repair_message
+from flowc.runtime.outputs import OutputSpec, format_instructions, parse_outputs, resolve_format
+from flowc.runtime.prompting import demo_messages, repair_message, user_message
 from flowc.runtime.resources import RetrieverPool
 from flowc.runtime.tools import ToolRegistry
 from flowc.spec.models import LLMNode, MapNode, RetrieveNode, SubflowNode, ToolNode
-from flowc.spec.types import ListT, TypeExpr
+from flowc.spec.types import ANY, STR, ListT, TypeExpr, non_optional
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,61 @@ class NodeContext:
     config: RunConfig
     subflow_executor: SubflowRunner
     map_item: Any
+    # What an llm node's calls share whatever its inputs, worked out on its first firing and
+    # kept by the executor for the life of the compiled pipeline (node name -> _LLMPlan).
+    plans: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _LLMPlan:
+    """An llm node's fixed part: its model settings, reply format, constraint, instructions, the
+    system and demo messages, and a request with everything but the messages."""
+
+    model: str
+    input_names: frozenset[str]  # the demos' inputs are laid out by these names
+    out: OutputSpec
+    instructions: str
+    head: tuple[Message, ...]  # system prompt and demos
+    template: LMRequest  # messages=() until a call fills them in
+
+
+def _llm_plan(
+    node: IRNode, spec: LLMNode, inputs: dict[str, Any], ports: dict[str, TypeExpr], ctx: NodeContext
+) -> _LLMPlan:
+    assert node.model is not None, "checked at compile time"
+    decl = ctx.compiled.spec.models[node.model]
+    kind = constraint_kind(decl.id, decl.constrained, decl.api_base)
+    fmt = resolve_format(spec.format, ports)
+    constraint: dict[str, Any] | None = None
+    if kind == "grammar":
+        constraint = reply_constraint(OutputSpec(ports, fmt))
+    elif kind == "schema" and not (fmt == "text" and _free_text(ports)):
+        # A hosted API holds the reply to a JSON schema: the node asks for JSON (unless its
+        # format was chosen explicitly as something else, which the schema would contradict).
+        fmt = "json" if spec.format in ("auto", "json") else fmt
+        if fmt == "json":
+            constraint = response_format(OutputSpec(ports, fmt), node.name)
+    out = OutputSpec(ports, fmt)
+    instructions = format_instructions(out)
+    template = LMRequest(
+        model=decl.id,
+        messages=(),
+        temperature=decl.temperature,
+        max_tokens=decl.max_tokens,
+        seed=decl.seed,
+        api_base=decl.api_base,
+        timeout_s=decl.timeout,
+        constraint=constraint,
+        node=node.name,
+    )
+    head = demo_messages(
+        system=spec.system, prompt=spec.prompt, demos=[dict(d) for d in spec.demos], inputs=inputs, outputs=out
+    )
+    return _LLMPlan(decl.id, frozenset(inputs), out, instructions, head, template)
+
+
+def _free_text(ports: dict[str, TypeExpr]) -> bool:
+    return len(ports) == 1 and non_optional(next(iter(ports.values()))) in (STR, ANY)
 
 
 async def run_node(node: IRNode, inputs: dict[str, Any], ctx: NodeContext) -> dict[str, Any]:
@@ -96,45 +152,33 @@ async def _run_kind(
 async def _run_llm(
     node: IRNode, spec: LLMNode, inputs: dict[str, Any], ports: dict[str, TypeExpr], ctx: NodeContext
 ) -> dict[str, Any]:
-    assert node.model is not None, "checked at compile time"
-    decl = ctx.compiled.spec.models[node.model]
-    out = OutputSpec(ports, resolve_format(spec.format, ports))
-    constraint = reply_constraint(out) if wants_constraint(decl.id, decl.constrained) else None
-    messages = build_messages(
-        system=spec.system, prompt=spec.prompt, demos=[dict(d) for d in spec.demos], inputs=inputs, outputs=out
-    )
-
-    def request(msgs: tuple[Message, ...]) -> LMRequest:
-        return LMRequest(
-            model=decl.id,
-            messages=msgs,
-            temperature=decl.temperature,
-            max_tokens=decl.max_tokens,
-            seed=decl.seed,
-            api_base=decl.api_base,
-            timeout_s=decl.timeout,
-            constraint=constraint,
-            node=node.name,
-        )
-
-    resp = await ctx.lm.complete(request(messages))
+    plan: _LLMPlan | None = ctx.plans.get(node.name)  # a map's body is planned under the map's name
+    if plan is None or plan.input_names != inputs.keys():
+        plan = ctx.plans[node.name] = _llm_plan(node, spec, inputs, ports, ctx)
+    out, model = plan.out, plan.model
+    messages = (*plan.head, user_message(spec.prompt, inputs, plan.instructions))
+    first_request = plan.template.model_copy(update={"messages": messages})
+    resp = await ctx.lm.complete(first_request)
     try:
-        return parse_outputs(resp.text, out, node=node.name, model=decl.id)
+        return parse_outputs(resp.text, out, node=node.name, model=model)
     except OutputParseError as first:
+        forget(ctx.lm, first_request)  # an unreadable reply must not answer the next run from the cache
         if not ctx.config.repair:
             raise
         # The model is told what was wrong with its reply, not flowc's node and model names.
-        problem = _bare_message(first, node.name, decl.id)
+        problem = _bare_message(first, node.name, model)
         retry = (*messages, Message(role="assistant", content=resp.text), repair_message(problem, out))
-        resp2 = await ctx.lm.complete(request(retry))
+        repair_request = plan.template.model_copy(update={"messages": retry})
+        resp2 = await ctx.lm.complete(repair_request)
         try:
-            return parse_outputs(resp2.text, out, node=node.name, model=decl.id)
+            return parse_outputs(resp2.text, out, node=node.name, model=model)
         except OutputParseError as second:
+            forget(ctx.lm, repair_request)
             raise OutputParseError(
                 "output-parse-error",
-                f"{_bare_message(second, node.name, decl.id)} (also after one repair); reply was {resp2.text[:120]!r}",
+                f"{_bare_message(second, node.name, model)} (also after one repair); reply was {resp2.text[:120]!r}",
                 node=node.name,
-                model=decl.id,
+                model=model,
                 hint=second.hint,
             ) from None
 

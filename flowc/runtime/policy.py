@@ -1,14 +1,17 @@
 """How flowc calls one model: retries, timeouts, rate limits, fallbacks and where it lives.
 
 The executor builds one `ModelPolicy` per model declared in a spec and hands the mapping to
-`LiteLLMClient`; nothing here does I/O, so a policy can be built, compared and hashed freely.
+`ModelClient`; nothing here does I/O, so a policy can be built, compared and hashed freely.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 from flowc.errors import FlowcError
+
+Transport = Literal["auto", "native", "litellm"]
 
 
 @dataclass(frozen=True)
@@ -26,6 +29,11 @@ class ModelPolicy:
         api_base: the endpoint of an OpenAI-compatible server (vLLM, Ollama, `flowc serve-model`).
         backoff_base_s: the first retry waits about this long; each further retry doubles it.
         backoff_max_s: no single wait (backoff or a server's Retry-After) is longer than this.
+        transport: how calls go: `native` (flowc's own HTTP client, for OpenAI-compatible
+            servers), `litellm`, or `auto` (native where it serves the model, else litellm).
+            The embedded `local/` models always run in process.
+        api_key_env: the environment variable holding the key for `api_base`; without it a
+            custom api_base gets no key (a provider's key goes only to its own endpoints).
     """
 
     retries: int = 2
@@ -36,6 +44,8 @@ class ModelPolicy:
     api_base: str | None = None
     backoff_base_s: float = 0.5
     backoff_max_s: float = 30.0
+    transport: Transport = "auto"
+    api_key_env: str | None = None
 
     def __post_init__(self) -> None:
         problems = []
@@ -49,6 +59,8 @@ class ModelPolicy:
                 problems.append(f"{name} must be > 0, got {value}")
         if self.backoff_base_s < 0 or self.backoff_max_s < 0:
             problems.append("backoff_base_s and backoff_max_s must be >= 0")
+        if self.transport not in ("auto", "native", "litellm"):
+            problems.append(f"transport must be auto, native or litellm, got {self.transport!r}")
         if problems:
             raise FlowcError(
                 "invalid-value",

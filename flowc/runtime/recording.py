@@ -35,7 +35,7 @@ class RecordingClient:
         except Exception as e:  # a failed call is part of the trace too, whatever raised it
             error = f"{e.code}: {e.diagnostic.message}" if isinstance(e, FlowcError) else f"{type(e).__name__}: {e}"
             self.records.append(
-                LMCallRecord(
+                LMCallRecord.model_construct(
                     node=request.node,
                     model=request.model,
                     request=request.canonical(),
@@ -45,7 +45,7 @@ class RecordingClient:
             )
             raise
         self.records.append(
-            LMCallRecord(
+            LMCallRecord.model_construct(
                 node=request.node,
                 model=request.model,
                 request=request.canonical(),
@@ -55,6 +55,7 @@ class RecordingClient:
                 cost_usd=resp.cost_usd,
                 latency_s=resp.latency_s,
                 cached=resp.cached,
+                error=None,
             )
         )
         return resp

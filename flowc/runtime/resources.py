@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from flowc.errors import FlowcError
 from flowc.runtime.corpus import Corpus, load_corpus
-from flowc.runtime.retrieval.base import Encoder, Retriever
-from flowc.runtime.retrieval.cache import default_cache_dir
-from flowc.runtime.retrieval.factory import make_retriever
+
+if TYPE_CHECKING:  # retrieval loads numpy: only a pipeline that retrieves pays for it (start-up)
+    from flowc.runtime.retrieval.base import Encoder, Retriever
 
 
 class RetrieverPool:
@@ -22,7 +23,7 @@ class RetrieverPool:
     """
 
     def __init__(self, cache_dir: Path | None = None, *, encoder: Encoder | None = None) -> None:
-        self._cache_dir = cache_dir if cache_dir is not None else default_cache_dir()
+        self._cache_dir = cache_dir
         self._corpora: dict[Path, Corpus] = {}
         self._retrievers: dict[tuple[Path, str], Retriever] = {}
         self._encoder: Encoder | None = encoder
@@ -50,9 +51,13 @@ class RetrieverPool:
         return self._retrievers[key]
 
     def _build(self, path: Path, method: str) -> Retriever:
+        from flowc.runtime.retrieval.cache import default_cache_dir
+        from flowc.runtime.retrieval.factory import make_retriever
+
         corpus = self.corpus(path)
         if method != "bm25" and self._encoder is None:
             from flowc.runtime.retrieval.encoder import MiniLMEncoder
 
             self._encoder = MiniLMEncoder()
-        return make_retriever(method, corpus, cache_dir=self._cache_dir, encoder=self._encoder)
+        cache = self._cache_dir if self._cache_dir is not None else default_cache_dir()
+        return make_retriever(method, corpus, cache_dir=cache, encoder=self._encoder)

@@ -37,11 +37,19 @@ def refuse_credentials(request: LMRequest) -> None:
 
 
 _SECRET_MARKERS = ("KEY", "TOKEN", "SECRET", "PASSWORD")
+# Variables a spec named as holding a key (api_key_env), whatever their names look like.
+_named: set[str] = set()
+
+
+def treat_as_secret(env_name: str) -> None:
+    """Scrub the value of `env_name` from error text from now on (a model's api_key_env)."""
+    _named.add(env_name)
 
 
 def scrub(text: str) -> str:
     """Replace any secret-looking environment value that leaked into `text` with ***."""
     for name, value in os.environ.items():
-        if len(value) >= 8 and any(m in name.upper() for m in _SECRET_MARKERS) and value in text:
+        secret = name in _named or any(m in name.upper() for m in _SECRET_MARKERS)
+        if len(value) >= 8 and secret and value in text:
             text = text.replace(value, "***")
     return text

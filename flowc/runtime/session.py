@@ -40,6 +40,8 @@ def policies(compiled: CompiledPipeline) -> dict[str, ModelPolicy]:
                 tpm=decl.tpm,
                 fallbacks=tuple(decl.fallbacks),
                 api_base=decl.api_base,
+                transport=decl.transport,
+                api_key_env=decl.api_key_env,
             )
             prev = out.get(decl.id)
             if prev is not None:
@@ -50,20 +52,24 @@ def policies(compiled: CompiledPipeline) -> dict[str, ModelPolicy]:
                     tpm=min(filter(None, (prev.tpm, pol.tpm)), default=None),
                     fallbacks=prev.fallbacks or pol.fallbacks,
                     api_base=prev.api_base or pol.api_base,
+                    transport=prev.transport if prev.transport != "auto" else pol.transport,
+                    api_key_env=prev.api_key_env or pol.api_key_env,
                 )
             out[decl.id] = pol
     return out
 
 
 def default_client(compiled: CompiledPipeline, *, limiters: RateLimiters | None = None) -> LMClient:
-    """litellm for every provider, the embedded models included, under the spec's policies.
+    """The model client under the spec's policies: native HTTP for OpenAI-compatible models, the
+    embedded models in process, litellm for the other providers (imported only then).
 
     Pass one `limiters` to every client of a job (e.g. an optimizer's own client) so that the
     spec's RPM/TPM limits hold across all of them."""
-    from flowc.runtime.litellm_client import LiteLLMClient
+    from flowc.runtime.client import ModelClient
 
-    client = LiteLLMClient(policies(compiled), limiters=limiters)
-    client.prepare(*policies(compiled))  # a bad model id or a missing model file fails now
+    pols = policies(compiled)
+    client = ModelClient(pols, limiters=limiters)
+    client.prepare(*pols)  # a bad model id or a missing model file fails now
     return client
 
 

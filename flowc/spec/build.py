@@ -335,6 +335,8 @@ def _value_problem(err: Any, where: str) -> tuple[str, str | None]:
 
 def _value_hint(err: Any) -> str | None:
     ctx = err.get("ctx") or {}
+    if isinstance(ctx.get("hint"), str):  # a validator's own remedy
+        return str(ctx["hint"])
     if "expected" in ctx:
         return f"expected {ctx['expected']}"
     return None

@@ -25,6 +25,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from flowc.source import Span, value_column
+from flowc.spec.endpoints import CREDENTIAL_HINT, credential_problem
 from flowc.spec.exprs import Expr, ExprSyntaxError, Lit, parse_binding, parse_condition
 from flowc.spec.types import TypeExpr, TypeSyntaxError, parse_type
 
@@ -121,12 +122,27 @@ class ModelDecl(SpecModel):
     tpm: int | None = Field(None, ge=1)
     fallbacks: list[str] = Field(default_factory=list)
     api_base: str | None = None
-    # Constrained decoding of typed replies (a grammar in the request): None = only for the
-    # embedded local/ models; true also sends it to a llama.cpp server behind api_base.
+    # The environment variable holding the key for api_base; without it a custom api_base gets
+    # no key (a provider's key from the environment goes only to that provider's own endpoints).
+    api_key_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    # How calls go: native (flowc's HTTP client, OpenAI-compatible servers), litellm, or auto.
+    transport: Literal["auto", "native", "litellm"] = "auto"
+    # Constrained decoding of typed replies: None = where the model supports it (a grammar for the
+    # embedded local/ models, a JSON schema for APIs with structured outputs); true also sends a
+    # grammar to a llama.cpp server behind api_base; false never.
     constrained: bool | None = None
     # Weights: a LoRA adapter (safetensors) trained by flowc, and whether optimizers may train it.
     adapter: str | None = None
     trainable: bool = False
+
+    @field_validator("api_base")
+    @classmethod
+    def _no_credential_in_url(cls, v: str | None) -> str | None:
+        problem = credential_problem(v) if v is not None else None
+        if problem:
+            # The spec's text goes into artifacts, lockfiles and traces: a key in it would too.
+            raise PydanticCustomError("invalid-value", "{msg}", {"msg": f"{problem}", "hint": CREDENTIAL_HINT})
+        return v
 
 
 class CorpusDecl(SpecModel):

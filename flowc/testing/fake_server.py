@@ -5,15 +5,18 @@ httpx, runs its own event loop in a background thread and binds a free port, so 
 tests can use one at a time without clashing::
 
     with FakeOpenAIServer([Reply.rate_limited(retry_after=0.01), Reply(text="hi")]) as srv:
-        client = LiteLLMClient({"openai/fake": ModelPolicy(api_base=srv.base_url)})
+        client = ModelClient({"openai/fake": ModelPolicy(api_base=srv.base_url)})
         ...
         assert srv.hits == 2
 
 Each request takes the next scripted `Reply`; when the script is used up, `default` answers
 (a `Reply`, or a function of the request body returning one). A `Reply` can inject latency, an
 HTTP error status (429 with Retry-After, 500, ...), a hang past the client's timeout, malformed
-JSON, a truncated answer (finish_reason=length), empty choices or null content. With the default
-reply and no latency it is a zero-latency server for measuring client overhead.
+JSON, a body cut off mid-way (the connection closes before Content-Length bytes arrived), a
+connection closed without an answer, a truncated answer (finish_reason=length), empty choices or
+null content. Every request is recorded with its headers (so tests can see which Authorization
+went where) and the number of the connection it came on (so they can see keep-alive reuse). With
+the default reply and no latency it is a zero-latency server for measuring client overhead.
 """
 
 from __future__ import annotations
@@ -50,6 +53,8 @@ class Reply:
         retry_after: with an error status, the Retry-After header in seconds.
         hang: never answer (until the server stops): a client must time out.
         malformed: send a 200 whose body is not JSON.
+        cut_body: send a 200 whose body stops half-way, then close the connection.
+        reset: close the connection without answering.
         finish_reason: e.g. "length" for a truncated answer.
         empty_choices: send `"choices": []`.
         prompt_tokens, completion_tokens: the usage reported; None = count words.
@@ -61,6 +66,8 @@ class Reply:
     retry_after: float | None = None
     hang: bool = False
     malformed: bool = False
+    cut_body: bool = False
+    reset: bool = False
     finish_reason: str = "stop"
     empty_choices: bool = False
     prompt_tokens: int | None = None
@@ -82,6 +89,11 @@ class Reply:
         return cls(hang=True)
 
     @classmethod
+    def connection_reset(cls) -> Reply:
+        """The connection closes with no answer."""
+        return cls(reset=True)
+
+    @classmethod
     def truncated(cls, text: str = "partial") -> Reply:
         """An answer cut off at max_tokens."""
         return cls(text=text, finish_reason="length")
@@ -96,6 +108,7 @@ class Hit:
     headers: dict[str, str]
     body: dict[str, Any]
     at: float
+    connection: int = 0  # which TCP connection (numbered from 1 as accepted) carried it
 
 
 @dataclass
@@ -110,6 +123,7 @@ class FakeOpenAIServer:
     port: int = field(default=0, init=False)
     _queue: list[Reply] = field(default_factory=list, init=False)
     _count: int = field(default=0, init=False)
+    _connections: int = field(default=0, init=False)
     _loop: asyncio.AbstractEventLoop | None = field(default=None, init=False)
     _thread: threading.Thread | None = field(default=None, init=False)
     _server: asyncio.Server | None = field(default=None, init=False)
@@ -126,6 +140,11 @@ class FakeOpenAIServer:
     def base_url(self) -> str:
         """`http://127.0.0.1:<port>/v1`."""
         return f"http://{self.host}:{self.port}/v1"
+
+    @property
+    def connections(self) -> int:
+        """How many TCP connections the server accepted (keep-alive clients open few)."""
+        return self._connections
 
     @property
     def hits(self) -> int:
@@ -212,6 +231,8 @@ class FakeOpenAIServer:
         task = asyncio.current_task()
         assert task is not None
         self._tasks.add(task)
+        self._connections += 1
+        conn = self._connections
         try:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
@@ -225,7 +246,8 @@ class FakeOpenAIServer:
                 length = int(headers.get("content-length", "0"))
                 raw = await reader.readexactly(length) if length else b""
                 keep_alive = headers.get("connection", "").lower() != "close"
-                await self._respond(writer, method, path, headers, raw)
+                if not await self._respond(writer, method, path, headers, raw, conn):
+                    break
                 if not keep_alive:
                     break
         except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError):
@@ -237,38 +259,48 @@ class FakeOpenAIServer:
             writer.close()
 
     async def _respond(
-        self, writer: asyncio.StreamWriter, method: str, path: str, headers: dict[str, str], raw: bytes
-    ) -> None:
+        self, writer: asyncio.StreamWriter, method: str, path: str, headers: dict[str, str], raw: bytes, conn: int
+    ) -> bool:
+        """Answer one request; False when the connection must close now."""
         if method == "GET" and path.rstrip("/").endswith("/models"):
             self._write(writer, 200, {"object": "list", "data": [{"id": "fake", "object": "model"}]})
-            return
+            return True
         if not path.rstrip("/").endswith("/chat/completions"):
             self._write(writer, 404, _error_body("no such route: " + path, "not_found"))
-            return
+            return True
         try:
             body = json.loads(raw or b"{}")
         except json.JSONDecodeError:
             self._write(writer, 400, _error_body("request body is not JSON", "invalid_request_error"))
-            return
+            return True
         reply = self._next_reply(body)
         if self.record:
-            self.hits_log.append(Hit(method, path, headers, body, time.monotonic()))
+            self.hits_log.append(Hit(method, path, headers, body, time.monotonic(), conn))
         if reply.hang:
             assert self._stopping is not None
             await self._stopping.wait()
-            return
+            return False
         if reply.latency_s > 0:
             await asyncio.sleep(reply.latency_s)
+        if reply.reset:
+            return False
         if reply.status != 200:
             extra = {"retry-after": _fmt_seconds(reply.retry_after)} if reply.retry_after is not None else {}
             kind = "rate_limit_error" if reply.status == 429 else "server_error"
             self._write(writer, reply.status, _error_body(f"fake {reply.status}", kind), extra)
-            return
+            return True
         if reply.malformed:
             self._write_raw(writer, 200, b'{"id": "x", "choices": [', {})
-            return
+            return True
+        if reply.cut_body:
+            data = json.dumps(_completion_body(body, reply)).encode()
+            head = f"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {len(data)}\r\n\r\n"
+            writer.write(head.encode("latin-1") + data[: len(data) // 2])
+            await writer.drain()
+            return False
         self._write(writer, 200, _completion_body(body, reply))
         await writer.drain()
+        return True
 
     def _write(
         self,

@@ -83,7 +83,7 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def install(monkeypatch: pytest.MonkeyPatch, fakes: Fakes) -> Fakes:
     monkeypatch.setattr("flowc.runtime.session.default_client", fakes.default_client)
-    monkeypatch.setattr("flowc.runtime.litellm_client.LiteLLMClient", fakes.litellm_client)
+    monkeypatch.setattr("flowc.runtime.client.ModelClient", fakes.litellm_client)
     return fakes
 
 

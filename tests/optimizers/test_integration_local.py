@@ -19,7 +19,7 @@ from flowc.optimizers.bootstrap import BootstrapFewShot
 from flowc.optimizers.budget import Budget
 from flowc.optimizers.scoring import metric_from_spec
 from flowc.optimizers.textgrad import TextGrad
-from flowc.runtime.litellm_client import LiteLLMClient
+from flowc.runtime.client import ModelClient
 from flowc.testing.contracts import OptimizerContract
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
@@ -42,7 +42,7 @@ VAL = [{"question": "What is the capital of Italy?", "answer": "Rome"}]
 
 def test_textgrad_on_the_embedded_model(tmp_path: Path) -> None:
     compiled = flowc.compile(SPEC)
-    lm = LiteLLMClient()
+    lm = ModelClient()
     # forward, one backward call, one update (and its repair when the tags are missing)
     tg = TextGrad(
         pipeline_lm=lm,
@@ -70,7 +70,7 @@ def test_textgrad_on_the_embedded_model(tmp_path: Path) -> None:
 
 def test_bootstrap_on_the_embedded_model(tmp_path: Path) -> None:
     compiled = flowc.compile(SPEC)
-    bs = BootstrapFewShot(pipeline_lm=LiteLLMClient(), max_demos=1, max_bootstrapped=1, num_candidates=1)
+    bs = BootstrapFewShot(pipeline_lm=ModelClient(), max_demos=1, max_bootstrapped=1, num_candidates=1)
     patch = bs.optimize(
         compiled,
         trainset=TRAIN,

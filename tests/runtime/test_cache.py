@@ -128,3 +128,56 @@ def test_memory_cache_and_clear() -> None:
         assert len(cache) == 1
         cache.clear()
         assert cache.get("k") is None
+
+
+COUNT_SPEC = """
+pipeline counter {
+  input text: str
+  output n: int <- count.n
+  model m = "openai/fake" { api_base: "BASE" }
+  node count: llm {
+    prompt: "How many words: {{text}}"
+    text <- text
+    output n: int
+  }
+}
+"""
+
+
+def test_an_unreadable_reply_is_not_cached_so_a_rerun_asks_again(tmp_path: Path) -> None:
+    """A server answering garbage fails the run; once it is fixed, the rerun makes real requests
+    instead of replaying the failure from the cache (and a readable reply is cached as before)."""
+    import flowc
+    from flowc.runtime.session import open_executor
+    from flowc.testing.fake_server import FakeOpenAIServer, Reply
+
+    with FakeOpenAIServer(default=Reply(text="no idea")) as srv:
+        compiled = flowc.compile(COUNT_SPEC.replace("BASE", srv.base_url))
+        ex = open_executor(compiled, root=tmp_path, store=False)
+        broken = asyncio.run(ex.run({"text": "one two three"}))
+        assert broken.status == "error" and broken.error_code == "output-parse-error"
+        assert srv.hits == 2  # the call and its repair, both unreadable
+        cached = ex.lm
+        assert isinstance(cached, CachedLM) and cached.forgotten == 2 and len(cached.cache) == 0
+
+        srv.default = Reply(text="3")  # the server is fixed
+        fixed = asyncio.run(open_executor(compiled, root=tmp_path, store=False).run({"text": "one two three"}))
+        assert fixed.status == "ok" and fixed.outputs == {"n": 3}
+        assert srv.hits == 3 and not fixed.lm_calls[0].cached
+
+        again = asyncio.run(open_executor(compiled, root=tmp_path, store=False).run({"text": "one two three"}))
+        assert again.outputs == {"n": 3} and srv.hits == 3 and again.lm_calls[0].cached
+
+
+async def test_forget_reaches_the_cache_through_wrappers() -> None:
+    from flowc.runtime.cache import forget
+    from flowc.runtime.recording import RecordingClient
+
+    cache = ResponseCache(":memory:")
+    inner = PricedLM()
+    lm = RecordingClient(CachedLM(inner, cache, "art"), [])
+    await lm.complete(req("q"))
+    assert len(cache) == 1
+    forget(lm, req("q"))
+    assert len(cache) == 0
+    forget(ScriptedLM([]), req("q"))  # no cache anywhere: nothing to do, no error

@@ -9,15 +9,15 @@ import pytest
 
 import flowc
 from flowc.errors import OutputParseError
+from flowc.runtime.client import ModelClient
 from flowc.runtime.constraints import reply_constraint, wants_constraint
 from flowc.runtime.executor import Executor
 from flowc.runtime.fakes import ScriptedLM
-from flowc.runtime.litellm_client import LiteLLMClient
 from flowc.runtime.lm import LMRequest, chat
 from flowc.runtime.local_provider import chat_body
 from flowc.runtime.outputs import OutputSpec, parse_outputs
 from flowc.runtime.policy import ModelPolicy
-from flowc.spec.types import BOOL, INT, STR, EnumT, ListT, OptionalT, RecordT
+from flowc.spec.types import ANY, BOOL, FLOAT, INT, STR, EnumT, ListT, OptionalT, RecordT
 from flowc.testing.fake_server import FakeOpenAIServer
 
 pytestmark = pytest.mark.timeout(60)
@@ -90,6 +90,15 @@ def test_who_gets_a_constraint() -> None:
     assert not wants_constraint("openai/gpt-4o-mini", None)
     assert wants_constraint("openai/served", True)
     assert not wants_constraint("local/smollm2", False)
+    from flowc.runtime.constraints import constraint_kind
+
+    assert constraint_kind("local/smollm2", None) == "grammar"
+    assert constraint_kind("openai/gpt-4o-mini", None) == "schema"  # structured outputs, per litellm's model map
+    assert constraint_kind("openai/gpt-4o-mini", None, "https://api.openai.com/v1") == "schema"
+    assert constraint_kind("openai/gpt-4o-mini", None, "http://127.0.0.1:8000/v1") is None  # a self-hosted server
+    assert constraint_kind("openai/served", True, "http://127.0.0.1:8000/v1") == "grammar"
+    assert constraint_kind("openai/some-unknown-model", None) is None
+    assert constraint_kind("openai/gpt-4o-mini", False) is None
 
 
 SPEC = """
@@ -106,9 +115,9 @@ pipeline judge {
 """
 
 
-def _requests(model: str, constrained: str = "") -> list[LMRequest]:
+def _requests(model: str, constrained: str = "", reply: str = "yes") -> list[LMRequest]:
     compiled = flowc.compile(SPEC.replace("MODEL", model).replace("CONSTRAINED", constrained))
-    lm = ScriptedLM(["yes"])
+    lm = ScriptedLM([reply])
     result = asyncio.run(Executor(compiled, lm=lm).run({"question": "q?"}))
     assert result.status == "ok" and result.outputs == {"answer": "yes"}
     return lm.calls
@@ -117,12 +126,56 @@ def _requests(model: str, constrained: str = "") -> list[LMRequest]:
 def test_executor_constrains_local_models_and_declared_ones_only() -> None:
     (local,) = _requests("local/smollm2")
     assert local.constraint == {"grammar": 'root ::= ("yes" | "no" | "maybe")\n'}
-    (remote,) = _requests("openai/gpt-4o-mini")
+    (remote,) = _requests("openai/some-self-hosted-model")  # no structured outputs known
     assert remote.constraint is None
-    (declared,) = _requests("openai/served", "constrained: true")
+    (declared,) = _requests("openai/served", 'constrained: true\n    api_base: "http://127.0.0.1:9/v1"')
     assert declared.constraint == local.constraint
     (off,) = _requests("local/smollm2", "constrained: false")
     assert off.constraint is None
+
+
+def test_a_hosted_api_with_structured_outputs_gets_the_outputs_json_schema() -> None:
+    (call,) = _requests("openai/gpt-4o-mini", reply='{"answer": "yes"}')
+    fmt = call.constraint["response_format"] if call.constraint else {}
+    assert fmt["type"] == "json_schema" and fmt["json_schema"]["name"] == "solve" and fmt["json_schema"]["strict"]
+    assert fmt["json_schema"]["schema"] == {
+        "type": "object",
+        "properties": {"answer": {"type": "string", "enum": ["yes", "no", "maybe"]}},
+        "required": ["answer"],
+        "additionalProperties": False,
+    }
+    assert "JSON object" in call.messages[-1].content  # the node asks for the JSON it parses
+    (off,) = _requests("openai/gpt-4o-mini", "constrained: false")
+    assert off.constraint is None
+    (declared,) = _requests("anthropic/claude-3-5-haiku-latest", "constrained: true", reply='{"answer": "yes"}')
+    assert declared.constraint is not None and "response_format" in declared.constraint
+
+
+def test_strict_schemas_require_every_key_and_name_optional_ones_nullable() -> None:
+    from flowc.runtime.constraints import response_format
+
+    ports = {"label": YES_NO, "note": OptionalT(STR), "r": RecordT((("k", INT),)), "xs": ListT(FLOAT)}
+    fmt = response_format(OutputSpec(ports, "json"), "judge node")["response_format"]["json_schema"]
+    schema = fmt["schema"]
+    assert fmt["name"] == "judge_node" and fmt["strict"] is True
+    assert schema["required"] == ["label", "note", "r", "xs"] and schema["additionalProperties"] is False
+    assert schema["properties"]["note"] == {"anyOf": [{"type": "string"}, {"type": "null"}]}
+    assert schema["properties"]["r"]["additionalProperties"] is False
+    loose = response_format(OutputSpec({"x": ANY}, "json"), "n")["response_format"]["json_schema"]
+    assert loose["strict"] is False  # an untyped value cannot be expressed in strict mode
+
+
+def test_response_format_reaches_the_server_on_both_transports() -> None:
+    from flowc.runtime.constraints import response_format
+
+    constraint = response_format(OutputSpec({"label": YES_NO}, "json"), "n")
+    with FakeOpenAIServer() as srv:
+        for transport in ("native", "litellm"):
+            req = LMRequest(model="openai/served", messages=chat(None, "q"), constraint=constraint)
+            lm = ModelClient({"openai/served": ModelPolicy(api_base=srv.base_url, transport=transport)})
+            asyncio.run(lm.complete(req))
+        native, via_litellm = srv.hits_log
+    assert native.body["response_format"] == via_litellm.body["response_format"] == constraint["response_format"]
 
 
 def test_the_constraint_is_part_of_the_cache_key_only_when_present() -> None:
@@ -135,7 +188,7 @@ def test_the_constraint_is_part_of_the_cache_key_only_when_present() -> None:
 def test_the_grammar_reaches_an_openai_compatible_server_in_the_body() -> None:
     with FakeOpenAIServer() as srv:
         req = LMRequest(model="openai/served", messages=chat(None, "q"), constraint={"grammar": 'root ::= "a"'})
-        asyncio.run(LiteLLMClient({"openai/served": ModelPolicy(api_base=srv.base_url)}).complete(req))
+        asyncio.run(ModelClient({"openai/served": ModelPolicy(api_base=srv.base_url)}).complete(req))
         (hit,) = srv.hits_log
     assert hit.body["grammar"] == 'root ::= "a"'
 
@@ -175,7 +228,7 @@ def test_the_embedded_model_replies_within_the_grammar(ports: dict, fmt: str) ->
         max_tokens=96,
         constraint=reply_constraint(spec),
     )
-    reply = asyncio.run(LiteLLMClient().complete(req))
+    reply = asyncio.run(ModelClient().complete(req))
     values = parse_outputs(reply.text, spec, node="n")
     assert set(values) == set(ports)
     if fmt == "tagged":

@@ -18,9 +18,9 @@ import pytest
 
 import flowc
 from flowc.compile import CompiledPipeline
+from flowc.runtime.client import ModelClient
 from flowc.runtime.evaluate import MetricBinding, evaluate
 from flowc.runtime.executor import Executor
-from flowc.runtime.litellm_client import LiteLLMClient
 from flowc.runtime.metrics import get_metric
 from flowc.runtime.session import open_executor, policies
 from flowc.runtime.store import RunStore
@@ -89,10 +89,10 @@ def compiled(srv: FakeOpenAIServer, retries: int = 2, timeout: float = 5) -> Com
     )
 
 
-def client(c: CompiledPipeline) -> LiteLLMClient:
+def client(c: CompiledPipeline) -> ModelClient:
     """The client `flowc run` builds from the spec (retries, timeout, api_base), with short backoff."""
     pols = {m: dataclasses.replace(p, backoff_base_s=0.01, backoff_max_s=0.05) for m, p in policies(c).items()}
-    return LiteLLMClient(pols)
+    return ModelClient(pols)
 
 
 def run(c: CompiledPipeline, root: Path, question: str = "q?") -> tuple[RunResult, RunStore]:

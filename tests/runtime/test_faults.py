@@ -1,4 +1,6 @@
-"""Fault injection through the real litellm path: LiteLLMClient -> litellm -> the fake OpenAI server.
+"""Fault injection through both HTTP paths: ModelClient -> the native transport (aiohttp) or
+litellm -> the fake OpenAI server. Every scenario runs on both: the same typed errors, the same
+retries, the same Retry-After.
 
 Each test counts the server's hits, so the retries flowc claims to make are the ones that
 happened, and runs under a short timeout, so a hang fails the test instead of stalling the suite.
@@ -14,7 +16,7 @@ from collections.abc import Iterator
 import pytest
 
 from flowc.errors import LMConnectionError, LMError, LMRateLimited, LMServerError, LMTimeout
-from flowc.runtime.litellm_client import LiteLLMClient
+from flowc.runtime.client import ModelClient
 from flowc.runtime.lm import LMRequest, chat
 from flowc.runtime.policy import ModelPolicy
 from flowc.testing.fake_server import FakeOpenAIServer, Reply
@@ -30,10 +32,27 @@ def server() -> Iterator[FakeOpenAIServer]:
         yield srv
 
 
-def client(srv: FakeOpenAIServer, **policy: object) -> LiteLLMClient:
-    settings: dict[str, object] = {"api_base": srv.base_url, "timeout_s": 5.0, "backoff_base_s": 0.01}
-    settings.update(policy)
-    return LiteLLMClient({MODEL: ModelPolicy(**settings)})  # type: ignore[arg-type]
+@pytest.fixture(params=["native", "litellm"], autouse=True)
+def transport(request: pytest.FixtureRequest) -> str:
+    """Every test here runs once per transport; `client()` and `policy()` read it."""
+    global TRANSPORT
+    TRANSPORT = request.param
+    return str(request.param)
+
+
+TRANSPORT = "native"
+
+
+def policy(**settings: object) -> ModelPolicy:
+    return ModelPolicy(**{"transport": TRANSPORT, **settings})  # type: ignore[arg-type]
+
+
+def client(srv: FakeOpenAIServer, **settings: object) -> ModelClient:
+    base: dict[str, object] = {"api_base": srv.base_url, "timeout_s": 5.0, "backoff_base_s": 0.01}
+    base.update(settings)
+    lm = ModelClient({MODEL: policy(**base)})
+    assert lm.transport_of(MODEL) == TRANSPORT
+    return lm
 
 
 def ask(text: str = "hello", node: str | None = "answer") -> LMRequest:
@@ -130,14 +149,14 @@ async def test_auth_error_names_the_env_var_and_leaks_no_key(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     secret = "sk-proj-THIS-IS-SECRET-0123456789"
-    monkeypatch.setenv("OPENAI_API_KEY", secret)
+    monkeypatch.setenv("MY_FAKE_KEY", secret)
     server.push(Reply(status=401), Reply(text="unreachable"))
     caplog.set_level(logging.DEBUG)
     with pytest.raises(LMError) as info:
-        await client(server).complete(ask())
+        await client(server, api_key_env="MY_FAKE_KEY").complete(ask())
     err = info.value
     assert err.code == "lm-auth" and server.hits == 1
-    assert "OPENAI_API_KEY" in (err.hint or "")
+    assert "MY_FAKE_KEY" in (err.hint or "")
     # The key really was sent (the server saw it) ...
     assert server.hits_log[0].headers["authorization"] == f"Bearer {secret}"
     # ... but appears in no message, rendering, traceback, log record or output.
@@ -160,7 +179,7 @@ async def test_connection_refused_is_typed_with_the_endpoint() -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     base = f"http://127.0.0.1:{port}/v1"
-    lm = LiteLLMClient({MODEL: ModelPolicy(api_base=base, retries=1, backoff_base_s=0.01, timeout_s=2)})
+    lm = ModelClient({MODEL: policy(api_base=base, retries=1, backoff_base_s=0.01, timeout_s=2)})
     with pytest.raises(LMConnectionError) as info:
         await lm.complete(ask())
     assert info.value.code == "lm-connection" and base in (info.value.hint or "")
@@ -171,12 +190,12 @@ async def test_fallback_is_used_when_the_primary_keeps_failing() -> None:
         FakeOpenAIServer(default=Reply.server_error(500)) as bad,
         FakeOpenAIServer(default=Reply(text="from fallback")) as good,
     ):
-        lm = LiteLLMClient(
+        lm = ModelClient(
             {
-                "openai/primary": ModelPolicy(
+                "openai/primary": policy(
                     api_base=bad.base_url, retries=1, backoff_base_s=0.01, fallbacks=("openai/backup",)
                 ),
-                "openai/backup": ModelPolicy(api_base=good.base_url, retries=0),
+                "openai/backup": policy(api_base=good.base_url, retries=0),
             }
         )
         r = await lm.complete(LMRequest(model="openai/primary", messages=chat(None, "q"), node="gen"))
@@ -187,10 +206,10 @@ async def test_fallback_is_used_when_the_primary_keeps_failing() -> None:
 
 async def test_all_fallbacks_failing_reports_each() -> None:
     with FakeOpenAIServer(default=Reply.server_error(500)) as bad, FakeOpenAIServer(default=Reply(status=401)) as worse:
-        lm = LiteLLMClient(
+        lm = ModelClient(
             {
-                "openai/primary": ModelPolicy(api_base=bad.base_url, retries=0, fallbacks=("openai/backup",)),
-                "openai/backup": ModelPolicy(api_base=worse.base_url, retries=0),
+                "openai/primary": policy(api_base=bad.base_url, retries=0, fallbacks=("openai/backup",)),
+                "openai/backup": policy(api_base=worse.base_url, retries=0),
             }
         )
         with pytest.raises(LMServerError) as info:
@@ -211,7 +230,9 @@ async def test_many_concurrent_calls_with_faults_all_finish(server: FakeOpenAISe
     assert server.hits == 60
 
 
-def test_fake_server_runs_in_its_own_process_and_stops_by_pid() -> None:
+def test_fake_server_runs_in_its_own_process_and_stops_by_pid(transport: str) -> None:
+    if transport != "native":
+        pytest.skip("the fake server's own test: once is enough")
     import subprocess
     import sys
 
@@ -245,3 +266,94 @@ async def test_a_call_made_while_handling_another_error_is_classified_on_its_own
         with pytest.raises(LMError) as info:
             await lm.complete(ask())
     assert info.value.code == "lm-auth"
+
+
+async def test_a_body_cut_off_mid_way_is_a_connection_error_and_retried(server: FakeOpenAIServer) -> None:
+    server.push(Reply(text="lost", cut_body=True), Reply(text="whole"))
+    r = await client(server, retries=1).complete(ask())
+    assert r.text == "whole" and server.hits == 2
+
+
+async def test_a_connection_closed_without_an_answer_is_retried(server: FakeOpenAIServer) -> None:
+    server.push(Reply.connection_reset(), Reply(text="after the reset"))
+    r = await client(server, retries=1).complete(ask())
+    assert r.text == "after the reset" and server.hits == 2
+
+
+async def test_a_connection_reset_every_time_ends_as_lm_connection(server: FakeOpenAIServer) -> None:
+    server.push(*[Reply.connection_reset()] * 3)
+    with pytest.raises(LMConnectionError) as info:
+        await client(server, retries=1).complete(ask())
+    assert info.value.code == "lm-connection" and server.hits == 2
+
+
+async def test_sequential_calls_reuse_one_kept_alive_connection(server: FakeOpenAIServer) -> None:
+    lm = client(server)
+    for i in range(5):
+        await lm.complete(ask(f"q{i}"))
+    assert server.hits == 5
+    assert len({h.connection for h in server.hits_log}) == 1
+
+
+async def test_concurrent_calls_share_a_bounded_pool(server: FakeOpenAIServer) -> None:
+    import asyncio
+
+    server.default = Reply(text="ok", latency_s=0.05)
+    lm = client(server)
+    results = await asyncio.gather(*(lm.complete(ask(f"q{i}")) for i in range(32)))
+    assert [r.text for r in results] == ["ok"] * 32
+    # All 32 in flight at once need 32 connections; a second wave reuses them.
+    await asyncio.gather(*(lm.complete(ask(f"r{i}")) for i in range(32)))
+    assert server.connections <= 32 and server.hits == 64
+
+
+async def test_the_providers_key_never_goes_to_a_custom_api_base(
+    server: FakeOpenAIServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-openai-must-stay-home-0123456789")
+    await client(server).complete(ask())
+    sent = server.hits_log[0].headers.get("authorization", "")
+    assert "sk-openai-must-stay-home" not in sent
+
+
+async def test_a_named_key_variable_goes_to_its_api_base(
+    server: FakeOpenAIServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-openai-must-stay-home-0123456789")
+    monkeypatch.setenv("MY_VLLM_KEY", "vllm-key-0123456789")
+    await client(server, api_key_env="MY_VLLM_KEY").complete(ask())
+    assert server.hits_log[0].headers["authorization"] == "Bearer vllm-key-0123456789"
+
+
+async def test_naming_a_providers_key_for_another_host_is_refused(server: FakeOpenAIServer) -> None:
+    with pytest.raises(LMError) as info:
+        client(server, api_key_env="OPENAI_API_KEY")
+    assert info.value.code == "lm-auth" and "OPENAI_API_KEY" in str(info.value)
+    assert "own variable" in (info.value.hint or "") and server.hits == 0
+
+
+async def test_an_api_base_carrying_a_key_is_refused_without_echoing_it() -> None:
+    with pytest.raises(LMError) as info:
+        ModelClient({MODEL: policy(api_base="http://user:sk-in-url-0123456789@127.0.0.1:9/v1")}).prepare(MODEL)
+    assert info.value.code == "lm-bad-request" and "sk-in-url" not in str(info.value)
+    assert "api_key_env" in (info.value.hint or "")
+
+
+async def test_a_named_key_variable_that_is_unset_is_an_auth_error(
+    server: FakeOpenAIServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("MY_UNSET_KEY", raising=False)
+    with pytest.raises(LMError) as info:
+        await client(server, api_key_env="MY_UNSET_KEY").complete(ask())
+    assert info.value.code == "lm-auth" and "MY_UNSET_KEY" in (info.value.hint or "")
+
+
+async def test_a_named_keys_value_is_scrubbed_whatever_its_variable_is_called(
+    server: FakeOpenAIServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flowc.runtime.secrets import scrub
+
+    monkeypatch.setenv("VLLM_CRED", "cred-0123456789-abcdef")  # a name without KEY/TOKEN/SECRET in it
+    await client(server, api_key_env="VLLM_CRED").complete(ask())
+    assert server.hits_log[0].headers["authorization"] == "Bearer cred-0123456789-abcdef"
+    assert scrub("the server said: bad cred-0123456789-abcdef") == "the server said: bad ***"

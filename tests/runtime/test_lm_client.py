@@ -1,4 +1,4 @@
-"""LiteLLMClient units: policies, cost, model resolution, shared rate limits (offline, fake server)."""
+"""ModelClient units: policies, cost, model resolution, shared rate limits (offline, fake server)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from flowc.errors import FlowcError, LMError
-from flowc.runtime.litellm_client import LiteLLMClient
+from flowc.runtime.client import ModelClient
 from flowc.runtime.lm import LMClient, LMRequest, chat
 from flowc.runtime.policy import ModelPolicy
 from flowc.runtime.ratelimit import RateLimiters
@@ -20,7 +20,7 @@ pytestmark = pytest.mark.timeout(30)
 
 
 def test_is_an_lm_client() -> None:
-    assert isinstance(LiteLLMClient(), LMClient)
+    assert isinstance(ModelClient(), LMClient)
 
 
 def test_policy_validation_and_backoff() -> None:
@@ -35,22 +35,22 @@ def test_policy_validation_and_backoff() -> None:
 
 def test_unknown_provider_fails_at_resolution() -> None:
     with pytest.raises(LMError) as info:
-        LiteLLMClient().prepare("nosuchprovider/model-x")
+        ModelClient().prepare("nosuchprovider/model-x")
     assert info.value.code == "lm-bad-request" and "provider" in (info.value.hint or "")
 
 
 def test_missing_local_model_file_fails_early(tmp_path: object) -> None:
     with pytest.raises(FlowcError) as info:
-        LiteLLMClient().prepare("local/gguf:/nonexistent/model.gguf")
+        ModelClient().prepare("local/gguf:/nonexistent/model.gguf")
     assert info.value.code == "model-file-not-found"
     with pytest.raises(FlowcError) as info:
-        LiteLLMClient().prepare("local/not-a-profile")
+        ModelClient().prepare("local/not-a-profile")
     assert info.value.code == "model-file-not-found" and "smollm2" in (info.value.hint or "")
 
 
 async def test_cost_of_a_known_model_uses_litellm_prices() -> None:
     with FakeOpenAIServer(default=Reply(text="x", prompt_tokens=1000, completion_tokens=100)) as srv:
-        lm = LiteLLMClient({"openai/gpt-4o-mini": ModelPolicy(api_base=srv.base_url)})
+        lm = ModelClient({"openai/gpt-4o-mini": ModelPolicy(api_base=srv.base_url)})
         r = await lm.complete(LMRequest(model="openai/gpt-4o-mini", messages=chat(None, "q")))
     # gpt-4o-mini in litellm's bundled map: $0.15 / 1M input, $0.60 / 1M output tokens.
     assert r.cost_usd == pytest.approx(1000 * 0.15e-6 + 100 * 0.6e-6)
@@ -66,8 +66,8 @@ async def test_rate_limits_hold_across_clients_sharing_a_registry() -> None:
     shared = RateLimiters(clock=lambda: now[0], sleep=fake_sleep)
     with FakeOpenAIServer() as srv:
         policy = {"openai/fake": ModelPolicy(api_base=srv.base_url, rpm=2)}
-        a = LiteLLMClient(policy, limiters=shared)
-        b = LiteLLMClient(policy, limiters=shared)
+        a = ModelClient(policy, limiters=shared)
+        b = ModelClient(policy, limiters=shared)
         req = LMRequest(model="openai/fake", messages=chat(None, "q"))
         await asyncio.gather(a.complete(req), b.complete(req), a.complete(req), b.complete(req))
         assert srv.hits == 4
@@ -78,7 +78,7 @@ async def test_rate_limits_hold_across_clients_sharing_a_registry() -> None:
 async def test_tpm_is_settled_with_reported_usage() -> None:
     shared = RateLimiters(clock=lambda: 0.0)  # frozen time: no refill hides the settlement
     with FakeOpenAIServer(default=Reply(prompt_tokens=10, completion_tokens=5)) as srv:
-        lm = LiteLLMClient({"openai/fake": ModelPolicy(api_base=srv.base_url, tpm=100_000)}, limiters=shared)
+        lm = ModelClient({"openai/fake": ModelPolicy(api_base=srv.base_url, tpm=100_000)}, limiters=shared)
         await lm.complete(LMRequest(model="openai/fake", messages=chat(None, "q"), max_tokens=5000))
     limiter = shared.get("openai/fake")
     assert limiter is not None and limiter.available_tokens is not None
@@ -93,7 +93,7 @@ async def test_backoff_sleeps_are_jittered_and_bounded() -> None:
         waits.append(s)
 
     with FakeOpenAIServer([Reply.server_error()] * 4) as srv:
-        lm = LiteLLMClient(
+        lm = ModelClient(
             {"openai/fake": ModelPolicy(api_base=srv.base_url, retries=4, backoff_base_s=1.0, backoff_max_s=3.0)},
             rng=random.Random(0),
             sleep=record,
@@ -107,7 +107,7 @@ async def test_backoff_sleeps_are_jittered_and_bounded() -> None:
 
 async def test_request_timeout_overrides_the_policy() -> None:
     with FakeOpenAIServer([Reply.hanging()]) as srv:
-        lm = LiteLLMClient({"openai/fake": ModelPolicy(api_base=srv.base_url, retries=0, timeout_s=60)})
+        lm = ModelClient({"openai/fake": ModelPolicy(api_base=srv.base_url, retries=0, timeout_s=60)})
         req = LMRequest(model="openai/fake", messages=chat(None, "q"), timeout_s=0.2)
         with pytest.raises(LMError) as info:
             await lm.complete(req)
@@ -116,7 +116,7 @@ async def test_request_timeout_overrides_the_policy() -> None:
 
 async def test_litellm_mock_response_offline() -> None:
     # litellm's documented offline mode: no server at all.
-    lm = LiteLLMClient()
+    lm = ModelClient()
     req = LMRequest(model="openai/gpt-4o-mini", messages=chat(None, "q"), node="n", extra={"mock_response": "mocked"})
     r = await lm.complete(req)
     assert r.text == "mocked" and r.model == "openai/gpt-4o-mini" and r.completion_tokens > 0
@@ -125,14 +125,14 @@ async def test_litellm_mock_response_offline() -> None:
 async def test_flowc_errors_raised_inside_a_provider_are_not_remapped(tmp_path: Path) -> None:
     bad = tmp_path / "broken.gguf"
     bad.write_bytes(b"not a gguf file")
-    lm = LiteLLMClient({f"local/gguf:{bad}": ModelPolicy(retries=0)})
+    lm = ModelClient({f"local/gguf:{bad}": ModelPolicy(retries=0)})
     with pytest.raises(FlowcError) as info:
         await lm.complete(LMRequest(model=f"local/gguf:{bad}", messages=chat(None, "q"), max_tokens=2))
     assert info.value.code == "model-file-not-found" and "could not load" in str(info.value)
 
 
 def test_token_prices() -> None:
-    from flowc.runtime.litellm_client import token_prices
+    from flowc.runtime.client import token_prices
 
     assert token_prices("openai/gpt-4o-mini") == pytest.approx((0.15e-6, 0.6e-6))
     assert token_prices("local/smollm2") == (0.0, 0.0)
@@ -147,14 +147,14 @@ async def test_credentials_in_request_extra_are_refused() -> None:
         extra={"api_key": "sk-should-not-be-here", "mock_response": "x"},
     )
     with pytest.raises(LMError) as info:
-        await LiteLLMClient().complete(req)
+        await ModelClient().complete(req)
     assert info.value.code == "lm-bad-request" and "environment" in (info.value.hint or "")
     assert "sk-should-not-be-here" not in str(info.value)
 
 
 async def test_missing_api_key_is_an_auth_error_naming_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
-    lm = LiteLLMClient({"openai/gpt-4o-mini": ModelPolicy(retries=0, timeout_s=5)})
+    lm = ModelClient({"openai/gpt-4o-mini": ModelPolicy(retries=0, timeout_s=5)})
     with pytest.raises(LMError) as info:
         await lm.complete(LMRequest(model="openai/gpt-4o-mini", messages=chat(None, "q"), node="gen"))
     assert info.value.code == "lm-auth" and "OPENAI_API_KEY" in (info.value.hint or "")
@@ -221,3 +221,51 @@ def test_local_generation_stops_between_tokens_when_cancelled(tmp_path: Path) ->
     out = LoadedModel(tmp_path / "m.gguf", server, n_parallel=1).chat({"messages": []}, cancel=cancel)
     assert server.stopped_at == 5  # llama.cpp was told to stop at once, not after 100 tokens
     assert out["error"]["type"] == "timeout"
+
+
+def test_a_specs_transport_and_key_variable_reach_the_policy() -> None:
+    import flowc
+    from flowc.runtime.session import policies
+
+    spec = """
+pipeline p {
+  input q: str
+  output a: str <- n.a
+  model m = "openai/qwen" {
+    api_base: "https://vllm.example.com/v1"
+    api_key_env: "MY_VLLM_KEY"
+    transport: litellm
+  }
+  node n: llm {
+    prompt: "{{q}}"
+    q <- q
+    output a: str
+  }
+}
+"""
+    compiled = flowc.compile(spec)
+    pol = policies(compiled)["openai/qwen"]
+    assert (pol.transport, pol.api_key_env) == ("litellm", "MY_VLLM_KEY")
+    assert "MY_VLLM_KEY" in compiled.lockfile()["models"]["m"].values()  # the name, never a value
+    client = ModelClient(policies(compiled))
+    assert client.transport_of("openai/qwen") == "litellm"
+
+
+def test_transport_choice_per_model() -> None:
+    lm = ModelClient(
+        {
+            "openai/o3-mini": ModelPolicy(),  # a reasoning model on OpenAI's endpoint: litellm knows its rules
+            "openai/served": ModelPolicy(api_base="http://127.0.0.1:8000/v1"),
+            "openai/pinned": ModelPolicy(api_base="http://127.0.0.1:8000/v1", transport="litellm"),
+        }
+    )
+    assert lm.transport_of("openai/gpt-4o-mini") == "native"
+    assert lm.transport_of("openai/served") == "native"
+    assert lm.transport_of("openai/o3-mini") == "litellm"
+    assert lm.transport_of("openai/pinned") == "litellm"
+    assert lm.transport_of("local/smollm2") == "embedded"
+    with pytest.raises(LMError) as info:
+        ModelClient({"anthropic/claude-3-5-haiku-latest": ModelPolicy(transport="native")}).prepare(
+            "anthropic/claude-3-5-haiku-latest"
+        )
+    assert info.value.code == "lm-bad-request" and "transport" in (info.value.hint or "")

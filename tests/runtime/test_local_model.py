@@ -1,4 +1,4 @@
-"""The embedded local model for real: SmolLM2 through litellm's custom provider and over HTTP.
+"""The embedded local model for real: SmolLM2 through the embedded transport and over HTTP.
 
 Generations are kept to a few tokens: these tests prove the path runs, not that the model is good.
 """
@@ -11,8 +11,8 @@ import httpx
 import pytest
 
 from flowc.errors import LMConnectionError, LMTimeout
-from flowc.runtime import litellm_client, local_provider
-from flowc.runtime.litellm_client import LiteLLMClient
+from flowc.runtime import local_provider
+from flowc.runtime.client import ModelClient
 from flowc.runtime.lm import LMRequest, chat
 from flowc.runtime.local_profiles import gguf_path
 from flowc.runtime.policy import ModelPolicy
@@ -22,8 +22,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 QUESTION = chat("Answer in one word.", "What is the capital of France?")
 
 
-async def test_local_smollm2_through_litellm_client() -> None:
-    lm = LiteLLMClient()
+async def test_local_smollm2_through_the_model_client() -> None:
+    lm = ModelClient()
     req = LMRequest(model="local/smollm2", messages=QUESTION, max_tokens=8, node="answer")
     first = await lm.complete(req)
     assert first.text.strip()
@@ -36,7 +36,7 @@ async def test_local_smollm2_through_litellm_client() -> None:
 
 async def test_gguf_path_id_shares_the_loaded_model_and_honours_stop() -> None:
     path = gguf_path("smollm2")
-    lm = LiteLLMClient()
+    lm = ModelClient()
     by_profile = await lm.complete(LMRequest(model="local/smollm2", messages=QUESTION, max_tokens=12))
     by_path = LMRequest(model=f"local/gguf:{path}", messages=QUESTION, max_tokens=12)
     assert (await lm.complete(by_path)).text == by_profile.text
@@ -52,7 +52,7 @@ async def test_gguf_path_id_shares_the_loaded_model_and_honours_stop() -> None:
 
 
 async def test_concurrent_local_calls_complete() -> None:
-    lm = LiteLLMClient()
+    lm = ModelClient()
     reqs = [LMRequest(model="local/smollm2", messages=chat(None, f"Say {w}."), max_tokens=4) for w in ("a", "b", "c")]
     results = await asyncio.gather(*(lm.complete(r) for r in reqs))
     assert all(r.completion_tokens > 0 for r in results)
@@ -62,7 +62,7 @@ async def test_served_model_answers_through_openai_route() -> None:
     served = local_provider.serve_model("smollm2")
     try:
         assert served.base_url.startswith("http://127.0.0.1:")
-        lm = LiteLLMClient({"openai/smollm2": ModelPolicy(api_base=served.base_url, retries=0, timeout_s=60)})
+        lm = ModelClient({"openai/smollm2": ModelPolicy(api_base=served.base_url, retries=0, timeout_s=60)})
         r = await lm.complete(LMRequest(model="openai/smollm2", messages=QUESTION, max_tokens=8, node="n"))
         assert r.text.strip() and 0 < r.completion_tokens <= 8
         # `constrained: true` on a served model: llama.cpp's server reads the grammar from the body.
@@ -75,13 +75,13 @@ async def test_served_model_answers_through_openai_route() -> None:
     # Stopped means stopped: the port no longer answers.
     with pytest.raises(httpx.ConnectError):
         httpx.get(served.base_url + "/models", timeout=2)
-    lm = LiteLLMClient({"openai/smollm2": ModelPolicy(api_base=served.base_url, retries=0, timeout_s=5)})
+    lm = ModelClient({"openai/smollm2": ModelPolicy(api_base=served.base_url, retries=0, timeout_s=5)})
     with pytest.raises(LMConnectionError):
         await lm.complete(LMRequest(model="openai/smollm2", messages=QUESTION, max_tokens=2))
 
 
 async def test_local_timeout_is_typed_and_the_model_stays_usable() -> None:
-    lm = LiteLLMClient({"local/smollm2": ModelPolicy(retries=0)})
+    lm = ModelClient({"local/smollm2": ModelPolicy(retries=0)})
     long = LMRequest(
         model="local/smollm2", messages=chat(None, "Write a long story."), max_tokens=400, timeout_s=0.05, node="writer"
     )
@@ -91,14 +91,6 @@ async def test_local_timeout_is_typed_and_the_model_stays_usable() -> None:
     # llama.cpp stops decoding the abandoned call (t_max_predict_ms), so the next one is served.
     r = await lm.complete(LMRequest(model="local/smollm2", messages=QUESTION, max_tokens=4))
     assert r.completion_tokens > 0
-
-
-def test_sync_litellm_completion_uses_the_same_provider() -> None:
-    import litellm
-
-    litellm_client.register_local()
-    r = litellm.completion(model="local/smollm2", messages=[{"role": "user", "content": "Hi"}], max_tokens=4)
-    assert r.choices[0].message.content and r.usage.completion_tokens <= 4
 
 
 def test_serve_forever_stops_cleanly_on_sigterm() -> None:

@@ -135,7 +135,7 @@ async def test_installed_qwen_answers_through_the_runtime() -> None:
     """Opt-in: the 0.5B profile loads in llama.cpp and answers a factoid correctly (greedy)."""
     if not _installed("qwen-coder-0.5b"):
         pytest.skip("local/qwen-coder-0.5b is not installed (make models)")
-    from flowc.runtime.litellm_client import LiteLLMClient
+    from flowc.runtime.client import ModelClient
     from flowc.runtime.lm import LMRequest, chat
 
     req = LMRequest(
@@ -143,7 +143,7 @@ async def test_installed_qwen_answers_through_the_runtime() -> None:
         messages=chat("Answer with one word.", "What is the capital of France?"),
         max_tokens=8,
     )
-    reply = await LiteLLMClient().complete(req)
+    reply = await ModelClient().complete(req)
     assert "paris" in reply.text.lower()
 
 

@@ -14,10 +14,10 @@ from scenarios import FAN, LINEAR, PARSE_FAIL
 import flowc
 from flowc.compile import CompiledPipeline
 from flowc.errors import FlowcError
+from flowc.runtime.client import ModelClient
 from flowc.runtime.evaluate import MetricBinding, evaluate, load_dataset
 from flowc.runtime.executor import Executor
 from flowc.runtime.fakes import ScriptedLM
-from flowc.runtime.litellm_client import LiteLLMClient
 from flowc.runtime.lm import LMRequest, LMResponse
 from flowc.runtime.metrics import Metric, get_metric
 from flowc.runtime.policy import ModelPolicy
@@ -302,7 +302,7 @@ pipeline keyed {
 
 def test_api_keys_never_land_in_store_cache_or_eval(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     secret = "sk-test-DO-NOT-STORE-4f8a9c2e1b7d"
-    monkeypatch.setenv("OPENAI_API_KEY", secret)
+    monkeypatch.setenv("MY_FAKE_KEY", secret)  # a custom api_base gets only the key the spec names
     root = tmp_path / "home"
 
     def reply(body: dict[str, Any]) -> Reply:
@@ -311,7 +311,9 @@ def test_api_keys_never_land_in_store_cache_or_eval(tmp_path: Path, monkeypatch:
 
     with FakeOpenAIServer(default=reply) as srv:
         c = compiled(FAKE_SPEC.replace("$BASE", srv.base_url))
-        client = LiteLLMClient({"openai/fake": ModelPolicy(api_base=srv.base_url, retries=0, timeout_s=5)})
+        client = ModelClient(
+            {"openai/fake": ModelPolicy(api_base=srv.base_url, retries=0, timeout_s=5, api_key_env="MY_FAKE_KEY")}
+        )
         ex = open_executor(c, lm=client, root=root)
         ok = asyncio.run(ex.run({"question": "capital of France?"}))
         bad = asyncio.run(ex.run({"question": "boom"}))
