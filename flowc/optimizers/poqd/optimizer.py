@@ -283,7 +283,8 @@ class POQD(StepOptimizer):
                     unreadable=unreadable,
                 )
                 report.details = {"loss": loss, "old": st["prefix_loss"]}
-                report.phase += f", loss {st['prefix_loss']:.3f} -> {loss:.3f}" + (" accepted" if ok else "")
+                verdict = " accepted" if ok else ""
+                report.phase = f"{report.phase}, loss {st['prefix_loss']:.3f} -> {loss:.3f}{verdict}"
                 st["updates"] += 1
                 if ok:
                     note = {run.params[0]: f"downstream loss {st['prefix_loss']:.4f} -> {loss:.4f}"}
