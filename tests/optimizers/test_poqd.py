@@ -410,3 +410,54 @@ def test_a_job_killed_in_training_resumes_to_the_same_adapter(project: Path, rea
             assert np.array_equal(one.get_tensor(key), two.get_tensor(key)), key
     assert resumed.params == full.params
     assert resumed.scores["train_loss_after"] == full.scores["train_loss_after"]
+
+
+# -- settings and the command line -----------------------------------------------------------------------
+
+
+def test_alpha_tau_kappa_come_from_the_spec_then_the_command_line(project: Path) -> None:
+    from flowc.optimizers.factory import Clients, make_optimizer, parse_settings, spec_settings
+
+    text = project.read_text().replace(
+        "pipeline poqd_tiny {", "pipeline poqd_tiny {\n  optimize: {poqd: {alpha: 0.05, tau: 2, kappa: 4}, tep: {x: 1}}"
+    )
+    project.write_text(text)
+    compiled = flowc.compile(project)
+    settings = {**spec_settings("poqd", compiled), **parse_settings("poqd", ["kappa=7"])}
+    assert settings == {"alpha": 0.05, "tau": 2, "kappa": 7}
+    opt = make_optimizer(
+        "poqd", Clients(FunctionLM(pipeline_answer), FunctionLM(optimizer_answer), "m"), settings=settings
+    )
+    assert (opt.alpha, opt.tau, opt.kappa) == (0.05, 2, 7)
+    for bad, message in (("tau: 2.5", "not a valid int"), ("alfa: 1", "has no setting 'alfa'")):
+        project.write_text(text.replace("tau: 2", bad))
+        with pytest.raises(FlowcError) as e:
+            spec_settings("poqd", flowc.compile(project))
+        assert message in str(e.value) and f"{project}:2:" in str(e.value)
+
+
+def test_flowc_optimize_writes_the_searched_prompt(
+    project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flowc.cli.main import main
+
+    monkeypatch.setenv("FLOWC_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("FLOWC_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr("flowc.runtime.session.default_client", lambda *a, **k: FunctionLM(pipeline_answer))
+    monkeypatch.setattr("flowc.runtime.client.ModelClient", lambda *a, **k: FunctionLM(optimizer_answer))
+    monkeypatch.setattr("flowc.runtime.retrieval.encoder.MiniLMEncoder", HashEncoder)
+    monkeypatch.setattr(POQD, "lora_generator", lambda self, base, seed: OracleGenerator())
+    for name, data in (("train", TRAIN), ("val", VAL)):
+        (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps(x) + "\n" for x in data))
+    before = project.read_text()
+    args = ["optimize", str(project), "-O", "poqd", "--data", str(tmp_path / "train.jsonl")]
+    args += ["--val", str(tmp_path / "val.jsonl"), "--set", "tau=1", "--set", "kappa=2", "--set", "final_steps=1"]
+    assert main([*args, "--dry-run"]) == 0
+    assert project.read_text() == before
+    assert main([*args, "--write", "--run-dir", str(tmp_path / "run")]) == 0
+    prompt = flowc.compile(project).params["decompose.prompt"].value
+    assert prompt == "Name the country of the question in its own sub-query, number 1.\n\n" + (
+        "Decompose the query into sub-queries. Query: {{question}}"
+    )
+    assert project.read_text().replace(prompt.split("\n\n")[0], "") != before  # written over SPEC
+    assert "model reader" in project.read_text() and "filter_subqueries: true" in project.read_text()
