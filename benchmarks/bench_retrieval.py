@@ -6,9 +6,11 @@
 HotpotQA: the 300 questions of the dev sample in ../shared/data/hotpotqa/dev.jsonl over the
 2,966-paragraph corpus that bench_hotpotqa.py and bench_poqd.py use (every context paragraph of the
 dev sample, deduplicated by title; see ../shared/data/hotpotqa/SOURCE.md). A question's relevant
-documents are its two supporting-fact titles. Reported per method: Recall@2/5/10, Hit@2 (both gold
+documents are its two supporting-fact titles. Reported per method: Recall@2/5/10, Both@2 (both gold
 paragraphs in the top 2) and MRR over the top 100; the index build (for dense and maxsim: encoding
-the corpus, or loading it from the embedding cache, which the figures say); and speed:
+the corpus, or loading it from the embedding cache, which the figures say); and speed, the median
+of `--rounds` measurements taken in rounds that rotate the methods' order (so that a change in the
+machine's load hits every method alike):
 
 - `qps`: queries per second of `search_many` over all queries (k=10), query encoding included;
 - `score_qps`: the same without the query encoding (vectors encoded beforehand): what the index
@@ -126,18 +128,19 @@ class Timed:
         self.cpu = time.process_time() - self.c0
 
 
-def speed(search_many: Callable[[], Any], n: int, single: Callable[[int], Any]) -> dict[str, float]:
+def timed_qps(fn: Callable[[], Any], n: int) -> float:
     with Timed() as t:
-        search_many()
-    latencies = []
-    for i in range(min(n, 50)):
+        fn()
+    return n / t.wall
+
+
+def latency_ms(fn: Callable[[int], Any], n: int) -> float:
+    times = []
+    for i in range(min(n, 20)):
         t0 = time.perf_counter()
-        single(i)
-        latencies.append(time.perf_counter() - t0)
-    return {
-        "qps": round(n / t.wall, 1),
-        "query_ms_median": round(1000 * statistics.median(latencies), 2),
-    }
+        fn(i)
+        times.append(time.perf_counter() - t0)
+    return 1000 * statistics.median(times)
 
 
 def quality(ranked: list[list[str]], golds: list[list[str]]) -> dict[str, float]:
@@ -149,9 +152,67 @@ def quality(ranked: list[list[str]], golds: list[list[str]]) -> dict[str, float]
         "recall@2": mean([recall_at_k(r, g, 2) for r, g in pairs]),
         "recall@5": mean([recall_at_k(r, g, 5) for r, g in pairs]),
         "recall@10": mean([recall_at_k(r, g, 10) for r, g in pairs]),
-        "hit@2": mean([float(recall_at_k(r, g, 2) == 1.0) for r, g in pairs]),
+        "both@2": mean([float(recall_at_k(r, g, 2) == 1.0) for r, g in pairs]),
         "mrr": mean([mrr(r, g) for r, g in pairs]),
     }
+
+
+def build(method: str, corpus: Corpus, encoder: Encoder | None, cache: Path | None) -> tuple[Any, dict[str, Any]]:
+    """The retriever, and its build time (for dense and maxsim: encoding, or loading the cache)."""
+    cached = False
+    if cache is not None and encoder is not None and method != "bm25":
+        kind = "docs" if method == "dense" else f"segments-{SEGMENTATION}"
+        cached = cache_path(cache, corpus.content_hash, encoder.model_id, kind).is_file()
+    with Timed() as t:
+        if method == "bm25":
+            r: Any = BM25Retriever(corpus)
+        elif method == "dense":
+            assert encoder is not None
+            r = DenseRetriever(corpus, encoder, cache)
+        else:
+            assert encoder is not None
+            r = MaxSimRetriever(corpus, encoder, cache)
+    out: dict[str, Any] = {"build_s": round(t.wall, 2), "build_cpu_s": round(t.cpu, 2)}
+    if method != "bm25":
+        out["from_cache"] = cached
+        out["docs_per_s"] = None if cached else round(len(corpus) / t.wall, 1)
+    if method == "maxsim":
+        out["segments"] = len(r.segments)
+    return r, out
+
+
+def quality_of(method: str, r: Any, questions: list[dict[str, Any]]) -> dict[str, Any]:
+    qs = [q["question"] for q in questions]
+    golds = [q["gold"] for q in questions]
+    out: dict[str, Any] = dict(quality([[h.doc.id for h in hits] for hits in r.search_many(qs, DEPTH)], golds))
+    if method == "maxsim":
+        pieces = [three_pieces(q) for q in qs]
+        ranked = [[h.doc.id for h in hits] for hits in r.search_subqueries_many(pieces, DEPTH)]
+        out["k3"] = quality(ranked, golds)
+    return out
+
+
+def speed_round(method: str, r: Any, corpus: Corpus, qs: list[str]) -> dict[str, float]:
+    """One measurement of every speed figure of a method (the caller rotates methods and rounds)."""
+    n = len(qs)
+    out = {
+        "qps": timed_qps(lambda: r.search_many(qs, SPEED_K), n),
+        "query_ms_median": latency_ms(lambda i: r.search(qs[i], SPEED_K), n),
+    }
+    if method == "bm25":
+        out["score_qps"] = out["qps"]  # nothing to encode
+    elif method == "dense":
+        vecs = r.encoder.encode(qs)
+        out["score_qps"] = score_only_qps(lambda: vecs @ r.doc_embeddings.T, corpus, n)
+    else:
+        single = r.encode_subqueries([[q] for q in qs])
+        out["score_qps"] = score_only_qps(lambda: r.similarities_of_vectors(single), corpus, n)
+        pieces = [three_pieces(q) for q in qs]
+        out["k3_qps"] = timed_qps(lambda: r.search_subqueries_many(pieces, SPEED_K), n)
+        out["k3_query_ms_median"] = latency_ms(lambda i: r.search_subqueries(pieces[i], SPEED_K), n)
+        k3 = r.encode_subqueries(pieces)
+        out["k3_score_qps"] = score_only_qps(lambda: r.similarities_of_vectors(k3), corpus, n)
+    return out
 
 
 def score_only_qps(scores: Callable[[], np.ndarray], corpus: Corpus, n: int) -> float:
@@ -161,56 +222,18 @@ def score_only_qps(scores: Callable[[], np.ndarray], corpus: Corpus, n: int) -> 
     with Timed() as t:
         for row in scores():
             top_k_hits(corpus, row, SPEED_K)
-    return round(n / t.wall, 1)
+    return n / t.wall
 
 
-def run_method(
-    method: str, corpus: Corpus, questions: list[dict[str, Any]], encoder: Encoder | None, cache: Path | None
-) -> tuple[dict[str, Any], Any]:
-    qs = [q["question"] for q in questions]
-    cached = False
-    if cache is not None and encoder is not None and method != "bm25":
-        kind = "docs" if method == "dense" else f"segments-{SEGMENTATION}"
-        cached = cache_path(cache, corpus.content_hash, encoder.model_id, kind).is_file()
-    with Timed() as build:
-        if method == "bm25":
-            r: Any = BM25Retriever(corpus)
-        elif method == "dense":
-            assert encoder is not None
-            r = DenseRetriever(corpus, encoder, cache)
-        else:
-            assert encoder is not None
-            r = MaxSimRetriever(corpus, encoder, cache)
-    out: dict[str, Any] = {"build_s": round(build.wall, 2), "build_cpu_s": round(build.cpu, 2)}
-    if method != "bm25":
-        out["from_cache"] = cached
-        out["docs_per_s"] = None if cached else round(len(corpus) / build.wall, 1)
-    if questions and questions[0].get("gold") is not None:
-        ranked = [[h.doc.id for h in hits] for hits in r.search_many(qs, DEPTH)]
-        out.update(quality(ranked, [q["gold"] for q in questions]))
-    out.update(speed(lambda: r.search_many(qs, SPEED_K), len(qs), lambda i: r.search(qs[i], SPEED_K)))
-    if method == "bm25":
-        out["score_qps"] = out["qps"]  # no encoding
-    elif method == "dense":
-        vecs = r.encoder.encode(qs)
-        out["score_qps"] = score_only_qps(lambda: vecs @ r.doc_embeddings.T, corpus, len(qs))
-    else:
-        single_vecs = r.encode_subqueries([[q] for q in qs])
-        out["score_qps"] = score_only_qps(lambda: r.similarities_of_vectors(single_vecs), corpus, len(qs))
-        pieces = [three_pieces(q) for q in qs]
-        multi = speed(
-            lambda: r.search_subqueries_many(pieces, SPEED_K),
-            len(qs),
-            lambda i: r.search_subqueries(pieces[i], SPEED_K),
-        )
-        out["k3_qps"] = multi["qps"]
-        out["k3_query_ms_median"] = multi["query_ms_median"]
-        k3_vecs = r.encode_subqueries(pieces)
-        out["k3_score_qps"] = score_only_qps(lambda: r.similarities_of_vectors(k3_vecs), corpus, len(qs))
-        if questions and questions[0].get("gold") is not None:
-            ranked = [[h.doc.id for h in hits] for hits in r.search_subqueries_many(pieces, DEPTH)]
-            out["k3_quality"] = quality(ranked, [q["gold"] for q in questions])
-    return out, r
+def speeds(retrievers: dict[str, Any], corpus: Corpus, qs: list[str], rounds: int) -> dict[str, dict[str, float]]:
+    """The median of `rounds` measurements per figure, the methods' order rotating each round, so
+    that a change in the machine's load hits every method alike."""
+    samples: dict[str, list[dict[str, float]]] = {m: [] for m in retrievers}
+    names = list(retrievers)
+    for i in range(rounds):
+        for m in names[i % len(names) :] + names[: i % len(names)]:
+            samples[m].append(speed_round(m, retrievers[m], corpus, qs))
+    return {m: {k: round(statistics.median(s[k] for s in rows), 2) for k in rows[0]} for m, rows in samples.items()}
 
 
 def synthetic(corpus: Corpus, n: int) -> Corpus:
@@ -223,6 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", type=Path, default=shared_data("hotpotqa"))
     ap.add_argument("--methods", default="bm25,dense,maxsim", help="comma-separated: bm25, dense, maxsim")
     ap.add_argument("--n-queries", type=int, default=300)
+    ap.add_argument("--rounds", type=int, default=3, help="speed measurements per method (median reported)")
     ap.add_argument("--synthetic", type=int, default=100_000, help="passages of the synthetic corpus (0: skip)")
     ap.add_argument("--cache-dir", type=Path, default=default_cache_dir(), help="the embedding cache")
     ap.add_argument("--no-cache", action="store_true", help="encode the corpus again, to time encoding")
@@ -233,12 +257,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     cache = None if args.no_cache else args.cache_dir
     corpus, questions = hotpotqa_dev(args.data, args.n_queries)
+    qs = [q["question"] for q in questions]
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     encoder = MiniLMEncoder() if {"dense", "maxsim"} & set(methods) else None
     results: dict[str, Any] = {
         "dataset": f"HotpotQA dev sample: {len(questions)} questions, {len(corpus)}-paragraph corpus",
         "corpus_hash": corpus.content_hash,
         "encoder": encoder.model_id if encoder else None,
+        "rounds": args.rounds,
         "machine": {**machine(), "load_avg_1m_before": round(os.getloadavg()[0], 2)},
         "hotpotqa": {},
         "synthetic": {},
@@ -246,27 +272,29 @@ def main(argv: list[str] | None = None) -> int:
     print(f"HotpotQA: {len(questions)} questions, {len(corpus)} documents")
     built: dict[str, Any] = {}
     for m in methods:
-        r, built[m] = run_method(m, corpus, questions, encoder, cache)
-        results["hotpotqa"][m] = r
-        print(f"  {m:<7} {json.dumps(r)}")
+        built[m], results["hotpotqa"][m] = build(m, corpus, encoder, cache)
+        results["hotpotqa"][m].update(quality_of(m, built[m], questions))
+    for m, fig in speeds(built, corpus, qs, args.rounds).items():
+        results["hotpotqa"][m].update(fig)
+        print(f"  {m:<7} {json.dumps(results['hotpotqa'][m])}")
     if args.synthetic:
         big = synthetic(corpus, args.synthetic)
-        queries = [{"question": q["question"]} for q in questions]
         print(f"synthetic: {len(big)} passages (HotpotQA paragraphs repeated under new ids)")
+        large: dict[str, Any] = {}
         for m in methods:
             enc: Encoder | None = None
             if m == "dense":
                 enc = TableEncoder(encoder, dict(zip(corpus.contents(), built[m].doc_embeddings, strict=True)))  # type: ignore[arg-type]
             elif m == "maxsim":
-                enc = TableEncoder(encoder, dict(zip(built[m].segments, built[m].segment_embeddings, strict=True)))  # type: ignore[arg-type]
-            r, _ = run_method(m, big, queries, enc, None)
-            r.pop("from_cache", None)
-            r.pop("docs_per_s", None)
-            if m == "maxsim":
-                r["segments"] = len(_.segments)
-            results["synthetic"][m] = r
-            print(f"  {m:<7} {json.dumps(r)}")
-            del _
+                table = dict(zip(built[m].segments, built[m].segment_embeddings, strict=True))
+                enc = TableEncoder(encoder, table)  # type: ignore[arg-type]
+            large[m], fig = build(m, big, enc, None)
+            fig.pop("from_cache", None)
+            fig.pop("docs_per_s", None)
+            results["synthetic"][m] = fig
+        for m, fig in speeds(large, big, qs, args.rounds).items():
+            results["synthetic"][m].update(fig)
+            print(f"  {m:<7} {json.dumps(results['synthetic'][m])}")
     results["machine"]["load_avg_1m_after"] = round(os.getloadavg()[0], 2)
     write_results(args.out, results)
     return 0
