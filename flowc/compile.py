@@ -254,6 +254,24 @@ class CompiledPipeline:
         spec.with_source(self.spec.source_path, dict(self.spec.spans))
         return _compile_spec(spec, self.subflows, passes=None, verify_each=True, on_pass=None)
 
+    def with_models(self, models: Mapping[str, Mapping[str, Any]]) -> CompiledPipeline:
+        """A new compiled pipeline with some model declarations changed, e.g.
+        `{"small": {"id": "openai/gpt-4o-mini", "api_base": None}}` (what `--model` does). Only
+        the declarations of this pipeline change; the result is checked like any spec."""
+        unknown = [n for n in models if n not in self.spec.models]
+        if unknown:
+            raise FlowcError(
+                "unknown-model",
+                f"'{self.name}' declares no model '{unknown[0]}'",
+                hint=f"declared models: {', '.join(self.spec.models) or 'none'}",
+            )
+        decls = {
+            k: v.model_copy(update=dict(models.get(k, {}))).model_dump(mode="json") for k, v in self.spec.models.items()
+        }
+        spec = Pipeline.model_validate({**self.spec.dump(), "models": decls})
+        spec.with_source(self.spec.source_path, dict(self.spec.spans))
+        return _compile_spec(spec, self.subflows, passes=None, verify_each=True, on_pass=None)
+
 
 def _file_hash(path: Path) -> str | None:
     if not path.is_file():

@@ -42,7 +42,13 @@ def _optional_command_modules() -> list[Any]:
     import importlib
 
     found = []
-    for name in ("flowc.cli.run_commands", "flowc.cli.optimize_commands", "flowc.cli.interop_commands"):
+    for name in (
+        "flowc.cli.run_commands",
+        "flowc.cli.eval_commands",
+        "flowc.cli.test_commands",
+        "flowc.cli.optimize_commands",
+        "flowc.cli.interop_commands",
+    ):
         try:
             found.append(importlib.import_module(name))
         except ModuleNotFoundError as e:
@@ -54,6 +60,8 @@ def _optional_command_modules() -> list[Any]:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    # The command line as given, so that an interrupted command can print the one that resumes it.
+    args.argv = list(argv) if argv is not None else sys.argv[1:]
     logging.basicConfig(
         level=[logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)],
         format="%(levelname)s %(name)s: %(message)s",

@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import flowc
+from flowc.cli.common import add_model_flag, load, resume_command
+from flowc.cli.progress import OptimizeProgress
 from flowc.errors import FlowcError
 from flowc.optimizers.budget import Budget
 from flowc.optimizers.progress import ProgressHook
@@ -50,6 +52,7 @@ def register(sub: Any) -> None:
     p.add_argument("--resume", action="store_true", help="continue an interrupted job in --run-dir")
     p.add_argument("--write", "-w", action="store_true", help="write the optimized spec over SPEC")
     p.add_argument("--out", "-o", help="write the optimized spec here (default: <spec>.optimized.<ext>)")
+    add_model_flag(p)
     p.set_defaults(func=cmd_optimize)
 
 
@@ -99,7 +102,7 @@ def cmd_optimize(args: argparse.Namespace) -> int:
     from flowc.runtime.evaluate import load_dataset
     from flowc.runtime.session import home
 
-    compiled = flowc.compile(args.spec)
+    compiled, _meta = load(args.spec, args.model)  # the spec with its --model overrides applied
     rows = load_dataset(args.data, args.limit)
     if args.val:
         train, val = rows, load_dataset(args.val, args.limit)
@@ -109,7 +112,8 @@ def cmd_optimize(args: argparse.Namespace) -> int:
         raise FlowcError("dataset-invalid", "no training examples left", hint="pass more data or --val")
     metric = _metric(args, compiled)
     budget = Budget(args.budget_calls, args.budget_tokens, args.budget_usd, args.budget_seconds)
-    optimizer, model = build_optimizer(args.optimizer, compiled, args)
+    live = OptimizeProgress()  # a bar on a terminal, one line per step in a log
+    optimizer, model = build_optimizer(args.optimizer, compiled, args, progress=live)
     phases = optimizer.projected_calls(compiled, len(train), len(val))
     pipeline_model = next(iter(compiled.spec.models.values())).id if compiled.spec.models else model
     proj = project(
@@ -129,9 +133,19 @@ def cmd_optimize(args: argparse.Namespace) -> int:
     if args.dry_run:
         return 0
     run_dir = Path(args.run_dir) if args.run_dir else home() / "optimize" / f"{compiled.name}-{args.optimizer}"
-    patch = optimizer.optimize(
-        compiled, trainset=train, valset=val, metric=metric, budget=budget, seed=args.seed, run_dir=run_dir
-    )
+    try:
+        with live:
+            patch = optimizer.optimize(
+                compiled, trainset=train, valset=val, metric=metric, budget=budget, seed=args.seed, run_dir=run_dir
+            )
+    except KeyboardInterrupt:
+        argv = getattr(args, "argv", None) or sys.argv[1:]
+        print(
+            f"\ninterrupted: every completed step is checkpointed in {run_dir}\n"
+            f"resume with: {resume_command(argv, add={'--run-dir': str(run_dir), '--resume': None})}",
+            file=sys.stderr,
+        )
+        return 130
     patch.save(run_dir / "patch.json")
     patched = patch.apply(compiled)
     art, _lock = patched.write(run_dir / "build")

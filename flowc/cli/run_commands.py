@@ -1,4 +1,5 @@
-"""Commands that run pipelines: run, eval, runs, trace, serve-model, models."""
+"""Commands that run pipelines and read the run store: run, runs, trace, serve-model, models.
+(`eval` lives in eval_commands.py, `test` in test_commands.py.)"""
 
 from __future__ import annotations
 
@@ -7,14 +8,11 @@ import asyncio
 import json
 import sys
 import time
-from pathlib import Path
+import uuid
 from typing import Any
 
-import flowc
-from flowc.compile import CompiledPipeline
-from flowc.errors import FlowcError
-from flowc.runtime.config import RunConfig
-from flowc.runtime.trace import RunResult
+from flowc.cli import common
+from flowc.runtime.trace import LMCallRecord, RunResult, StepRecord
 
 
 def register(sub: Any) -> None:
@@ -22,31 +20,24 @@ def register(sub: Any) -> None:
     p.add_argument("spec", metavar="SPEC", help="a spec file or a compiled artifact (.artifact.json)")
     p.add_argument("--input", "-i", action="append", default=[], metavar="KEY=VALUE", help="an input (repeatable)")
     p.add_argument("--input-file", metavar="FILE", help="a JSON object of inputs")
-    p.add_argument("--trace", action="store_true", help="show every step: inputs, outputs, model calls")
+    p.add_argument("--trace", action="store_true", help="show every step as it completes: inputs, outputs, model calls")
+    p.add_argument("--full", action="store_true", help="with --trace: the full prompts and replies")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--no-cache", action="store_true", help="do not read or write the response cache")
+    common.add_model_flag(p)
+    common.add_input_limit_flag(p)
     p.set_defaults(func=cmd_run)
-
-    p = sub.add_parser("eval", help="run a pipeline over a dataset and score it")
-    p.add_argument("spec", metavar="SPEC")
-    p.add_argument("--data", required=True, metavar="FILE.jsonl", help="one JSON object per line")
-    p.add_argument("--metric", "-m", action="append", default=[], help="metric name (repeatable; default: the spec's)")
-    p.add_argument("--output", help="the pipeline output to score (default: the first)")
-    p.add_argument("--target", help="the dataset field holding the gold answer (default: same name as --output)")
-    p.add_argument("--limit", type=int, help="only the first N examples")
-    p.add_argument("--concurrency", "-c", type=int, default=4)
-    p.add_argument("--out", help="evaluation directory (default .flowc/evals/<pipeline>-<data>)")
-    p.add_argument("--resume", action="store_true", help="continue a killed evaluation; repeats nothing done")
-    p.add_argument("--no-cache", action="store_true")
-    p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("runs", help="list recent runs")
     p.add_argument("--limit", "-n", type=int, default=20)
     p.add_argument("--pipeline")
+    p.add_argument("--status", choices=("ok", "error", "running", "interrupted"))
+    p.add_argument("--json", action="store_true", help="print the runs as JSON")
     p.set_defaults(func=cmd_runs)
 
     p = sub.add_parser("trace", help="show one run step by step")
     p.add_argument("run_id", metavar="RUN_ID", help="a run id (a unique prefix is enough)")
+    p.add_argument("--full", action="store_true", help="the rendered prompts and the full replies of every LM call")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_trace)
 
@@ -57,61 +48,45 @@ def register(sub: Any) -> None:
 
     p = sub.add_parser("models", help="list the embedded local models and whether they are installed")
     p.add_argument("--prepare", action="store_true", help="assemble and verify every installed model now")
+    p.add_argument("--json", action="store_true", help="print the models as JSON")
     p.set_defaults(func=cmd_models)
 
 
-def _load(spec: str) -> CompiledPipeline:
-    if spec.endswith(".artifact.json"):
-        return CompiledPipeline.from_artifact(spec)
-    return flowc.compile(spec)
-
-
-def _parse_inputs(args: argparse.Namespace) -> dict[str, Any]:
-    inputs: dict[str, Any] = {}
-    if args.input_file:
-        try:
-            loaded = json.loads(Path(args.input_file).read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as e:
-            raise FlowcError(
-                "dataset-invalid",
-                f"cannot read inputs from '{args.input_file}': {e}",
-                hint="write a JSON object of input names to values",
-            ) from None
-        if not isinstance(loaded, dict):
-            raise FlowcError(
-                "dataset-invalid",
-                f"'{args.input_file}' holds a JSON {type(loaded).__name__}, not an object of inputs",
-                hint='write a JSON object of input names to values, e.g. {"question": "..."}',
-            )
-        inputs.update(loaded)
-    for item in args.input:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise FlowcError(
-                "missing-pipeline-input",
-                f"--input '{item}' is not KEY=VALUE",
-                hint='write --input question="What is ...?"',
-            )
-        inputs[key.strip()] = value
-    return inputs
-
-
-def _executor(compiled: CompiledPipeline, no_cache: bool) -> Any:
-    from flowc.runtime.session import open_executor
-
-    return open_executor(compiled, cache=not no_cache, config=RunConfig())
-
-
 def cmd_run(args: argparse.Namespace) -> int:
-    compiled = _load(args.spec)
-    inputs = _parse_inputs(args)
-    ex = _executor(compiled, args.no_cache)
-    result: RunResult = asyncio.run(ex.run(inputs))
+    from flowc.cli.progress import StepProgress
+
+    compiled, meta = common.load(args.spec, args.model)
+    inputs = common.parse_inputs(args)
+    live = StepProgress(show_steps=not args.trace and not args.json)
+
+    def on_step(run_id: str, step: StepRecord) -> None:
+        if args.trace and not args.json:
+            live.close()  # the trace is the live view; a spinner would interleave with it
+            print_step(step, full=args.full)
+            sys.stdout.flush()
+        else:
+            live.step(run_id, step)
+
+    ex = common.executor(compiled, no_cache=args.no_cache, meta=meta, on_step=on_step)
+    run_id = uuid.uuid4().hex[:12]
+    try:
+        with live:
+            result: RunResult = asyncio.run(ex.run(inputs, run_id=run_id))
+    except KeyboardInterrupt:
+        live.close()
+        if ex.store is not None:
+            ex.store.mark_interrupted(mine=True)
+        print(
+            f"\ninterrupted: run {run_id} stopped; the steps it finished are kept in the run store\n"
+            f"see them with: flowc trace {run_id}",
+            file=sys.stderr,
+        )
+        return 130
     if args.json:
         print(result.model_dump_json(indent=2))
     else:
         if args.trace:
-            print_trace(result)
+            print()
         print_result(result)
     return 0 if result.status == "ok" else 1
 
@@ -125,29 +100,60 @@ def print_result(result: RunResult) -> None:
         shown = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, indent=2)
         print(f"{name}: {shown}")
     calls = result.lm_calls
+    retries = result.retries
     print(f"\npath: {' → '.join(result.path)}")
     print(
-        f"run {result.run_id}: {len(calls)} LM call(s) ({sum(c.cached for c in calls)} cached), "
-        f"{result.tokens} tokens, ${result.cost_usd:.4f}, {result.duration_s:.1f}s"
+        f"run {result.run_id}: {len(calls)} LM call(s) ({sum(c.cached for c in calls)} cached"
+        + (f", {retries} retried" if retries else "")
+        + f"), {result.tokens} tokens, ${result.cost_usd:.4f}, {result.duration_s:.1f}s"
     )
 
 
-def print_trace(result: RunResult) -> None:
+def print_trace(result: RunResult, *, full: bool = False) -> None:
     for s in result.steps:
-        head = f"[{s.seq}] {s.node} ({s.kind}{f', run {s.iteration + 1}' if s.iteration else ''}) {s.duration_s:.2f}s"
-        print(head + (f"  ✗ {s.error}" if s.status == "error" else ""))
-        for k, v in s.inputs.items():
-            print(f"    in  {k} = {_short(v)}")
-        for c in s.lm_calls:
-            tag = " (cached)" if c.cached else ""
-            print(f"    lm  {c.model}: {c.prompt_tokens}+{c.completion_tokens} tokens, {c.latency_s:.2f}s{tag}")
-            if c.error:
-                print(f"        ✗ {c.error}")
-        for k, v in s.outputs.items():
-            print(f"    out {k} = {_short(v)}")
-        if s.note:
-            print(f"    note: {s.note}")
+        print_step(s, full=full)
     print()
+
+
+def print_step(s: StepRecord, *, full: bool = False) -> None:
+    head = f"[{s.seq}] {s.node} ({s.kind}{f', run {s.iteration + 1}' if s.iteration else ''}) {s.duration_s:.2f}s"
+    print(head + (f"  ✗ {s.error}" if s.status == "error" else ""))
+    for k, v in s.inputs.items():
+        print(f"    in  {k} = {_short(v)}")
+    for c in s.lm_calls:
+        print_call(c, full=full)
+    for k, v in s.outputs.items():
+        print(f"    out {k} = {_short(v)}")
+    if s.note:
+        print(f"    note: {s.note}")
+
+
+def print_call(c: LMCallRecord, *, full: bool) -> None:
+    tag = " (cached)" if c.cached else ""
+    tries = f", {c.retries} retried" if c.retries else ""
+    print(f"    lm  {c.model}: {c.prompt_tokens}+{c.completion_tokens} tokens, {c.latency_s:.2f}s{tag}{tries}")
+    for a in c.attempts:
+        wait = f", retried after {a.retry_in_s:.2f}s" if a.retry_in_s is not None else ""
+        print(
+            f"        attempt {a.attempt} ({a.model}) failed after {a.latency_s:.2f}s: {a.error_code}: {a.error}{wait}"
+        )
+    if c.error:
+        print(f"        ✗ {c.error}")
+    if full:
+        for m in c.request.get("messages", []):
+            print(f"        ── {m.get('role')} ──")
+            print(_indent(str(m.get("content", "")), 8))
+        settings = {k: c.request[k] for k in ("temperature", "max_tokens", "seed", "stop") if c.request.get(k)}
+        if settings:
+            print(f"        ── settings ── {json.dumps(settings, ensure_ascii=False)}")
+        if c.response is not None:
+            print("        ── reply ──")
+            print(_indent(c.response, 8))
+
+
+def _indent(text: str, n: int) -> str:
+    pad = " " * n
+    return "\n".join(pad + line for line in (text.splitlines() or [""]))
 
 
 def _short(v: Any, n: int = 100) -> str:
@@ -156,66 +162,27 @@ def _short(v: Any, n: int = 100) -> str:
     return text if len(text) <= n else text[: n - 1] + "…"
 
 
-def cmd_eval(args: argparse.Namespace) -> int:
-    from flowc.runtime.evaluate import bind_metrics, evaluate, load_dataset
-    from flowc.runtime.session import home
-
-    compiled = _load(args.spec)
-    records = load_dataset(args.data, args.limit)
-    default_output = next(iter(compiled.spec.outputs))
-    metrics = bind_metrics(compiled.spec.metrics, args.metric, args.output, args.target, default_output)
-    if not metrics:
-        raise FlowcError(
-            "unknown-metric",
-            "no metric to score with",
-            hint="pass --metric exact_match (or declare 'metric' in the spec)",
-        )
-    out = Path(args.out) if args.out else home() / "evals" / f"{compiled.name}-{Path(args.data).stem}"
-    ex = _executor(compiled, args.no_cache)
-    started = time.perf_counter()
-
-    def progress(done: int, total: int) -> None:
-        width = 30
-        filled = int(width * done / total) if total else width
-        rate = (time.perf_counter() - started) / max(done, 1)
-        print(
-            f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total}  {rate:.1f}s/example",
-            end="",
-            file=sys.stderr,
-            flush=True,
-        )
-
-    report = asyncio.run(
-        evaluate(ex, records, metrics, out, concurrency=args.concurrency, resume=args.resume, on_progress=progress)
-    )
-    print(file=sys.stderr)
-    print(f"\n{compiled.name} on {args.data}: {report['examples']} examples, {report['errors']} errors")
-    print(f"{'metric':<20} {'score':>8}")
-    for name, score in report["metrics"].items():
-        print(f"{name:<20} {score:>8.3f}")
-    print(
-        f"\nLM calls {report['lm_calls']} ({report['cached_calls']} cached), tokens {report['tokens']}, "
-        f"${report['cost_usd']:.4f}, {report['seconds_per_example']:.2f}s per example"
-    )
-    print(f"report: {out / 'report.json'}")
-    return 0
-
-
 def cmd_runs(args: argparse.Namespace) -> int:
     from flowc.runtime.session import home
     from flowc.runtime.store import RunStore
 
     path = home() / "runs.sqlite"
     if not path.exists():
-        print("no runs yet")
+        print("[]" if args.json else "no runs yet")
         return 0
-    rows = RunStore(path).list_runs(args.limit, args.pipeline)
-    print(f"{'run':<14}{'pipeline':<20}{'started':<21}{'status':<9}{'secs':>7}{'calls':>7}{'tokens':>8}")
+    rows = RunStore(path).list_runs(args.limit, args.pipeline, args.status)
+    if args.json:
+        print(json.dumps(rows, indent=2, ensure_ascii=False))
+        return 0
+    print(
+        f"{'run':<14}{'pipeline':<20}{'started':<21}{'status':<13}{'secs':>7}{'calls':>7}{'retries':>8}"
+        f"{'tokens':>9}{'cost $':>10}"
+    )
     for r in rows:
         started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["started"]))
         print(
-            f"{r['id']:<14}{r['pipeline']:<20}{started:<21}{r['status']:<9}{(r['duration_s'] or 0):>7.1f}"
-            f"{(r['lm_calls'] or 0):>7}{(r['tokens'] or 0):>8}"
+            f"{r['id']:<14}{r['pipeline']:<20}{started:<21}{r['status']:<13}{(r['duration_s'] or 0):>7.1f}"
+            f"{r['lm_calls']:>7}{r['retries']:>8}{r['tokens']:>9}{r['cost_usd']:>10.4f}"
         )
     return 0
 
@@ -226,19 +193,20 @@ def cmd_trace(args: argparse.Namespace) -> int:
 
     store = RunStore(home() / "runs.sqlite")
     run = store.load(args.run_id)
-    # RunResult knows only ok/error; the store also knows a run that never finished (still
-    # running, or killed), which must not be shown as a success.
-    status = store.status_of(run.run_id)
     if args.json:
-        data = json.loads(run.model_dump_json())
-        data["status"] = status  # "running" for an unfinished run, as the store knows it
-        print(json.dumps(data, indent=2, ensure_ascii=False))
+        print(run.model_dump_json(indent=2))
         return 0
-    print(f"run {run.run_id} of {run.pipeline} (artifact {run.artifact_hash[:12]}…): {status}")
+    print(f"run {run.run_id} of {run.pipeline} (artifact {run.artifact_hash[:12]}…): {run.status}")
+    models = run.meta.get("models") or {}
+    if models:
+        overridden = run.meta.get("overrides") or {}
+        shown = ", ".join(f"{k}={v}" + (" (--model)" if k in overridden else "") for k, v in models.items())
+        print(f"models: {shown}")
     print(f"inputs: {json.dumps(run.inputs, ensure_ascii=False)}\n")
-    print_trace(run)
-    if status == "running":
-        print(f"run {run.run_id} has not finished (still running, or killed) after {len(run.steps)} step(s)")
+    print_trace(run, full=args.full)
+    if run.status in ("running", "interrupted"):
+        what = "is still running" if run.status == "running" else "was interrupted"
+        print(f"run {run.run_id} {what} after {len(run.steps)} step(s)" + (f": {run.error}" if run.error else ""))
     else:
         print_result(run)
     return 0
@@ -263,15 +231,23 @@ def cmd_models(args: argparse.Namespace) -> int:
     from flowc.runtime.local_profiles import PROFILES, gguf_path, is_installed
 
     missing = []
+    listed = []
     for name, prof in PROFILES.items():
-        state = "installed" if is_installed(prof) else "not installed"
-        if state == "installed" and args.prepare:
+        installed = is_installed(prof)
+        state = "installed" if installed else "not installed"
+        entry: dict[str, Any] = {"model": f"local/{name}", "installed": installed, "context": prof.context}
+        if installed and args.prepare:
             path = gguf_path(name)  # assembles chunked models once, and checks their sha256
             checked = ", sha256 checked" if prof.sha256_prefix else ""
             state = f"ready ({path.stat().st_size / 2**20:.0f} MiB{checked})"
-        print(f"local/{name:<16} {state:<30} {prof.description}")
-        if state == "not installed":
+            entry.update(path=str(path), bytes=path.stat().st_size)
+        listed.append({**entry, "description": prof.description, "install": prof.install})
+        if not args.json:
+            print(f"local/{name:<16} {state:<30} {prof.description}")
+        if not installed:
             missing.append(prof)
-    if missing:
+    if args.json:
+        print(json.dumps(listed, indent=2))
+    elif missing:
         print("\ninstall the quality profiles with: make models", file=sys.stderr)
     return 0

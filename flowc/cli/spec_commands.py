@@ -27,6 +27,8 @@ def register(sub: Any) -> None:
     p.add_argument("specs", nargs="+", metavar="SPEC")
     p.add_argument("--werror", action="store_true", help="treat warnings as errors")
     p.add_argument("--quiet", "-q", action="store_true", help="print nothing when a spec is fine")
+    p.add_argument("--format", choices=("text", "json", "sarif"), default="text", help="json or SARIF 2.1.0 on stdout")
+    p.add_argument("--json", action="store_const", const="json", dest="format", help="same as --format json")
     p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("lint", help="check with warnings as errors, and compare with canonical formatting")
@@ -91,6 +93,12 @@ def _check_one(path: str, werror: bool, quiet: bool) -> tuple[int, int]:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    if args.format != "text":  # the same findings, machine-readable (diag_formats.py)
+        from flowc.cli.diag_formats import render
+
+        text, errors = render(args.specs, args.format, args.werror)
+        print(text)
+        return 1 if errors else 0
     total_e = total_w = 0
     for path in args.specs:
         e, w = _check_one(path, args.werror, args.quiet)

@@ -6,6 +6,8 @@ A Metric maps (outputs of a run, the example) to a number in [0, 1]; `metric_fro
 
 from __future__ import annotations
 
+import json
+import math
 import statistics
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -140,7 +142,24 @@ class Scorer:
         return Evaluation(mean, tuple(items))
 
 
-def accept(new: float, old: float) -> bool:
-    """The validation gate shared by every method that uses one: keep an update only if the
-    validation score does not drop."""
-    return new >= old
+def size(value: Any) -> int:
+    """The length of a param value: characters of a prompt, of the JSON of demos."""
+    return len(value) if isinstance(value, str) else len(json.dumps(value, ensure_ascii=False, default=str))
+
+
+def growth(before: Mapping[str, Any], after: Mapping[str, Any]) -> int:
+    """How much longer `after` makes the params it sets than `before` (negative: shorter)."""
+    return sum(size(v) - size(before.get(k, "")) for k, v in after.items())
+
+
+def accept(new: float, old: float, *, growth: float = 0.0) -> bool:
+    """The validation gate shared by every method that uses one.
+
+    An update is kept if the validation score rises, or if it stays the same and the update does
+    not make the trained values longer (`growth`, in characters). The papers' gate is `new >= old`;
+    on the small validation sets flowc runs with, most updates tie, and `>=` then keeps every edit
+    that adds text without helping (the same hint appended step after step). A tie is still kept
+    when the edit rewords or shortens."""
+    if new > old and not math.isclose(new, old, abs_tol=1e-12):
+        return True
+    return math.isclose(new, old, abs_tol=1e-12) and growth <= 0

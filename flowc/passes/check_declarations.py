@@ -29,6 +29,7 @@ class CheckDeclarationsPass(Pass):
                     spec.span(*p, "fn"),
                     did_you_mean(md.fn, METRIC_NAMES) or f"known: {', '.join(METRIC_NAMES)}",
                 )
+            _check_judge(ctx, name, md.fn, md.model, set(spec.models))
             if md.output not in outputs:
                 ctx.report(
                     "unknown-name",
@@ -88,6 +89,32 @@ class CheckDeclarationsPass(Pass):
                             did_you_mean(k, fields) or f"fields: {', '.join(sorted(fields))}",
                         )
         return graph
+
+
+def _check_judge(ctx: PassContext, name: str, fn: str, model: str | None, models: set[str]) -> None:
+    """An llm_judge metric names its judge, a declared model; no other metric takes a model."""
+    p = ("metrics", name)
+    if fn == "llm_judge" and model is None:
+        ctx.report(
+            "missing-field",
+            f"metric '{name}' uses llm_judge, which needs a judge model",
+            ctx.spec.span(*p, "fn"),
+            f"add 'model = NAME' naming a declared model ({', '.join(sorted(models)) or 'declare one'})",
+        )
+    elif fn == "llm_judge" and model not in models:
+        ctx.report(
+            "unknown-model",
+            f"metric '{name}' is judged by model '{model}', which the pipeline does not declare",
+            ctx.spec.span(*p, "model"),
+            did_you_mean(model or "", models) or _listing("models", models),
+        )
+    elif fn != "llm_judge" and model is not None:
+        ctx.report(
+            "invalid-value",
+            f"metric '{name}' uses {fn}, which takes no model (only llm_judge does)",
+            ctx.spec.span(*p, "model"),
+            "remove 'model = ...'",
+        )
 
 
 def _listing(what: str, names: set[str]) -> str:

@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from flowc.errors import LMError
+from flowc.runtime import attempts
 from flowc.runtime.lm import LMRequest, LMResponse
 from flowc.runtime.policy import DEFAULT_POLICY, ModelPolicy
 from flowc.runtime.ratelimit import RateLimiters, estimate_tokens
@@ -187,6 +189,7 @@ class ModelClient:
         attempt = 0
         limiter = self._limiters.get(route.model)
         while True:
+            started = time.perf_counter()
             try:
                 if limiter is None:
                     return await transport.complete(request)
@@ -200,13 +203,29 @@ class ModelClient:
                 return response
             except LMError as e:
                 if not e.retryable or attempt >= route.policy.retries:
+                    _report_attempt(route.model, attempt, e, started, None)
                     raise
                 attempt += 1
                 wait = route.policy.backoff_s(attempt, self._rng.random())
                 retry_after = vars(e).get("retry_after")
                 if isinstance(retry_after, int | float):
                     wait = max(wait, min(float(retry_after), route.policy.backoff_max_s))
+                _report_attempt(route.model, attempt - 1, e, started, wait)
                 await self._sleep(wait)
+
+
+def _report_attempt(model: str, attempt: int, e: LMError, started: float, retry_in: float | None) -> None:
+    """Tell the recorder of this call (attempts.py) that attempt `attempt` (0-based) failed."""
+    attempts.report(
+        attempts.AttemptRecord(
+            model=model,
+            attempt=attempt + 1,
+            error_code=e.code,
+            error=e.diagnostic.message,
+            latency_s=time.perf_counter() - started,
+            retry_in_s=retry_in,
+        )
+    )
 
 
 def _native_accepts(request: LMRequest) -> bool:

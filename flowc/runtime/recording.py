@@ -1,9 +1,11 @@
-"""The LM client a step uses: it records every call (answered or failed) in the step's trace and
-opens an OpenTelemetry span per call."""
+"""The LM client a step uses: it records every call (answered or failed) in the step's trace, with
+the attempts that failed before it (retries, fallbacks; see attempts.py), and opens an
+OpenTelemetry span per call."""
 
 from __future__ import annotations
 
 from flowc.errors import FlowcError
+from flowc.runtime.attempts import AttemptRecord, observe
 from flowc.runtime.lm import LMClient, LMRequest, LMResponse
 from flowc.runtime.telemetry import set_attributes, span
 from flowc.runtime.trace import LMCallRecord
@@ -30,8 +32,10 @@ class RecordingClient:
             return resp
 
     async def _complete(self, request: LMRequest) -> LMResponse:
+        attempts: list[AttemptRecord] = []
         try:
-            resp = await self.inner.complete(request)
+            with observe(attempts.append):
+                resp = await self.inner.complete(request)
         except Exception as e:  # a failed call is part of the trace too, whatever raised it
             error = f"{e.code}: {e.diagnostic.message}" if isinstance(e, FlowcError) else f"{type(e).__name__}: {e}"
             self.records.append(
@@ -41,6 +45,7 @@ class RecordingClient:
                     request=request.canonical(),
                     response=None,
                     error=error,
+                    attempts=attempts,
                 )
             )
             raise
@@ -56,6 +61,7 @@ class RecordingClient:
                 latency_s=resp.latency_s,
                 cached=resp.cached,
                 error=None,
+                attempts=attempts,
             )
         )
         return resp

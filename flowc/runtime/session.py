@@ -15,6 +15,7 @@ from flowc.compile import CompiledPipeline
 from flowc.runtime.cache import CachedLM, ResponseCache
 from flowc.runtime.config import RunConfig
 from flowc.runtime.executor import Executor
+from flowc.runtime.limits import ContextGuard
 from flowc.runtime.lm import LMClient
 from flowc.runtime.policy import ModelPolicy
 from flowc.runtime.ratelimit import RateLimiters
@@ -85,7 +86,8 @@ def open_executor(
 ) -> Executor:
     """An executor with the default client, a response cache and a run store under `root`."""
     base = root or home()
-    client = lm or default_client(compiled)
+    # A prompt that cannot fit its model's window is refused before it is sent.
+    client = lm or ContextGuard(default_client(compiled))
     if cache:
         client = CachedLM(client, ResponseCache(base / "cache.sqlite"), compiled.hash)
     run_store = RunStore(base / "runs.sqlite") if store else None

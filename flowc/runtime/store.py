@@ -12,6 +12,12 @@ Every `RunStore` opened on the same file in a process shares one queue and one c
 store opened to read (`flowc runs`, a test) sees what another has queued. A half-finished run stays
 inspectable (`flowc trace RUN_ID` shows it as 'running'). Requests are stored in canonical form:
 they hold prompts and settings, never API keys.
+
+A run records the process that runs it (pid, host, process start time). Opening the store marks
+the runs whose process is gone as 'interrupted' (killed, or the machine went down), so a run
+stays 'running' only while something is still running it. Every LM call keeps the attempts that
+failed before it answered (retries and fallbacks, with their errors), and every run the meta of
+the store that began it (the models in use, `--model` overrides).
 """
 
 from __future__ import annotations
@@ -19,14 +25,18 @@ from __future__ import annotations
 import atexit
 import json
 import logging
+import os
+import socket
 import sqlite3
 import threading
 import time
 import weakref
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from flowc.errors import FlowcError
+from flowc.runtime.attempts import AttemptRecord
 from flowc.runtime.trace import LMCallRecord, RunResult, StepRecord
 
 log = logging.getLogger(__name__)
@@ -50,6 +60,12 @@ CREATE TABLE IF NOT EXISTS lm_calls (
 CREATE INDEX IF NOT EXISTS runs_started ON runs(started);
 """
 
+# Columns added after the first release of the store, added to an older file when it is opened.
+_ADDED_COLUMNS = {
+    "runs": (("pid", "INTEGER"), ("host", "TEXT"), ("proc_start", "REAL"), ("meta", "TEXT")),
+    "lm_calls": (("attempts", "TEXT"),),
+}
+
 FLUSH_S = 0.1  # the longest a queued record waits for its commit
 MAX_PENDING = 512  # a queue this long is committed at once, by the caller
 
@@ -60,13 +76,27 @@ class _Database:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self.conn.execute("PRAGMA busy_timeout=10000")  # other flowc processes may be writing
         self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute("PRAGMA synchronous=NORMAL")
         self.conn.executescript(SCHEMA)
+        self._migrate()
         self.lock = threading.Lock()  # the connection
         self._queue_lock = threading.Lock()
         self._pending: list[tuple[str, Any]] = []
         self._timer: threading.Timer | None = None
+
+    def _migrate(self) -> None:
+        for table, columns in _ADDED_COLUMNS.items():
+            have = {row[1] for row in self.conn.execute(f"PRAGMA table_info({table})")}
+            for name, kind in columns:
+                if name not in have:
+                    try:
+                        self.conn.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
+                    except sqlite3.OperationalError as e:  # another process added it just now
+                        if "duplicate column" not in str(e):
+                            raise
+        self.conn.execute("CREATE INDEX IF NOT EXISTS runs_status ON runs(status)")
 
     def queue(self, kind: str, record: Any) -> None:
         with self._queue_lock:
@@ -100,7 +130,6 @@ class _Database:
                 log.error("run store %s: could not write %d records: %s", self.path, len(items), e)
 
 
-
 _open: weakref.WeakValueDictionary[str, _Database] = weakref.WeakValueDictionary()
 _open_lock = threading.Lock()
 
@@ -126,10 +155,38 @@ def _flush_all() -> None:
 class RunStore:
     """A SQLite run store; safe to use from one process's threads and asyncio tasks."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, meta: Mapping[str, Any] | None = None) -> None:
+        """Open (or create) the store at `path`; `meta` is recorded with every run begun through
+        this instance (e.g. the model ids in use and the `--model` overrides)."""
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.meta = dict(meta or {})
         self._store: _Database | None = _database(self.path)
+        self._me = (os.getpid(), socket.gethostname(), _process_start(os.getpid()))
+        self.mark_interrupted()
+
+    def mark_interrupted(self, *, mine: bool = False) -> list[str]:
+        """Mark 'interrupted' every run still 'running' whose process on this host has ended (or
+        is another process now holding the same pid); returns their ids. With `mine`, also the
+        runs of this process (called when it was interrupted and will start no more). Runs begun
+        by older flowc versions (no pid recorded) and runs of other hosts are left as they are."""
+        pid, host, _ = self._me
+        rows = self._read(
+            "SELECT id, pid, proc_start FROM runs WHERE status='running' AND host=? AND pid IS NOT NULL", (host,)
+        )
+        dead = [
+            rid
+            for rid, rpid, rstart in rows
+            if (mine and rpid == pid) or (rpid != pid and not _same_process_alive(rpid, rstart))
+        ]
+        if dead:
+            db = self._db
+            with db.lock:
+                db.conn.executemany(
+                    "UPDATE runs SET status='interrupted', error=?, error_code=NULL WHERE id=? AND status='running'",
+                    [("interrupted before the run finished (the process was stopped or killed)", rid) for rid in dead],
+                )
+        return dead
 
     @property
     def _db(self) -> _Database:
@@ -156,7 +213,10 @@ class RunStore:
     # -- writing: queued, committed in batches -----------------------------------------------------
 
     def begin_run(self, run: RunResult) -> None:
-        self._db.queue("begin", (run.run_id, run.pipeline, run.artifact_hash, time.time(), run.inputs))
+        meta = {**self.meta, **run.meta}
+        self._db.queue(
+            "begin", (run.run_id, run.pipeline, run.artifact_hash, time.time(), run.inputs, *self._me, meta or None)
+        )
 
     def add_step(self, run_id: str, step: StepRecord) -> None:
         # The step is finished: the executor no longer changes it, so it is serialized later.
@@ -182,23 +242,59 @@ class RunStore:
 
     # -- reading -----------------------------------------------------------------------------------
 
-    def list_runs(self, limit: int = 20, pipeline: str | None = None) -> list[dict[str, Any]]:
-        sql = "SELECT id, pipeline, started, status, duration_s, tokens, cost_usd, lm_calls, error_code FROM runs"
-        args: tuple[Any, ...] = ()
+    def list_runs(
+        self, limit: int = 20, pipeline: str | None = None, status: str | None = None
+    ) -> list[dict[str, Any]]:
+        """The latest runs, newest first: id, pipeline, started, status, duration, tokens, cost, LM
+        calls, retries (failed attempts that were tried again), error code and meta."""
+        where, args = [], []
         if pipeline:
-            sql += " WHERE pipeline=?"
-            args = (pipeline,)
+            where.append("pipeline=?")
+            args.append(pipeline)
+        if status:
+            where.append("status=?")
+            args.append(status)
+        # An unfinished run has no totals yet: count what its stored steps made so far.
+        sql = (
+            "SELECT id, pipeline, started, status, duration_s, "
+            "COALESCE(tokens, (SELECT SUM(prompt_tokens + completion_tokens) FROM lm_calls c WHERE c.run_id=r.id)), "
+            "COALESCE(cost_usd, (SELECT SUM(cost_usd) FROM lm_calls c WHERE c.run_id=r.id)), "
+            "COALESCE(lm_calls, (SELECT COUNT(*) FROM lm_calls c WHERE c.run_id=r.id)), "
+            "(SELECT SUM(COALESCE(json_array_length(attempts), 0) - "
+            "(CASE WHEN error IS NOT NULL AND attempts IS NOT NULL THEN 1 ELSE 0 END)) "
+            "FROM lm_calls c WHERE c.run_id=r.id), error_code, meta FROM runs r"
+        )
+        if where:
+            sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY started DESC LIMIT ?"
         rows = self._read(sql, (*args, limit))
-        keys = ("id", "pipeline", "started", "status", "duration_s", "tokens", "cost_usd", "lm_calls", "error_code")
-        return [dict(zip(keys, r, strict=True)) for r in rows]
+        keys = (
+            "id",
+            "pipeline",
+            "started",
+            "status",
+            "duration_s",
+            "tokens",
+            "cost_usd",
+            "lm_calls",
+            "retries",
+            "error_code",
+            "meta",
+        )
+        out = [dict(zip(keys, r, strict=True)) for r in rows]
+        for row in out:
+            row["meta"] = json.loads(row["meta"]) if row["meta"] else {}
+            for k in ("tokens", "lm_calls", "retries"):
+                row[k] = int(row[k] or 0)
+            row["cost_usd"] = float(row["cost_usd"] or 0.0)
+        return out
 
     def load(self, run_id: str) -> RunResult:
         """A stored run with its steps and LM calls; a unique prefix of the id is enough."""
         pattern = run_id.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
         rows = self._read(
             "SELECT id, pipeline, artifact_hash, status, inputs, outputs, error, error_code, "
-            "duration_s FROM runs WHERE id LIKE ? ESCAPE '\\'",
+            "duration_s, meta FROM runs WHERE id LIKE ? ESCAPE '\\'",
             (pattern,),
         )
         exact = [r for r in rows if r[0] == run_id]
@@ -209,17 +305,18 @@ class RunStore:
                 f"no run '{run_id}' in {self.path}" if not rows else f"'{run_id}' matches {len(rows)} runs",
                 hint="list runs with 'flowc runs'",
             )
-        rid, pipeline, art, status, inputs, outputs, error, code, dur = rows[0]
+        rid, pipeline, art, status, inputs, outputs, error, code, dur, meta = rows[0]
         run = RunResult(
             run_id=rid,
             pipeline=pipeline,
             artifact_hash=art,
             inputs=json.loads(inputs),
             outputs=json.loads(outputs) if outputs else {},
-            status=status if status in ("error", "running") else "ok",
+            status=status if status in ("error", "running", "interrupted") else "ok",
             error=error,
             error_code=code,
             duration_s=dur or 0.0,
+            meta=json.loads(meta) if meta else {},
         )
         steps = self._read(
             "SELECT seq, node, kind, iteration, inputs, outputs, status, error, note, "
@@ -228,12 +325,12 @@ class RunStore:
         )
         calls = self._read(
             "SELECT seq, node, model, request, response, prompt_tokens, completion_tokens, "
-            "cost_usd, latency_s, cached, error FROM lm_calls WHERE run_id=? "
+            "cost_usd, latency_s, cached, error, attempts FROM lm_calls WHERE run_id=? "
             "ORDER BY seq, idx",
             (rid,),
         )
         by_seq: dict[int, list[LMCallRecord]] = {}
-        for seq, node, model, req, resp, pt, ct, cost, lat, cached, err in calls:
+        for seq, node, model, req, resp, pt, ct, cost, lat, cached, err, tries in calls:
             by_seq.setdefault(seq, []).append(
                 LMCallRecord(
                     node=node,
@@ -246,6 +343,7 @@ class RunStore:
                     latency_s=lat,
                     cached=bool(cached),
                     error=err,
+                    attempts=[AttemptRecord.model_validate(a) for a in json.loads(tries)] if tries else [],
                 )
             )
         for seq, node, kind, it, ins, outs, st, err, note, start, dur in steps:
@@ -273,25 +371,57 @@ class RunStore:
 
 
 def _dumps(v: Any) -> str:
-    return json.dumps(v, ensure_ascii=False, default=repr)
+    text = json.dumps(v, ensure_ascii=False, default=repr)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates (bytes that were not UTF-8): keep them escaped
+        return json.dumps(v, ensure_ascii=True, default=repr)
+    return text
+
+
+def _process_start(pid: int) -> float | None:
+    """When process `pid` started (seconds since the epoch), from /proc; None where unknown."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        ticks = int(stat.rsplit(")", 1)[1].split()[19])
+        boot = next(
+            float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines() if line.startswith("btime")
+        )
+        return boot + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+
+
+def _same_process_alive(pid: int, started: float | None) -> bool:
+    """Whether process `pid` is alive and is the one that began the run (not a later process
+    given the same pid; process start times are compared where /proc tells them)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # alive, another user's
+    now_start = _process_start(pid)
+    return started is None or now_start is None or abs(now_start - started) < 2.0
 
 
 # -- what each queued record writes (run by the flush, inside its transaction) ----------------------
 
 
 def _write_begin(conn: sqlite3.Connection, record: Any) -> None:
-    run_id, pipeline, artifact, started, inputs = record
+    run_id, pipeline, artifact, started, inputs, pid, host, proc_start, meta = record
     conn.execute(
-        "INSERT OR REPLACE INTO runs (id, pipeline, artifact_hash, started, status, inputs) "
-        "VALUES (?, ?, ?, ?, 'running', ?)",
-        (run_id, pipeline, artifact, started, _dumps(inputs)),
+        "INSERT OR REPLACE INTO runs (id, pipeline, artifact_hash, started, status, inputs, pid, host, proc_start, "
+        "meta) VALUES (?, ?, ?, ?, 'running', ?, ?, ?, ?, ?)",
+        (run_id, pipeline, artifact, started, _dumps(inputs), pid, host, proc_start, _dumps(meta) if meta else None),
     )
 
 
 def _write_step(conn: sqlite3.Connection, record: Any) -> None:
     run_id, step = record
     conn.execute(
-        "INSERT OR REPLACE INTO steps VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "INSERT OR REPLACE INTO steps (run_id, seq, node, kind, iteration, inputs, outputs, status, error, note, "
+        "started_s, duration_s) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             run_id,
             step.seq,
@@ -309,7 +439,9 @@ def _write_step(conn: sqlite3.Connection, record: Any) -> None:
     )
     if step.lm_calls:
         conn.executemany(
-            "INSERT OR REPLACE INTO lm_calls VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT OR REPLACE INTO lm_calls (run_id, seq, idx, node, model, request, response, prompt_tokens, "
+            "completion_tokens, cost_usd, latency_s, cached, error, attempts) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
                 (
                     run_id,
@@ -325,6 +457,7 @@ def _write_step(conn: sqlite3.Connection, record: Any) -> None:
                     c.latency_s,
                     int(c.cached),
                     c.error,
+                    _dumps([a.model_dump() for a in c.attempts]) if c.attempts else None,
                 )
                 for i, c in enumerate(step.lm_calls)
             ],

@@ -9,6 +9,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from flowc.runtime.attempts import AttemptRecord
+
 
 class LMCallRecord(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -23,6 +25,14 @@ class LMCallRecord(BaseModel):
     latency_s: float = 0.0
     cached: bool = False
     error: str | None = None
+    # The attempts that failed before this call answered (or before it gave up, `error` then
+    # repeating the last one): retries and fallbacks, each with its error.
+    attempts: list[AttemptRecord] = Field(default_factory=list)
+
+    @property
+    def retries(self) -> int:
+        """Attempts made after the first one."""
+        return max(len(self.attempts) - (1 if self.error else 0), 0)
 
 
 class StepRecord(BaseModel):
@@ -55,10 +65,14 @@ class RunResult(BaseModel):
     inputs: dict[str, Any]
     outputs: dict[str, Any] = Field(default_factory=dict)
     steps: list[StepRecord] = Field(default_factory=list)
-    status: Literal["ok", "error", "running"] = "ok"  # running: a stored run that never finished
+    # running: a stored run not finished yet; interrupted: one whose process died before it finished
+    status: Literal["ok", "error", "running", "interrupted"] = "ok"
     error: str | None = None
     error_code: str | None = None
     duration_s: float = 0.0
+    # How the run was started, as the run store records it: the model ids in use and which ones
+    # were overridden (`--model`), the process that ran it.
+    meta: dict[str, Any] = Field(default_factory=dict)
 
     @property
     def path(self) -> list[str]:
@@ -76,3 +90,7 @@ class RunResult(BaseModel):
     @property
     def cost_usd(self) -> float:
         return sum(c.cost_usd for c in self.lm_calls)
+
+    @property
+    def retries(self) -> int:
+        return sum(c.retries for c in self.lm_calls)

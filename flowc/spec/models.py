@@ -164,6 +164,8 @@ class MetricDecl(SpecModel):
     fn: Name
     output: Name
     target: Name
+    # The judge of an `llm_judge` metric: a declared model (no other metric takes one).
+    model: Name | None = None
 
 
 class Expectation(SpecModel):

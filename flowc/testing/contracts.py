@@ -286,7 +286,7 @@ class OptimizerContract:
         inputs = [{k: e[k] for k in compiled.spec.inputs} for e in valset]
         asyncio.run(ex.run_batch(inputs, concurrency=1))
         base_keys = {r.key() for r in recorder.calls}
-        hurting = FunctionLM(hurting_pipeline_answer(base_keys, inputs, good))
+        hurting = FunctionLM(hurting_pipeline_answer(base_keys, inputs, good, others=self.pipeline_answer))
         run_dir = tmp_path / "run"
         patch = self.run(
             compiled, trainset, valset, metric, run_dir=run_dir, lms=(hurting, FunctionLM(self.optimizer_answer))

@@ -177,11 +177,18 @@ def fake_optimizer_answer(request: LMRequest, *, hint: str = HINT) -> str:
 
 
 def hurting_pipeline_answer(
-    base_keys: set[str], val_inputs: Sequence[Mapping[str, Any]], good: Answer, bad: str = "wrong"
+    base_keys: set[str],
+    val_inputs: Sequence[Mapping[str, Any]],
+    good: Answer,
+    bad: str = "wrong",
+    *,
+    others: Answer | None = None,
 ) -> Answer:
     """A pipeline model under which every change to the pipeline lowers the validation score:
     requests the unpatched pipeline sends for a validation example (`base_keys`) get `good`'s
-    answer, any other request about a validation example gets `bad`, everything else `good`."""
+    answer, any other request about a validation example gets `bad`, everything else `others`'s
+    answer (default `good`; the suite passes its pipeline model, which gets some training examples
+    wrong, so that a method that learns only from failures has something to change)."""
     needles = [str(v) for ex in val_inputs for v in ex.values() if isinstance(v, str) and v]
 
     def answer(request: LMRequest) -> str:
@@ -190,7 +197,7 @@ def hurting_pipeline_answer(
         text = request_text(request)
         if any(n in text for n in needles):
             return bad
-        return good(request)
+        return (others or good)(request)
 
     return answer
 

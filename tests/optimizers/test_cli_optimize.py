@@ -129,11 +129,12 @@ def test_optimize_writes_the_prompt_in_place_and_prints_a_diff(
     # the prompts are edited in place: comments and layout kept, nothing else changed
     assert "# A question-answering pipeline (this comment must survive write-back)." in new
     assert "# the drafting step" in new and "# trailing comment" in new
-    assert f'prompt: "{HINT} {HINT} Notes: {{{{notes}}}} Q: {{{{question}}}}"  # trailing comment' in new
+    # one hint: once the pipeline answers the training examples right, the second step has nothing to fix
+    assert f'prompt: "{HINT} Notes: {{{{notes}}}} Q: {{{{question}}}}"  # trailing comment' in new
     changed = [(a, b) for a, b in zip(SPEC.splitlines(), new.splitlines(), strict=True) if a != b]
     assert len(changed) == 2 and all("prompt:" in a for a, _ in changed)
     assert f"--- a/{project / 'qa.flow'}" in out and f"+++ b/{project / 'qa.flow'}" in out
-    assert '-    prompt: "Think about: {{question}}"' in out and f'+    prompt: "{HINT} {HINT} Think about:' in out
+    assert '-    prompt: "Think about: {{question}}"' in out and f'+    prompt: "{HINT} Think about:' in out
     assert "validation exact_match: 0.000 → 1.000" in out
     patch = ParamPatch.load(project / "run" / "patch.json")
     assert set(patch.params) == {"draft.prompt", "answer.prompt"}

@@ -304,8 +304,16 @@ def test_edits_above_beta_are_rejected_and_retried_once(tmp_path: Path) -> None:
 
 
 def test_beta_anneals_per_round(tmp_path: Path) -> None:
+    # without the gate there is no validation signal to plateau on: patience 3 runs all 3 rounds
     _, _, o_lm, tep = _run(
-        optimizer(lambda r: critic_reply()), tmp_path=tmp_path, t_free=1, t_nudge=1, rounds=3, beta0=0.4, decay=0.5
+        optimizer(lambda r: critic_reply()),
+        tmp_path=tmp_path,
+        t_free=1,
+        t_nudge=1,
+        rounds=3,
+        patience=3,
+        beta0=0.4,
+        decay=0.5,
     )
     betas = [r["beta"] for r in _log(tmp_path) if r["event"] == "proposal" and r["phase"] == "nudged"]
     assert betas == pytest.approx([0.4, 0.4, 0.2, 0.2, 0.1, 0.1])
@@ -338,25 +346,31 @@ def test_placeholders_are_preserved(tmp_path: Path) -> None:
     assert patch2.params == {}
 
 
-def test_the_validation_gate_rejects_a_hurting_update(tmp_path: Path) -> None:
-    # the answer step's rewrite makes it say "dunno" to everything; the draft's helps
-    def pipeline(request: LMRequest) -> str:
-        return "dunno" if "NEVER" in "\n".join(m.content for m in request.messages) else "Paris"
+def hurting_and_helping(request: LMRequest) -> str:
+    """The answer step's rewrite makes it say "dunno" to everything; the draft's puts the hint at the
+    end of its prompt, where it reaches the notes (so the answer step sees "capital")."""
+    cur = current_prompt(request)
+    return f"<PROMPT>NEVER answer. {cur}</PROMPT>" if "{{notes}}" in cur else f"<PROMPT>{cur} {HINT}</PROMPT>"
 
-    def update(request: LMRequest) -> str:
-        cur = current_prompt(request)
-        return f"<PROMPT>{'NEVER answer. ' if '{{notes}}' in cur else HINT + ' '}{cur}</PROMPT>"
 
+def never_or_qa(request: LMRequest) -> str:
+    return "dunno" if "NEVER" in "\n".join(m.content for m in request.messages) else qa_pipeline_answer(request)
+
+
+@pytest.mark.parametrize("gate", ["joint", "per_node"])
+def test_the_validation_gate_rejects_a_hurting_update(tmp_path: Path, gate: str) -> None:
     patch, _, _, tep = _run(
-        optimizer(lambda r: critic_reply(), update),
+        optimizer(lambda r: critic_reply(), hurting_and_helping),
         tmp_path=tmp_path,
-        pipeline_answer=pipeline,
+        pipeline_answer=never_or_qa,
         validate=True,
+        gate=gate,
         t_free=1,
         t_nudge=0,
+        rounds=1,
     )
     assert set(patch.params) == {"draft.prompt"} and patch.scores["val_after"] == 1.0
-    assert patch.scores["val_before"] == 1.0
+    assert patch.scores["val_before"] == 0.0
     assert tep.stats[0]["accepted"] == ["draft.prompt"]
     rows = {r["param"]: r for r in _log(tmp_path) if r["event"] == "proposal"}
     assert rows["answer.prompt"]["accepted"] is False and rows["answer.prompt"]["val"] == 0.0  # 1.0 → 0.0
@@ -433,6 +447,8 @@ def test_the_log_has_what_a_reader_needs(tmp_path: Path) -> None:
     rows = [r for r in _log(tmp_path) if r["event"] == "proposal"]
     assert {r["phase"] for r in rows} == {"free", "nudged"}
     for r in rows:
+        if r["prompt_after"] is None:  # e.g. an edit above beta, twice
+            continue
         for key in (
             "step",
             "phase",
@@ -471,45 +487,53 @@ def test_default_fakes_reach_equilibrium_once_the_hint_is_in(tmp_path: Path) -> 
         "draft.prompt": f"{HINT} Think about: {{{{question}}}}",
         "answer.prompt": f"{HINT} Notes: {{{{notes}}}} Q: {{{{question}}}}",
     }
-    assert [s["phase"] for s in tep.stats] == ["free", "free", "nudged"]
+    # round 1 raised validation 0 → 1, so a second round runs; its critics are at equilibrium at
+    # once and validation does not rise: the plateau ends the job
+    assert [s["phase"] for s in tep.stats] == ["free", "free", "nudged", "free", "nudged"]
+    assert [s["round"] for s in tep.stats] == [0, 0, 0, 1, 1]
 
 
-def test_joint_first_gate_needs_one_validation_pass_when_the_edits_help(tmp_path: Path) -> None:
+def test_joint_gates_need_one_validation_pass_when_the_edits_help(tmp_path: Path) -> None:
     runs = {}
-    for gate in ("per_node", "joint_first"):
+    for gate in ("per_node", "joint_first", "joint"):
         patch, p_lm, _, _ = _run(
-            optimizer(lambda r: critic_reply()), tmp_path=tmp_path / gate, validate=True, gate=gate, t_free=1, t_nudge=0
+            optimizer(lambda r: critic_reply()),
+            tmp_path=tmp_path / gate,
+            validate=True,
+            gate=gate,
+            t_free=1,
+            t_nudge=0,
+            rounds=1,
         )
         runs[gate] = (patch.params, len(p_lm.calls))
-    assert runs["per_node"][0] == runs["joint_first"][0] and len(runs["joint_first"][0]) == 2
-    # baseline 4 + minibatch 4 + gate: per node 2 × 4 and together 4, or one joint pass of 4
-    assert runs["per_node"][1] == 20 and runs["joint_first"][1] == 12
-    cands = [json.loads(x) for x in (tmp_path / "joint_first" / "run" / "candidates.jsonl").read_text().splitlines()]
+    # alone, the draft's hint ties on validation and lengthens the prompt: per_node refuses it; the
+    # joint pass judges both edits together (they raise validation 0 → 1) and keeps both
+    assert set(runs["per_node"][0]) == {"answer.prompt"}
+    assert runs["joint_first"][0] == runs["joint"][0] and len(runs["joint"][0]) == 2
+    # baseline 4 + minibatch 4 + gate: per node 2 × 4 (one passes alone: no joint check), or one joint pass of 4
+    assert runs["per_node"][1] == 16 and runs["joint_first"][1] == runs["joint"][1] == 12
+    cands = [json.loads(x) for x in (tmp_path / "joint" / "run" / "candidates.jsonl").read_text().splitlines()]
     assert {c["gate"] for c in cands} == {"joint"} and all(c["accepted"] for c in cands)
 
 
-def test_joint_first_gate_falls_back_to_per_node(tmp_path: Path) -> None:
-    def pipeline(request: LMRequest) -> str:
-        return "dunno" if "NEVER" in "\n".join(m.content for m in request.messages) else "Paris"
-
-    def update(request: LMRequest) -> str:
-        cur = current_prompt(request)
-        return f"<PROMPT>{'NEVER answer. ' if '{{notes}}' in cur else HINT + ' '}{cur}</PROMPT>"
-
+@pytest.mark.parametrize("gate", ["joint_first", "joint"])
+def test_joint_gates_fall_back_when_the_edits_fail_together(tmp_path: Path, gate: str) -> None:
     patch, _, _, _ = _run(
-        optimizer(lambda r: critic_reply(), update),
+        optimizer(lambda r: critic_reply(), hurting_and_helping),
         tmp_path=tmp_path,
-        pipeline_answer=pipeline,
+        pipeline_answer=never_or_qa,
         validate=True,
-        gate="joint_first",
+        gate=gate,
         t_free=1,
         t_nudge=0,
+        rounds=1,
     )
     assert set(patch.params) == {"draft.prompt"}
     cands = [json.loads(x) for x in (tmp_path / "run" / "candidates.jsonl").read_text().splitlines()]
+    fallback = "per_node" if gate == "joint_first" else "halves"
     assert {c["id"]: (c["accepted"], c["gate"]) for c in cands} == {
-        "step1:answer.prompt": (False, "per_node"),
-        "step1:draft.prompt": (True, "per_node"),
+        "step1:answer.prompt": (False, fallback),
+        "step1:draft.prompt": (True, fallback),
     }
     with pytest.raises(flowc.errors.FlowcError, match="gate must be"):
         _run(optimizer(lambda r: critic_reply()), tmp_path=tmp_path / "x", gate="sometimes")

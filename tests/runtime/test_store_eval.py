@@ -161,7 +161,7 @@ def test_evaluate_summary(tmp_path: Path) -> None:
             em(),
             tmp_path / "ev",
             concurrency=3,
-            on_progress=lambda d, t: seen.append((d, t)),
+            on_progress=lambda d, t, _row: seen.append((d, t)),
         )
     )
     assert report["examples"] == 6 and report["errors"] == 1  # Chile's answer call fails
@@ -214,7 +214,8 @@ def test_killed_eval_resumes_without_losing_or_repeating_work(tmp_path: Path, ho
         first = CapitalLM(kill_at=7, kill=kill)
         with pytest.raises(type(kill)):
             asyncio.run(evaluate(Executor(compiled(LINEAR), lm=first), fresh(RECORDS), em(), out, concurrency=2))
-    finished = {json.loads(x)["id"] for x in (out / "results.jsonl").read_text().splitlines()}
+    first_results = (out / "results.jsonl").read_text().splitlines()
+    finished = {json.loads(x)["id"] for x in first_results}
     assert 1 <= len(finished) < 6
 
     second = CapitalLM()
@@ -224,9 +225,10 @@ def test_killed_eval_resumes_without_losing_or_repeating_work(tmp_path: Path, ho
     rows = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
     assert sorted(r["id"] for r in rows) == [r["id"] for r in RECORDS]  # every example exactly once
     asked = {country_of(c) for c in second.calls}
-    done_countries = {next(c for c in ANSWERS if c in r["question"]) for r in RECORDS if r["id"] in finished}
+    ok = {json.loads(x)["id"] for x in first_results if json.loads(x)["status"] == "ok"}
+    done_countries = {next(c for c in ANSWERS if c in r["question"]) for r in RECORDS if r["id"] in ok}
     assert not asked & done_countries  # no model call repeated for a finished example
-    assert len(second.calls) == 2 * (6 - len(finished))
+    assert len(second.calls) == 2 * (6 - len(ok))  # the rest, a failed one (Chile) included
     assert report["examples"] == 6 and report["metrics"]["em"] == pytest.approx(4 / 6)
 
 
@@ -246,7 +248,7 @@ def test_resume_after_a_line_cut_by_a_kill(tmp_path: Path) -> None:
     assert sorted(r["id"] for r in rows) == [r["id"] for r in RECORDS]
     again = CapitalLM()
     asyncio.run(evaluate(Executor(compiled(LINEAR), lm=again), [dict(r) for r in RECORDS], em(), out, resume=True))
-    assert again.calls == []
+    assert {country_of(c) for c in again.calls} == {"Chile"}  # only the failed example runs again
 
 
 def test_evaluate_without_resume_starts_over(tmp_path: Path) -> None:
@@ -362,3 +364,25 @@ def test_a_metric_that_breaks_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(FlowcError, match="metric 'fragile' failed on example") as e:
         asyncio.run(evaluate(Executor(compiled(LINEAR), lm=CapitalLM()), fresh(RECORDS[:1]), metric, tmp_path / "ev"))
     assert e.value.code == "invalid-value" and "TypeError: cannot compare" in str(e.value)
+
+
+def test_the_unit_of_work_can_be_driven_without_evaluate(tmp_path: Path) -> None:
+    # what another executor (a Ray pool) drives: run one example -> record it -> it counts as done
+    from flowc.runtime.evaluate import Checkpoint, ExampleRunner
+
+    ex = Executor(compiled(LINEAR), lm=CapitalLM())
+    runner = ExampleRunner(ex, em())
+    first = Checkpoint(tmp_path, ex.compiled.hash)
+    first.open(resume=False)
+    for rec in fresh(RECORDS[3:5]):  # Peru (wrong answer), Chile (fails)
+        first.record(asyncio.run(runner.run(rec)))
+    first.close()
+    again = Checkpoint(tmp_path, ex.compiled.hash)
+    again.open(resume=True)
+    assert set(again.done) == {"ex3"} and again.done["ex3"]["scores"] == {"em": 0.0}
+    assert set(again.retry_errors) == {"ex4"}  # the failed one is not done: it runs again
+    row = asyncio.run(runner.run(fresh(RECORDS[4:5])[0]))
+    assert (row["status"], row["error_code"], row["scores"]) == ("error", "lm-server-error", {"em": 0.0})
+    again.record(row)
+    again.close()
+    assert "lm-server-error" in again.done["ex4"]["previous_errors"][0]

@@ -29,7 +29,7 @@ from flowc.compile import CompiledPipeline
 from flowc.errors import FlowcError
 from flowc.optimizers.dspy.bridge import Halted, dspy_lm
 from flowc.optimizers.job import Job
-from flowc.optimizers.scoring import Metric, accept
+from flowc.optimizers.scoring import Metric, accept, growth
 from flowc.optimizers.skeleton import Run, StepOptimizer, StepReport
 from flowc.runtime.lm import LMClient
 from flowc.spec.models import ModelDecl
@@ -213,7 +213,7 @@ class DSPyOptimizer(StepOptimizer):
             return StepReport(accepted=None, phase=self.teleprompter)
         run.state["updates"] += 1
         val = await run.validate(params)
-        accepted = val is not None and accept(val, run.val_best)
+        accepted = val is not None and accept(val, run.val_best, growth=growth(run.values, params))
         run.candidate(
             id="dspy",
             parent="base",

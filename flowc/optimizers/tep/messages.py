@@ -30,11 +30,14 @@ def task_message(
     current: CompiledPipeline, forward: Evaluation, metric: Metric, *, beta: float, max_failures: int
 ) -> str:
     """The forward signal (reading A): the pipeline's goal, its score on the minibatch, and a few
-    failing examples' final answers against the expected ones. Fixed size whatever the depth."""
+    failing examples, each with its input, the expected final answer and the pipeline's. Bounded
+    (`max_failures` examples, each cut) whatever the depth."""
     fails = [s for s in forward.items if s.score < 1.0][:max_failures]
+    names = list(current.spec.inputs)
     lines = [
-        f"- expected {_dump(s.example.get(metric.target), 120)}, the pipeline "
-        f"answered {_dump(s.run.outputs.get(metric.output), 120)}"
+        f"- input {_dump({k: s.example[k] for k in names if k in s.example}, 300)}: expected "
+        f"{_dump(s.example.get(metric.target), 120)}, the pipeline answered "
+        f"{_dump(s.run.outputs.get(metric.output), 120)}"
         for s in fails
     ]
     failures = ("Examples it got wrong:\n" + "\n".join(lines)) if lines else "It got every example right."

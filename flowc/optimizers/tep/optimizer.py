@@ -55,14 +55,15 @@ class TEP(StepOptimizer):
     stability_var: the variance of the last W overall critic scores (1–5) below which a node is
         at equilibrium (0.5, as one summary reports).
     beta0, decay: the nudge strength / proximal bound, annealed per round (0.3, 0.9 (inferred)).
-    rounds: free+nudged rounds (1 (inferred)).
+    rounds, patience: free+nudged rounds run until the validation score plateaus — `patience`
+        rounds in a row without a gain (1) — and at most `rounds` (5) (inferred).
     actor_temperature: the range the pipeline's sampling temperature is drawn from per iteration.
     batch_size: examples per minibatch. max_suggestions / suggestion_words: the critic's bound.
     max_failures: failing examples in the forward task message. forward_signal: "A" or "B".
-    validate: the validation gate. gate: "per_node" scores each node's proposal alone, then the kept
-        ones together ((proposals + 1) validation passes); "joint_first" scores all proposals together
-        first and keeps them all if that does not drop, falling back to per_node otherwise (one pass
-        when the edits help, which matters on deep pipelines).
+    validate: the validation gate. gate (tep/gate.py): "joint" scores all proposals together, then
+        each half if that fails (at most 3 validation passes: linear cost in depth); "per_node" each
+        proposal alone, then the kept ones together ((proposals + 1) passes); "joint_first" all
+        together first, else per_node.
     only / frozen / resume / progress: see `StepOptimizer`.
     """
 
@@ -74,7 +75,8 @@ class TEP(StepOptimizer):
     t_nudge: int = 40
     beta0: float = 0.3
     decay: float = 0.9
-    rounds: int = 1
+    rounds: int = 5
+    patience: int = 1
     actor_temperature: tuple[float, float] = (0.3, 0.9)
     critic_temperature: float = 0.0
     batch_size: int = 3
@@ -83,12 +85,12 @@ class TEP(StepOptimizer):
     max_failures: int = 2
     forward_signal: str = "A"
     validate: bool = True
-    gate: str = "per_node"
+    gate: str = "joint"
     max_tokens: int = 600
     stats: list[dict[str, Any]] = field(default_factory=list)
 
     name: ClassVar[str] = "tep"
-    param_kinds: ClassVar[tuple[str, ...]] = ("prompt",)
+    param_kinds: ClassVar[tuple[str, ...]] = ("prompt", "system")
     #: the settings `flowc optimize --steps N` sets (the per-phase iteration caps)
     step_fields: ClassVar[tuple[str, ...]] = ("t_free", "t_nudge")
 
@@ -104,8 +106,14 @@ class TEP(StepOptimizer):
             "forward (minibatches)": (self.rounds * b * best, iters * b * worst),
             "critics": (self.rounds * nodes, iters * nodes),
             "updates (one retry)": (0, iters * nodes * 2),
-            "validation gate": (0, iters * (nodes + 1) * n_val * worst),
+            "validation gate": (0, iters * self._gate_passes(nodes) * n_val * worst),
         }
+
+    def _gate_passes(self, nodes: int) -> int:
+        """The most validation passes the gate runs in one iteration."""
+        if self.gate == "joint":
+            return min(nodes, 3)
+        return nodes + 1 + (1 if self.gate == "joint_first" else 0)
 
     # -- the skeleton's hooks ---------------------------------------------------------------------
 
@@ -125,15 +133,20 @@ class TEP(StepOptimizer):
             "free_suggestions": {p: [] for p in run.params},
             "unreadable": dict.fromkeys(run.params, 0),
             "attempted": 0,
+            "round_start_val": None,  # the validation score when the round started
+            "flat_rounds": 0,  # rounds in a row that did not raise it
         }
 
     async def start(self, run: Run) -> None:
         # the baseline is scored even without the gate: the patch reports it
         run.state["val_base"] = run.state["val_best"] = (await run.evaluate(run.compiled, run.valset)).mean
+        run.state["round_start_val"] = run.state["val_best"]
 
     def finished(self, run: Run) -> bool:
+        """Settles the phase (a phase ends at its cap or when every node is at equilibrium; a round
+        ends after its nudged phase) and stops once the validation score has plateaued."""
         st = run.state
-        while st["round"] < self.rounds:
+        while st["round"] < self.rounds and st["flat_rounds"] < self.patience:
             cap = self.t_free if st["phase"] == "free" else self.t_nudge
             if st["iteration"] < cap and any(p not in st["done"] for p in run.params):
                 return False
@@ -153,9 +166,12 @@ class TEP(StepOptimizer):
         st["unreadable"] = dict.fromkeys(st["history"], 0)
         if st["phase"] == "free":
             st["phase"] = "nudged"
-        else:
-            st["phase"] = "free"
-            st["round"] += 1
+            return
+        st["phase"] = "free"
+        st["round"] += 1
+        gained = float(st["val_best"] or 0.0) > float(st["round_start_val"] or 0.0)
+        st["flat_rounds"] = 0 if gained else int(st["flat_rounds"]) + 1
+        st["round_start_val"] = st["val_best"]
 
     def beta(self, st: Mapping[str, Any]) -> float:
         return self.beta0 * self.decay ** int(st["round"])
@@ -189,7 +205,7 @@ class TEP(StepOptimizer):
                 scores={"val": s if s is not None else -1.0},
                 accepted=p in gate.accepted,
                 phase=st["phase"],
-                gate="joint" if gate.joint else "per_node",
+                gate=gate.mode,
             )
         # updates: every active node of every iteration (as TextGrad counts params × steps); effective:
         # those whose prompt changed and passed the validation gate; attempted: those whose critic was
@@ -219,6 +235,7 @@ class TEP(StepOptimizer):
                 "proposed": sorted(proposals),
                 "attempted": sorted(attempted),
                 "feedback_chars": {p: e["feedback_chars"] for p, e in entries.items()},
+                "feedback": {p: e["feedback"] for p, e in entries.items()},
                 "critic_prompt_chars": {p: e["critic_prompt_chars"] for p, e in entries.items()},
             }
         )
@@ -240,15 +257,19 @@ class TEP(StepOptimizer):
         spec_node = current.spec.nodes[node_name]
         llm = spec_node.body if isinstance(spec_node, MapNode) else spec_node
         assert isinstance(llm, LLMNode)
+        kind = current.params[param].kind
         role = current.params[param].role or node_name
         rubric = rubric_for(role, list(llm.criteria))
+        # the text under review: the node's prompt template or its system prompt (each trains alone)
+        what = "system prompt" if kind == "system" else "prompt template"
+        described = f"the {what} of the '{node_name}' step ({role})"
         samples = messages.samples(forward, node_name)
         if st["phase"] == "nudged" and self.forward_signal == "B":
             task += messages.contrast(forward, node_name, run.metric)
         prompt_before = str(st["values"][param])
         user = _prompt(
             "critic_user",
-            role=f"the '{node_name}' step ({role})",
+            role=described,
             prompt=prompt_before,
             samples=samples or "(this step did not run on the minibatch)",
             rubric=render(rubric),
@@ -269,10 +290,6 @@ class TEP(StepOptimizer):
         misses = st.setdefault("unreadable", {})
         misses[param] = 0 if critic.readable else int(misses.get(param, 0)) + 1
         unreadable_run = misses[param] >= self.window
-        # what reaches this node's update: its critic's suggestions (in the nudged phase also the
-        # free-phase ones the update keeps) and the task message its critic was given
-        carried = st["free_suggestions"].get(param, []) if st["phase"] == "nudged" else []
-        feedback_chars = sum(len(s) for s in critic.suggestions) + sum(len(s) for s in carried) + len(task)
         entry: dict[str, Any] = {
             "phase": st["phase"],
             "round": st["round"],
@@ -282,8 +299,9 @@ class TEP(StepOptimizer):
             "overall": critic.overall,
             "suggestions": list(critic.suggestions),
             "readable": critic.readable,
-            "feedback_chars": feedback_chars,
             "critic_prompt_chars": len(user),
+            "feedback": [],  # the feedback this param's update received (none at equilibrium)
+            "feedback_chars": 0,
         }
         if critic.no_change or stable or unreadable_run or not critic.suggestions:
             reason = (
@@ -305,17 +323,23 @@ class TEP(StepOptimizer):
         async def ask(who: str, system: str, user: str) -> str:
             return await self._call(run, who, system, user, 0.0)
 
+        free = st["free_suggestions"][param] if nudged else list(critic.suggestions)
         new, attempts = await propose_edit(
             ask,
             param=param,
-            role=f"the '{node_name}' step ({role})",
+            role=described,
             prompt=prompt_before,
-            free=st["free_suggestions"][param] if nudged else critic.suggestions,
+            free=free,
             nudge=critic.suggestions,
             beta=self.beta(st) if nudged else None,
         )
+        # what reached the update: the critic's suggestions (nudged: and the free-phase ones it keeps);
+        # the task message went to the critic, not to the update
+        received = [*free, *(critic.suggestions if nudged else ())]
         return {
             **entry,
+            "feedback": received,
+            "feedback_chars": sum(len(x) for x in received),
             "event": "proposal",
             "prompt_before": prompt_before,
             "prompt_after": new,

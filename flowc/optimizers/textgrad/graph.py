@@ -9,12 +9,27 @@ this module only decides who gets feedback from whom, in which order (micrograd'
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from flowc.compile import CompiledPipeline
 from flowc.ir.graph import INPUT, OUTPUT
 from flowc.runtime.trace import RunResult, StepRecord
+
+#: "No change needed." and its variants: feedback that asks for nothing (the backward system prompt
+#: asks for exactly that sentence when the objective is met)
+_NO_CHANGE = re.compile(
+    r"^\W*(no (further |more )?(changes?|edits?|modifications?|improvements?)( (is|are))? "
+    r"(needed|required|necessary)|nothing to (change|improve))\b",
+    re.IGNORECASE,
+)
+
+
+def asks_for_change(text: str) -> bool:
+    """Whether a piece of feedback asks for anything: not blank, and not a short "No change needed."."""
+    t = text.strip()
+    return bool(t) and not (_NO_CHANGE.match(t) and len(t.split()) <= 12)
 
 
 @dataclass
@@ -38,15 +53,18 @@ class Var:
     step: StepRecord | None = None
     example: int | None = None
     preds: list[str] = field(default_factory=list)
+    #: how each predecessor reached this step: "param", "data", "history" or "route"
+    links: dict[str, str] = field(default_factory=dict)
     gradients: list[Gradient] = field(default_factory=list)
 
     def gradient_text(self) -> str:
-        """The feedback on this variable, whitespace-only pieces dropped and duplicates merged
-        (TextGrad's release counts "\\n" from two empty sum gradients as feedback: quirk Q1)."""
+        """The feedback on this variable, whitespace-only and "No change needed." pieces dropped and
+        duplicates merged (TextGrad's release counts "\\n" from two empty sum gradients as feedback:
+        quirk Q1; a variable whose feedback asks for nothing gets no backward or update call)."""
         seen: list[str] = []
         for g in self.gradients:
             t = g.text.strip()
-            if t and t not in seen:
+            if asks_for_change(t) and t not in seen:
                 seen.append(t)
         return "\n".join(seen)
 
@@ -91,20 +109,26 @@ class GradGraph:
     def add_run(self, example: int, run: RunResult, output: str) -> str | None:
         """Add the steps of one run; returns the variable holding the scored output (if any)."""
         g = self.compiled.graph
-        last: dict[str, str] = {}
+        steps_of: dict[str, list[str]] = {}  # node -> its step variables so far, in order
         for step in sorted(run.steps, key=lambda s: s.seq):
             if step.status != "ok":
                 continue
             vid = f"ex{example}/step{step.seq}"
-            preds: list[str] = []
-            for e in g.in_edges(step.node):
-                if e.kind != "route" and e.src != INPUT and e.src in last and last[e.src] not in preds:
-                    preds.append(last[e.src])
+            links: dict[str, str] = {}
             if step.kind == "llm":
-                for kind in ("system", "prompt"):
+                for kind in ("prompt", "system"):
                     pid = f"param:{step.node}.{kind}"
                     if pid in self.vars:
-                        preds.insert(0, pid)
+                        links[pid] = "param"
+            # values first, then histories, then routes: a router that also sent a value is a data link
+            for kind in ("data", "history", "route"):
+                for e in g.in_edges(step.node):
+                    if e.kind != kind or e.src == INPUT or e.src not in steps_of:
+                        continue
+                    sources = steps_of[e.src] if kind == "history" else steps_of[e.src][-1:]
+                    for source in sources:
+                        links.setdefault(source, kind)
+            preds = list(links)
             requires = any(self.vars[p].requires_grad for p in preds)
             self.vars[vid] = Var(
                 vid,
@@ -116,14 +140,15 @@ class GradGraph:
                 step,
                 example,
                 preds,
+                links,
             )
             self.order.append(vid)
-            last[step.node] = vid
-        src = next((e.src for e in g.in_edges(OUTPUT) if e.dst_port == output and e.src in last), None)
+            steps_of.setdefault(step.node, []).append(vid)
+        src = next((e.src for e in g.in_edges(OUTPUT) if e.dst_port == output and e.src in steps_of), None)
         if src is None:
             return None
-        self.terminals[example] = last[src]
-        return last[src]
+        self.terminals[example] = steps_of[src][-1]
+        return steps_of[src][-1]
 
     def backward_order(self, example: int) -> list[Var]:
         """The step variables of one run, last first (reverse topological order)."""

@@ -34,9 +34,9 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from flowc.compile import CompiledPipeline
-from flowc.optimizers.scoring import Metric, accept
+from flowc.optimizers.scoring import Metric, accept, growth
 from flowc.optimizers.skeleton import Run, StepOptimizer, StepReport
-from flowc.optimizers.textgrad.graph import GradGraph, Gradient, Var
+from flowc.optimizers.textgrad.graph import GradGraph, Gradient, Var, asks_for_change
 from flowc.optimizers.textgrad.prompts import fill
 from flowc.runtime.lm import LMClient, LMRequest, chat
 from flowc.runtime.trace import StepRecord
@@ -58,7 +58,9 @@ class TextGrad(StepOptimizer):
     momentum_window: past values (with their feedback) shown in an update; 0 turns it off.
     gradient_memory: past feedback texts shown in an update; 0 turns it off.
     constraints / examples: natural-language constraints and in-context examples for updates.
-    validate: apply the validation gate (revert an update that lowers the validation score).
+    validate: apply the validation gate (revert an update that lowers the validation score, or that
+        makes the prompts longer without raising it: `scoring.accept`).
+    skip_correct: no loss or backward for minibatch examples the pipeline already got right.
     only / frozen / resume / progress: see `StepOptimizer`.
     """
 
@@ -75,6 +77,7 @@ class TextGrad(StepOptimizer):
     constraints: Sequence[str] = ()
     examples: Sequence[str] = ()
     validate: bool = True
+    skip_correct: bool = True
     max_tokens: int = 800
     stats: list[dict[str, Any]] = field(default_factory=list)
 
@@ -120,7 +123,11 @@ class TextGrad(StepOptimizer):
         batch = run.minibatch(rng, self.batch_size)
         forward = await run.evaluate(current, batch)
         graph = GradGraph(current, run.params)
+        skipped = 0
         for i, item in enumerate(forward.items):
+            if self.skip_correct and item.score >= 1.0:
+                skipped += 1  # full marks: nothing for the backward engine to explain
+                continue
             terminal = graph.add_run(i, item.run, run.metric.output)
             if terminal is None:
                 continue
@@ -129,16 +136,19 @@ class TextGrad(StepOptimizer):
             await self._backward(run, graph, i, terminal)
         new_values = dict(run.values)
         feedback_sizes = {}
+        feedback_texts = {}  # what each update receives as feedback (for the depth benchmark)
         for var in graph.params():
             name = var.id.removeprefix("param:")
             grads = self._select(var.gradients, rng)
             feedback_sizes[name] = sum(len(g.text) for g in grads)
+            feedback_texts[name] = [g.text for g in grads]
             if not grads:
                 continue
             new = await self._update(run, var, grads, name)
             if new is not None:
                 new_values[name] = new
         changed = [p for p in run.params if new_values[p] != run.values[p]]
+        grew = growth(run.values, new_values)
         accepted, val = await self._gate(run, new_values)
         st["updates"] += len(run.params)
         for p in run.params:
@@ -156,13 +166,15 @@ class TextGrad(StepOptimizer):
                 parent=f"step{step - 1}" if step > 1 else "base",
                 rationale=rationale,
             )
-        run.candidate(
-            id=f"step{step}",
-            parent=f"step{step - 1}" if step > 1 else "base",
-            params={p: new_values[p] for p in changed},
-            scores={"train": forward.mean, "val": val},
-            accepted=accepted,
-        )
+        if changed:
+            run.candidate(
+                id=f"step{step}",
+                parent=f"step{step - 1}" if step > 1 else "base",
+                params={p: new_values[p] for p in changed},
+                scores={"train": forward.mean, "val": val},
+                accepted=accepted,
+                growth=grew,
+            )
         run.log(
             event="step",
             batch_train=forward.mean,
@@ -170,10 +182,21 @@ class TextGrad(StepOptimizer):
             accepted=accepted,
             changed=changed,
             feedback_chars=feedback_sizes,
+            feedback=feedback_texts,
             gradients={v.id: len(v.gradients) for v in graph.params()},
+            skipped_correct=skipped,
+            growth=grew,
         )
-        self.stats.append({"step": step, "feedback_chars": feedback_sizes, "accepted": accepted, "changed": changed})
-        return StepReport(train=forward.mean, val=val, accepted=accepted if changed else None)
+        self.stats.append(
+            {
+                "step": step,
+                "feedback_chars": feedback_sizes,
+                "feedback": feedback_texts,
+                "accepted": accepted,
+                "changed": changed,
+            }
+        )
+        return StepReport(train=forward.mean, val=val if changed else None, accepted=accepted if changed else None)
 
     async def _gate(self, run: Run, new_values: dict[str, Any]) -> tuple[bool, float]:
         if new_values == run.values:
@@ -184,7 +207,7 @@ class TextGrad(StepOptimizer):
         if not self.validate:
             return True, 0.0
         val = (await run.evaluate(candidate, run.valset)).mean
-        return accept(val, run.val_best), val
+        return accept(val, run.val_best, growth=growth(run.values, new_values)), val
 
     # -- loss and backward ------------------------------------------------------------------------
 
@@ -223,13 +246,24 @@ class TextGrad(StepOptimizer):
                 if not pred.requires_grad:
                     continue
                 downstream = self._cap(feedback)
-                if is_loss:
+                if var.links.get(pid) == "route":  # the router's decision to run this step
+                    router = graph.compiled.graph.node(pred.node or "")
+                    prompt = fill(
+                        "backward_route",
+                        role=pred.role,
+                        choices=", ".join(router.route.choices) if router.route else "(unknown)",
+                        conversation=conversation,
+                        downstream=downstream,
+                        variable=pred.value,
+                        max_words=self.max_words,
+                    )
+                elif is_loss:
                     prompt = fill(
                         "backward_base",
                         role=pred.role,
                         conversation=conversation,
                         evaluation=downstream,
-                        objective=f"a correct {var.role}",
+                        output_role=var.role,
                         variable=pred.value,
                         max_words=self.max_words,
                     )
@@ -272,7 +306,7 @@ class TextGrad(StepOptimizer):
     def _select(self, grads: list[Gradient], rng: random.Random) -> list[Gradient]:
         unique: list[Gradient] = []
         for g in grads:
-            if g.text.strip() and all(g.text.strip() != u.text.strip() for u in unique):
+            if asks_for_change(g.text) and all(g.text.strip() != u.text.strip() for u in unique):
                 unique.append(g)
         if len(unique) <= self.max_gradients:
             return unique
