@@ -196,7 +196,9 @@ def evaluate_system(spec: Path, records: list[dict[str, Any]], folder: Path, fre
 
     t0 = time.perf_counter()
     inputs = [{"id": r["id"], "question": r["question"], "answer": r["answer"]} for r in records]
-    report = asyncio.run(evaluate(executor, inputs, metrics, folder, concurrency=1, resume=not fresh, on_progress=progress))
+    report = asyncio.run(
+        evaluate(executor, inputs, metrics, folder, concurrency=1, resume=not fresh, on_progress=progress)
+    )
     rows = {
         json.loads(x)["id"]: json.loads(x)
         for x in (folder / "results.jsonl").read_text(encoding="utf-8").splitlines()
@@ -240,7 +242,9 @@ def bootstrap(values: list[float], other: list[float] | None = None, n: int = 10
 # -- POQD ---------------------------------------------------------------------------------------------
 
 
-def run_poqd(spec: Path, train: list[dict[str, Any]], val: list[dict[str, Any]], args: argparse.Namespace) -> dict[str, Any]:
+def run_poqd(
+    spec: Path, train: list[dict[str, Any]], val: list[dict[str, Any]], args: argparse.Namespace
+) -> dict[str, Any]:
     """`flowc optimize -O poqd` on the training questions (resumed when the run directory holds a job)."""
     import flowc
     from flowc.optimizers.budget import Budget
@@ -336,7 +340,9 @@ def main() -> int:
     work = args.work
     work.mkdir(parents=True, exist_ok=True)
     paragraphs = write_corpus([args.data / "dev.jsonl"], work / "corpus.jsonl")
-    print(f"HotpotQA dev sample: evaluation {len(evals)}, POQD train {len(train)} / val {len(val)}; {paragraphs} paragraphs")
+    print(
+        f"HotpotQA dev: evaluation {len(evals)}, POQD train {len(train)} / val {len(val)}; {paragraphs} paragraphs"
+    )
 
     results: dict[str, Any] = {}
     scores: dict[str, dict[str, list[float]]] = {}
@@ -351,7 +357,9 @@ def main() -> int:
             prompt = f"{st['prefix']}\n\n{st['template']}" if st["prefix"] else st["template"]
             reader = args.reader
             if st.get("adapter"):
-                merged = served_reader(opt["run_dir"] / st["adapter"]["path"], args.reader, work / "reader-trained.gguf")
+                merged = served_reader(
+                    opt["run_dir"] / st["adapter"]["path"], args.reader, work / "reader-trained.gguf"
+                )
                 reader = f"local/gguf:{merged.resolve()}"
             spec = work / "poqd_result.flow"
             spec.write_text(spec_text("poqd", args.decomposer, reader, quoted(prompt)), encoding="utf-8")
@@ -385,7 +393,8 @@ def main() -> int:
     for i, a in enumerate(names):
         for b in names[i + 1 :]:
             paired[f"{b} - {a}"] = {k: bootstrap(scores[b][k], scores[a][k]) for k in scores[a]}
-    print(f"\n{'system':10} {'Hit@2':>6} {'Both@2':>6} {'R@2':>6} {'EM':>6} {'F1':>6} {'calls':>6} {'tokens':>8} {'wall s':>8}")
+    head = ("system", "Hit@2", "Both@2", "R@2", "EM", "F1", "calls", "tokens", "wall s")
+    print("\n" + f"{head[0]:10} " + " ".join(f"{h:>6}" for h in head[1:7]) + f" {head[7]:>8} {head[8]:>8}")
     for s, r in results.items():
         print(
             f"{s:10} {r['hit@2']:6.3f} {r['both@2']:6.3f} {r['recall@2']:6.3f} {r['em']:6.3f} {r['f1']:6.3f}"
