@@ -340,9 +340,7 @@ def main() -> int:
     work = args.work
     work.mkdir(parents=True, exist_ok=True)
     paragraphs = write_corpus([args.data / "dev.jsonl"], work / "corpus.jsonl")
-    print(
-        f"HotpotQA dev: evaluation {len(evals)}, POQD train {len(train)} / val {len(val)}; {paragraphs} paragraphs"
-    )
+    print(f"HotpotQA dev: evaluation {len(evals)}, POQD train {len(train)} / val {len(val)}; {paragraphs} paragraphs")
 
     results: dict[str, Any] = {}
     scores: dict[str, dict[str, list[float]]] = {}

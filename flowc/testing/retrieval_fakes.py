@@ -1,9 +1,9 @@
 """A deterministic, model-free encoder for retrieval tests: hashed bag of words, unit length.
 
-    from flowc.runtime.resources import RetrieverPool
-    from flowc.testing.retrieval_fakes import HashEncoder
+from flowc.runtime.resources import RetrieverPool
+from flowc.testing.retrieval_fakes import HashEncoder
 
-    pool = RetrieverPool(tmp_path / "cache", encoder=HashEncoder())   # dense and maxsim without MiniLM
+pool = RetrieverPool(tmp_path / "cache", encoder=HashEncoder())   # dense and maxsim without MiniLM
 """
 
 from __future__ import annotations
