@@ -189,7 +189,7 @@ def evaluate_system(spec: Path, records: list[dict[str, Any]], folder: Path, fre
     executor = open_executor(compiled, cache=False, store=False)
     last = [0.0]
 
-    def progress(done: int, total: int) -> None:
+    def progress(done: int, total: int, *_: Any) -> None:
         if done == total or time.monotonic() - last[0] > 60:
             last[0] = time.monotonic()
             print(f"  {spec.stem}: {done}/{total} questions", flush=True)
