@@ -83,7 +83,13 @@ def build_optimizer(
     """The optimizer and the optimizer model the options ask for (`flowc.optimizers.factory`:
     the pipeline's and the optimizer's clients share one rate-limit registry). `progress` receives
     the job's events (default: one plain line per step on stderr)."""
-    from flowc.optimizers.factory import make_clients, make_optimizer, parse_settings, preferred_optimizer_model
+    from flowc.optimizers.factory import (
+        make_clients,
+        make_optimizer,
+        parse_settings,
+        preferred_optimizer_model,
+        spec_settings,
+    )
     from flowc.optimizers.progress import plain_progress
 
     clients = make_clients(compiled, args.optimizer_model or preferred_optimizer_model(name))
@@ -95,7 +101,8 @@ def build_optimizer(
         only=[x for x in (args.only or "").split(",") if x] or None,
         frozen=[x for x in args.freeze.split(",") if x],
         resume=args.resume,
-        settings=parse_settings(name, getattr(args, "set", None) or []),
+        # the spec's `optimize: {name: {...}}` first, then --set over it
+        settings={**spec_settings(name, compiled), **parse_settings(name, getattr(args, "set", None) or [])},
         progress=progress or plain_progress(),
     )
     return optimizer, clients.optimizer_model

@@ -165,6 +165,64 @@ def parse_settings(name: str, pairs: Sequence[str]) -> dict[str, Any]:
     return out
 
 
+def spec_settings(name: str, compiled: CompiledPipeline) -> dict[str, Any]:
+    """The settings the spec gives optimizer `name` (`optimize: {name: {NAME: VALUE}}`), checked
+    against the optimizer's fields like `--set` values (an int where a float is expected is fine).
+
+    Raises:
+        FlowcError: `invalid-value` at the setting's place in the spec for an unknown name or a
+            value of the wrong type.
+    """
+    from flowc.optimizers.registry import get_optimizer
+
+    given = compiled.spec.optimize.get(name) or {}
+    fields = optimizer_fields(get_optimizer(name))
+    settable = sorted(f for f in fields if f not in NOT_SETTABLE)
+    out: dict[str, Any] = {}
+    for key, value in given.items():
+        where = compiled.spec.span("optimize", name, key)
+        place = f"{where.path}:{where.line}:{where.column}: " if where is not None else ""
+        if key not in settable:
+            raise FlowcError(
+                "invalid-value",
+                f"{place}optimizer '{name}' has no setting '{key}'",
+                hint=f"settings of {name}: {', '.join(settable)}",
+            )
+        f = fields[key]
+        default: Any = f.default
+        factory: Any = f.default_factory
+        if default is dataclasses.MISSING and factory is not dataclasses.MISSING:
+            default = factory()
+        try:
+            out[key] = _typed(value, default)
+        except ValueError:
+            raise FlowcError(
+                "invalid-value",
+                f"{place}'{key}: {value!r}' is not a valid {type(default).__name__} for optimizer '{name}'",
+                hint=f"the default is {default!r}",
+            ) from None
+    return out
+
+
+def _typed(value: Any, default: Any) -> Any:
+    """A spec value (JSON) in the type of the field's default."""
+    if default is None or value is None:
+        return value
+    if isinstance(default, bool):
+        if isinstance(value, bool):
+            return value
+        raise ValueError(value)
+    if isinstance(default, int | float) and isinstance(value, int | float) and not isinstance(value, bool):
+        if isinstance(default, int) and not float(value).is_integer():
+            raise ValueError(value)
+        return type(default)(value)
+    if isinstance(default, tuple | list) and isinstance(value, list):
+        return tuple(value)
+    if isinstance(default, str) and isinstance(value, str):
+        return value
+    raise ValueError(value)
+
+
 def _convert(raw: str, default: Any) -> Any:
     if isinstance(default, bool):
         if raw.lower() in ("1", "true", "yes", "on"):
@@ -199,4 +257,5 @@ __all__ = (
     "make_optimizer",
     "parse_settings",
     "preferred_optimizer_model",
+    "spec_settings",
 )

@@ -16,6 +16,7 @@ _BUILTIN = {
     "tep": ("flowc.optimizers.tep", "TEP"),
     "gepa": ("flowc.optimizers.gepa", "GEPA"),
     "jade": ("flowc.optimizers.jade", "Jade"),
+    "poqd": ("flowc.optimizers.poqd", "POQD"),
     # DSPy's optimizers through the DSPy export (need the `dspy` extra when they run)
     "dspy:MIPROv2": ("flowc.optimizers.dspy", "MIPROv2"),
     "dspy:BootstrapFewShotWithRandomSearch": ("flowc.optimizers.dspy", "BootstrapFewShotWithRandomSearch"),

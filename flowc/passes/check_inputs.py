@@ -52,7 +52,9 @@ class CheckInputsPass(Pass):
                     "retrieve takes 'query' (str), or 'queries' (list[str]) with method maxsim",
                 )
         has_q, has_qs = "query" in node.inputs, "queries" in node.inputs
-        if not has_q and not has_qs:
+        if node.filter_subqueries:
+            self.filtered(ctx, name, node, base, has_q=has_q, has_qs=has_qs)
+        elif not has_q and not has_qs:
             ctx.report(
                 "missing-input",
                 f"retrieve node '{name}' has no query",
@@ -71,5 +73,33 @@ class CheckInputsPass(Pass):
                 "retrieve-method-mismatch",
                 f"'{name}' binds both 'query' and 'queries'",
                 spec.key_span(*base, "inputs", "queries"),
-                "keep one of them",
+                "keep one of them, or set 'filter_subqueries: true' to filter the sub-queries against 'query'",
+            )
+
+    def filtered(
+        self, ctx: PassContext, name: str, node: RetrieveNode, base: tuple[str | int, ...], *, has_q: bool, has_qs: bool
+    ) -> None:
+        """`filter_subqueries` keeps the words of `query` in each of `queries`: maxsim with both bound."""
+        spec = ctx.spec
+        where = spec.key_span(*base, "filter_subqueries")
+        if node.method != "maxsim":
+            ctx.report(
+                "retrieve-method-mismatch",
+                f"'{name}' filters sub-queries, but method '{node.method}' searches one query",
+                where,
+                "set 'method: maxsim' (multi-vector retrieval over sub-queries)",
+            )
+        if not has_qs:
+            ctx.report(
+                "missing-input",
+                f"retrieve node '{name}' filters sub-queries but has no 'queries'",
+                where,
+                "add 'queries <- <decomposer>.<output>'",
+            )
+        if not has_q:
+            ctx.report(
+                "missing-input",
+                f"retrieve node '{name}' filters its sub-queries against the original query, which is not bound",
+                where,
+                "add 'query <- question' (the query the sub-queries were made from)",
             )

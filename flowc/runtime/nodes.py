@@ -209,7 +209,12 @@ async def _run_retrieve(
         if not queries:
             queries = [str(inputs.get("query") or "")]
         search_sub = getattr(retriever, "search_subqueries", None)
-        if search_sub is not None:
+        if search_sub is not None and spec.filter_subqueries:
+            # POQD's hallucination filter: sub-queries keep only words of the original query
+            # (the query itself when nothing is left)
+            original = str(inputs.get("query") or " ".join(queries))
+            hits = await asyncio.to_thread(search_sub, queries, k, query=original)
+        elif search_sub is not None:
             hits = await asyncio.to_thread(search_sub, queries, k)
         else:  # a single-vector retriever: pool the sub-queries into one query
             hits = await asyncio.to_thread(retriever.search, " ".join(queries), k)

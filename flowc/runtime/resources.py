@@ -14,13 +14,19 @@ if TYPE_CHECKING:  # retrieval loads numpy: only a pipeline that retrieves pays 
 
 
 class RetrieverPool:
-    """Builds each (corpus file, method) retriever on first use; later uses share it."""
+    """Builds each (corpus file, method) retriever on first use; later uses share it.
 
-    def __init__(self, cache_dir: Path | None = None) -> None:
+    Corpus embeddings (dense, maxsim) are kept on disk under `cache_dir` (default:
+    `default_cache_dir()`, i.e. `$FLOWC_CACHE_DIR/embeddings` or `~/.cache/flowc/embeddings`), so a
+    corpus is encoded once per encoder, not once per run. `encoder` replaces the MiniLM encoder
+    (tests pass a model-free one).
+    """
+
+    def __init__(self, cache_dir: Path | None = None, *, encoder: Encoder | None = None) -> None:
         self._cache_dir = cache_dir
         self._corpora: dict[Path, Corpus] = {}
         self._retrievers: dict[tuple[Path, str], Retriever] = {}
-        self._encoder: Encoder | None = None
+        self._encoder: Encoder | None = encoder
         self._lock = asyncio.Lock()
 
     def corpus(self, path: Path) -> Corpus:
@@ -45,6 +51,7 @@ class RetrieverPool:
         return self._retrievers[key]
 
     def _build(self, path: Path, method: str) -> Retriever:
+        from flowc.runtime.retrieval.cache import default_cache_dir
         from flowc.runtime.retrieval.factory import make_retriever
 
         corpus = self.corpus(path)
@@ -52,4 +59,5 @@ class RetrieverPool:
             from flowc.runtime.retrieval.encoder import MiniLMEncoder
 
             self._encoder = MiniLMEncoder()
-        return make_retriever(method, corpus, cache_dir=self._cache_dir, encoder=self._encoder)
+        cache = self._cache_dir if self._cache_dir is not None else default_cache_dir()
+        return make_retriever(method, corpus, cache_dir=cache, encoder=self._encoder)

@@ -277,6 +277,9 @@ class RetrieveNode(NodeBase):
 
     `skip_seen` leaves out the passages this node already returned earlier in the run, so each
     search of a loop brings new passages (the top k among those not seen yet).
+
+    `filter_subqueries` (maxsim) applies POQD's hallucination filter: each sub-query keeps only the
+    words of the original query, bound as `query` next to `queries`.
     """
 
     kind: Literal["retrieve"] = "retrieve"
@@ -289,6 +292,8 @@ class RetrieveNode(NodeBase):
     """How many passages to return."""
     skip_seen: bool = False
     """Leave out the passages this node already returned earlier in the run (each search of a loop brings new ones)."""
+    filter_subqueries: bool = False
+    """With method maxsim: POQD's hallucination filter (sub-queries keep only the words of the original query)."""
 
 
 class ToolNode(NodeBase):
@@ -352,6 +357,9 @@ class Pipeline(SpecModel):
     """The pipeline's name."""
     description: str = ""
     """What the pipeline does."""
+    optimize: dict[str, dict[Name, JSONValue]] = Field(default_factory=dict)
+    """Settings of optimizers for this pipeline, by optimizer name (`optimize: {poqd: {alpha: 0.02}}`);
+    `flowc optimize` starts from them and `--set NAME=VALUE` overrides."""
     imports: dict[Name, str] = Field(default_factory=dict)
     """Other specs used as subflows: alias -> path relative to this spec (inside the project)."""
     types: dict[Name, TypeRef] = Field(default_factory=dict)

@@ -77,6 +77,8 @@ def print_flow(spec: Pipeline) -> str:
     body: list[list[str]] = []
     if spec.description:
         body.append([f"{IND}description: {_scalar(spec.description, IND)}"])
+    if spec.optimize:
+        body.append([f"{IND}optimize: {_scalar(spec.optimize, IND)}"])
     if spec.types:
         body.append([f"{IND}type {n} = {t}" for n, t in spec.types.items()])
     decls: list[str] = []
@@ -142,6 +144,7 @@ _NODE_PROPS = (
     "method",
     "k",
     "skip_seen",
+    "filter_subqueries",
     "function",
     "flow",
     "item",

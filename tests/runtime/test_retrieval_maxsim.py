@@ -119,3 +119,69 @@ def test_segment_embeddings_are_cached(tmp_path: Path) -> None:
     assert len(first.calls) == 1 and again.calls == []
     assert isinstance(r, MaxSimRetriever)
     assert len(list(tmp_path.glob("segments-*.npy"))) == 1
+
+
+def test_many_queries_score_as_each_alone_in_any_chunking(monkeypatch: pytest.MonkeyPatch) -> None:
+    r = MaxSimRetriever(corpus(), HashEncoder())
+    groups = [["capital of Germany", "Eiffel Tower", "Japan"], ["Tokyo"], ["Paris", "Gate"]]
+    alone = np.stack([r.similarities(g) for g in groups])
+    np.testing.assert_allclose(r.similarities_many(groups), alone, rtol=1e-6, atol=1e-7)
+    # one sub-query per matrix product, or two (a query never splits across products)
+    for block in (1, 2 * len(r.segments)):
+        monkeypatch.setattr("flowc.runtime.retrieval.maxsim.MAX_BLOCK", block)
+        np.testing.assert_allclose(r.similarities_many(groups), alone, rtol=1e-6, atol=1e-7)
+    assert r.similarities_many([]).shape == (0, 3)
+
+
+FILTER_SPEC = """
+pipeline p {
+  input question: str
+  output docs: list[Doc] <- search.docs
+  model m = "fake/model"
+  corpus c = "CORPUS"
+  node decompose: llm {
+    prompt: "Sub-queries of: {{question}}"
+    format: tagged
+    question <- question
+    output subqueries: list[str]
+  }
+  node search: retrieve {
+    corpus: c
+    method: maxsim
+    k: 1
+    FILTER
+    queries <- decompose.subqueries
+    QUERY
+  }
+}
+"""
+
+
+@pytest.mark.parametrize("filtered", [True, False])
+def test_the_retrieve_node_filters_subqueries_against_its_query(tmp_path: Path, filtered: bool) -> None:
+    import json
+
+    import flowc
+    from flowc.runtime.executor import Executor
+    from flowc.runtime.fakes import ScriptedLM
+    from flowc.runtime.resources import RetrieverPool
+
+    path = tmp_path / "c.jsonl"
+    docs = [
+        {"id": "movie", "title": "King Kong", "text": "King Kong is a movie about a giant ape."},
+        {"id": "city", "title": "Hong Kong", "text": "Hong Kong has a population of seven million."},
+    ]
+    path.write_text("\n".join(json.dumps(d) for d in docs) + "\n")
+    spec = FILTER_SPEC.replace("CORPUS", path.name)
+    spec = spec.replace("FILTER", "filter_subqueries: true" if filtered else "")
+    spec = spec.replace("QUERY", "query <- question" if filtered else "")
+    spec_file = tmp_path / "p.flow"
+    spec_file.write_text(spec)
+    # "King Kong movie" would find the film; the filter keeps only "Kong", then "population".
+    lm = ScriptedLM(["<subqueries><item>King Kong movie ape</item><item>population</item></subqueries>"])
+    pool = RetrieverPool(tmp_path / "cache", encoder=HashEncoder())
+    result = Executor(flowc.compile(spec_file), lm=lm, retrievers=pool).run_sync(
+        {"question": "What is the population of Hong Kong?"}
+    )
+    assert result.status == "ok", result.error
+    assert result.outputs["docs"][0]["id"] == ("city" if filtered else "movie")

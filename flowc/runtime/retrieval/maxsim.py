@@ -30,6 +30,8 @@ __all__ = ["MaxSimRetriever", "filter_subqueries", "split_sentences"]
 
 # Bump when segmentation changes: it is part of the embedding cache key.
 SEGMENTATION = "sentences-v1"
+# The largest (sub-queries × segments) similarity block scored at once, in floats (128 MB).
+MAX_BLOCK = 32_000_000
 
 _BOUNDARY = re.compile(r"[.!?][\"'”’)\]]*\s+(?=[\"'“‘(\[]?[A-Z0-9])")
 # Abbreviations after which a period rarely ends a sentence.
@@ -105,7 +107,6 @@ class MaxSimRetriever:
         per_doc = [_segments(d) for d in corpus]
         self.segments: list[str] = [s for segs in per_doc for s in segs]
         counts = np.fromiter((len(s) for s in per_doc), dtype=np.int64, count=len(per_doc))
-        # Each document's segments are contiguous, so the per-document max is one reduceat.
         self._offsets = np.concatenate(([0], np.cumsum(counts)[:-1])).astype(np.int64)
         self.segment_embeddings: FloatArray = cached_embeddings(
             Path(cache_dir) if cache_dir is not None else None,
@@ -123,7 +124,7 @@ class MaxSimRetriever:
         Raises:
             FlowcError: `invalid-value` when there are no sub-queries.
         """
-        return self._similarities_from(self._encode_subqueries([subqueries])[0])
+        return self.similarities_many([subqueries])[0]
 
     def search_subqueries(self, subqueries: Sequence[str], k: int, *, query: str | None = None) -> list[Hit]:
         """The k best documents by averaged MaxSim over the sub-queries, best first.
@@ -149,8 +150,37 @@ class MaxSimRetriever:
                     hint="pass one list of sub-queries per query",
                 )
             subqueries = [filter_subqueries(sq, q) or [q] for sq, q in zip(subqueries, queries)]
-        embedded = self._encode_subqueries(subqueries)
-        return [top_k_hits(self.corpus, self._similarities_from(e), k) for e in embedded]
+        scores = self.similarities_many(subqueries)
+        return [top_k_hits(self.corpus, row, k) for row in scores]
+
+    def similarities_many(self, subqueries: Sequence[Sequence[str]]) -> FloatArray:
+        """SIM(Q, D) for several queries at once, shape (len(subqueries), len(corpus)).
+
+        All sub-queries are encoded in one batch and scored against every segment with one matrix
+        product per chunk of sub-queries (chunks keep the (sub-queries × segments) block under
+        `MAX_BLOCK` floats); the per-document max and the per-query mean are `reduceat`s.
+        """
+        return self.similarities_of_vectors(self.encode_subqueries(subqueries))
+
+    def similarities_of_vectors(self, embedded: Sequence[FloatArray]) -> FloatArray:
+        """`similarities_many` given each query's sub-query vectors (from `encode_subqueries`)."""
+        if not embedded:
+            return np.zeros((0, len(self.corpus)), dtype=np.float32)
+        out = np.empty((len(embedded), len(self.corpus)), dtype=np.float32)
+        per_chunk = max(1, MAX_BLOCK // max(1, len(self.segments)))  # sub-queries per product
+        start = 0
+        while start < len(embedded):
+            stop, rows = start, 0
+            while stop < len(embedded) and (rows == 0 or rows + len(embedded[stop]) <= per_chunk):
+                rows += len(embedded[stop])
+                stop += 1
+            group = embedded[start:stop]
+            best = self._best_per_document(np.concatenate(group))  # (rows, docs)
+            bounds = np.cumsum([0, *(len(g) for g in group)])[:-1]
+            counts = np.fromiter((len(g) for g in group), dtype=np.float32, count=len(group))
+            out[start:stop] = np.add.reduceat(best, bounds, axis=0) / counts[:, None]
+            start = stop
+        return out
 
     def search(self, query: str, k: int) -> list[Hit]:
         """The k best documents with the query as its only sub-query."""
@@ -160,7 +190,12 @@ class MaxSimRetriever:
         """`search` for each query, in one encoding batch."""
         return self.search_subqueries_many([[q] for q in queries], k)
 
-    def _encode_subqueries(self, groups: Sequence[Sequence[str]]) -> list[FloatArray]:
+    def encode_subqueries(self, groups: Sequence[Sequence[str]]) -> list[FloatArray]:
+        """The sub-query vectors of each query, encoded in one batch.
+
+        Raises:
+            FlowcError: `invalid-value` when a query has no sub-queries.
+        """
         for g in groups:
             if not g or isinstance(g, str):
                 raise FlowcError(
@@ -176,7 +211,8 @@ class MaxSimRetriever:
         bounds = np.cumsum([0, *(len(g) for g in groups)])
         return [emb[a:b] for a, b in itertools.pairwise(bounds)]
 
-    def _similarities_from(self, sub_emb: FloatArray) -> FloatArray:
+    def _best_per_document(self, sub_emb: FloatArray) -> FloatArray:
+        """max_j E(q_i) · E(d_j) for every sub-query i and document d: (K, docs)."""
         sims = sub_emb @ self.segment_embeddings.T  # (K, segments)
-        best = np.maximum.reduceat(sims, self._offsets, axis=1)  # (K, docs)
-        return best.mean(axis=0).astype(np.float32)
+        # Each document's segments are contiguous, so the per-document max is one reduceat.
+        return np.maximum.reduceat(sims, self._offsets, axis=1)
