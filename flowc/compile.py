@@ -220,7 +220,9 @@ class CompiledPipeline:
         spec = Pipeline.model_validate(data["spec"])
         spec.with_source(data.get("source_path"), {})
         subs = {k: cls.from_artifact_data(v, f"{where}:{k}") for k, v in data.get("subflows", {}).items()}
-        compiled = _compile_spec(spec, subs, passes=None, verify_each=True, on_pass=None)
+        pinned = [str(rec.get("adapter")) for rec in (data.get("weights") or {}).values() if isinstance(rec, dict)]
+        with allowing(_pinned_folders(pinned, spec.base_dir)):
+            compiled = _compile_spec(spec, subs, passes=None, verify_each=True, on_pass=None)
         _same_adapters(data.get("weights") or {}, compiled, where)
         return compiled
 
@@ -264,7 +266,9 @@ class CompiledPipeline:
             }
         )
         spec.with_source(self.spec.source_path, dict(self.spec.spans))
-        compiled = _compile_spec(spec, self.subflows, passes=None, verify_each=True, on_pass=None)
+        # an optimizer files adapters in its run directory, often outside the project: pinned below
+        with allowing(_pinned_folders([str(models[m].adapter) for m in pinned], spec.base_dir)):
+            compiled = _compile_spec(spec, self.subflows, passes=None, verify_each=True, on_pass=None)
         for model, sha in pinned.items():
             got = compiled.adapters[model].sha256 if model in compiled.adapters else None
             if sha is not None and got != sha:
@@ -314,6 +318,12 @@ def _weights_value(name: str, value: Any) -> tuple[str | None, str | None]:
         hint="weights values name a .safetensors adapter by path and content hash "
         "(flowc.optimizers.weights.AdapterStore.publish makes them)",
     )
+
+
+def _pinned_folders(adapters: Sequence[str], base_dir: Path) -> list[Path]:
+    """The folders of adapters pinned by sha256 (a weights value, an artifact's lock): the pin fixes
+    which bytes may be used, so they are allowed wherever they lie (security.md, "Adapters")."""
+    return [(base_dir / a).parent for a in adapters]
 
 
 def _same_adapters(recorded: Mapping[str, Any], compiled: CompiledPipeline, where: str) -> None:
