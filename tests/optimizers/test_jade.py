@@ -183,3 +183,30 @@ def test_the_jax_engine_samples_rollouts_from_the_policy_itself(tiny_gguf: Path,
     journal = (tmp_path / "run" / "journal-pipeline.jsonl").read_text()
     assert journal.count('"node": "answer"') >= 4  # the jax replies are journaled like any call
     assert "m.weights" in patch.params
+
+
+@pytest.mark.integration
+def test_rollouts_sampled_by_llama_cpp_train_an_adapter_it_then_serves(tiny_gguf: Path, tmp_path: Path) -> None:
+    """The CPU path for real: rollouts sampled by the embedded llama.cpp (temperature 1, no grammar),
+    PPO in jax, the adapter served by llama.cpp for the next rollouts and for the patched pipeline."""
+    pytest.importorskip("xllamacpp")
+    from flowc.runtime.session import default_client, open_executor
+
+    spec = QA_SPEC.replace(
+        'model m = "fake/model"', f'model m = "local/gguf:{tiny_gguf}" {{\n    trainable: true\n    max_tokens: 6\n  }}'
+    )
+    compiled = flowc.compile(spec)
+    opt = jade(default_client(compiled), prompt_steps=0, weight_steps=2, batch_size=1, rollout_engine="llamacpp")
+    patch = optimize(opt, compiled, tmp_path / "run")
+    buffers = [
+        [json.loads(x) for x in (tmp_path / "run" / "jade" / f"buffer-step{k}.jsonl").read_text().splitlines()]
+        for k in (1, 2)
+    ]
+    replies = [b["completion"] for b in buffers[0] if b["node"] == "draft"]
+    assert len(replies) == 2 and replies[0] != replies[1], "the group's rollouts were not sampled"
+    journal = [json.loads(x) for x in (tmp_path / "run" / "journal-pipeline.jsonl").read_text().splitlines()]
+    assert len(journal) >= 8
+    result = open_executor(patch.apply(compiled), cache=False, store=False).run_sync(
+        {"question": "Where is the Louvre?"}
+    )
+    assert result.status == "ok" and [c.node for c in result.lm_calls] == ["draft", "answer"]
