@@ -151,6 +151,8 @@ def test_checks(compiled: flowc.CompiledPipeline, tmp_path: Path) -> None:
     with pytest.raises(FlowcError, match="'rollout_engine' is 'gpu'") as e:
         optimize(jade(FunctionLM(trained_pipeline_answer), rollout_engine="gpu"), compiled, tmp_path / "d")
     assert "--set rollout_engine=auto" in str(e.value)
+    with pytest.raises(FlowcError, match="jax rollout engine samples without a grammar"):  # it would ignore it
+        jade(FunctionLM(trained_pipeline_answer), grammar=True, rollout_engine="jax").preflight(compiled)
 
 
 def test_nothing_to_train_names_the_model_and_its_fix(tiny_gguf: Path, tmp_path: Path) -> None:

@@ -143,6 +143,13 @@ class Jade(StepOptimizer):
                 f"jade's setting 'rollout_engine' is '{self.rollout_engine}', which is not an engine",
                 hint="--set rollout_engine=auto (or llamacpp, jax)",
             )
+        if self.grammar and self.engine() == "jax":
+            raise FlowcError(
+                "invalid-value",
+                "jade's 'grammar' setting keeps the reply grammar in rollouts, "
+                "but the jax rollout engine samples without a grammar",
+                hint="--set rollout_engine=llamacpp to sample under the grammar, or leave grammar=false",
+            )
         self._sampled = frozenset(m.model_id for m in models)
         for name in (
             "rounds",
