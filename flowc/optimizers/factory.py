@@ -12,6 +12,7 @@ across both (the optimizer model is often one the spec declares, with the spec's
 from __future__ import annotations
 
 import dataclasses
+import difflib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -76,6 +77,27 @@ def optimizer_fields(cls: Any) -> dict[str, dataclasses.Field[Any]]:
     return fields
 
 
+def settable(cls: Any) -> list[str]:
+    """The names `--set` and the spec's `optimize:` block may set: the constructor's own fields,
+    not the clients, the private state (`_name`) or the class constants (ClassVar)."""
+    if not dataclasses.is_dataclass(cls):
+        return []
+    return sorted(
+        f.name for f in dataclasses.fields(cls) if f.init and not f.name.startswith("_") and f.name not in NOT_SETTABLE
+    )
+
+
+def _no_setting(name: str, key: str, names: Sequence[str], what: str = "") -> FlowcError:
+    """Unknown setting `key` of optimizer `name` (`what`: how the user gave it, with its place)."""
+    close = difflib.get_close_matches(key, names, n=1)
+    hint = f"did you mean '{close[0]}'? " if close else ""
+    return FlowcError(
+        "invalid-value",
+        f"{what}optimizer '{name}' has no setting '{key}'",
+        hint=f"{hint}settings of {name}: {', '.join(names)}",
+    )
+
+
 def make_optimizer(
     name: str,
     clients: Clients,
@@ -106,9 +128,10 @@ def make_optimizer(
             kwargs[f] = steps
     if batch_size is not None and "batch_size" in fields:
         kwargs["batch_size"] = batch_size
+    names = settable(cls)
     for key, value in (settings or {}).items():
-        if key not in fields or key in NOT_SETTABLE:
-            raise _no_setting(name, key, fields)
+        if key not in names:
+            raise _no_setting(name, key, names)
         kwargs[key] = value
     return cls(**kwargs)
 
@@ -118,37 +141,27 @@ def known_settings(name: str, settings: Mapping[str, Any]) -> dict[str, Any]:
     optimizers one set of options, e.g. `max_tokens` to every method that calls a model)."""
     from flowc.optimizers.registry import get_optimizer
 
-    fields = optimizer_fields(get_optimizer(name))
-    return {k: v for k, v in settings.items() if k in fields and k not in NOT_SETTABLE}
-
-
-def _no_setting(name: str, key: str, fields: Mapping[str, Any]) -> FlowcError:
-    settable = sorted(f for f in fields if f not in NOT_SETTABLE)
-    return FlowcError(
-        "invalid-value",
-        f"optimizer '{name}' has no setting '{key}'",
-        hint=f"settings of {name}: {', '.join(settable)}",
-    )
+    names = settable(get_optimizer(name))
+    return {k: v for k, v in settings.items() if k in names}
 
 
 def parse_settings(name: str, pairs: Sequence[str]) -> dict[str, Any]:
     """`NAME=VALUE` pairs (`flowc optimize --set`), converted to the type of the field's default."""
     from flowc.optimizers.registry import get_optimizer
 
-    fields = optimizer_fields(get_optimizer(name))
-    settable = sorted(f for f in fields if f not in NOT_SETTABLE)
+    cls = get_optimizer(name)
+    fields = optimizer_fields(cls)
+    names = settable(cls)
     out: dict[str, Any] = {}
     for pair in pairs:
         key, sep, raw = pair.partition("=")
         key = key.strip().replace("-", "_")
-        if not sep or key not in settable:
+        if not sep:
             raise FlowcError(
-                "invalid-value",
-                f"'--set {pair}': optimizer '{name}' has no setting '{key}'"
-                if sep
-                else f"'--set {pair}' is not NAME=VALUE",
-                hint=f"settings of {name}: {', '.join(settable)}",
+                "invalid-value", f"'--set {pair}' is not NAME=VALUE", hint=f"settings of {name}: {', '.join(names)}"
             )
+        if key not in names:
+            raise _no_setting(name, key, names, f"'--set {pair}': ")
         f = fields[key]
         default: Any = f.default
         factory: Any = f.default_factory
@@ -176,18 +189,15 @@ def spec_settings(name: str, compiled: CompiledPipeline) -> dict[str, Any]:
     from flowc.optimizers.registry import get_optimizer
 
     given = compiled.spec.optimize.get(name) or {}
-    fields = optimizer_fields(get_optimizer(name))
-    settable = sorted(f for f in fields if f not in NOT_SETTABLE)
+    cls = get_optimizer(name)
+    fields = optimizer_fields(cls)
+    names = settable(cls)
     out: dict[str, Any] = {}
     for key, value in given.items():
         where = compiled.spec.span("optimize", name, key)
         place = f"{where.path}:{where.line}:{where.column}: " if where is not None else ""
-        if key not in settable:
-            raise FlowcError(
-                "invalid-value",
-                f"{place}optimizer '{name}' has no setting '{key}'",
-                hint=f"settings of {name}: {', '.join(settable)}",
-            )
+        if key not in names:
+            raise _no_setting(name, key, names, place)
         f = fields[key]
         default: Any = f.default
         factory: Any = f.default_factory

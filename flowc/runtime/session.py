@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 
 from flowc.compile import CompiledPipeline
+from flowc.errors import FlowcError
 from flowc.runtime.cache import CachedLM, ResponseCache
 from flowc.runtime.config import RunConfig
 from flowc.runtime.executor import Executor
@@ -72,7 +73,15 @@ def default_client(compiled: CompiledPipeline, *, limiters: RateLimiters | None 
     preflight(compiled)  # an adapter trained on another base fails now, on its `adapter:` line
     pols = policies(compiled)
     client = ModelClient(pols, limiters=limiters)
-    client.prepare(*pols)  # a bad model id or a missing model file fails now
+    for model_id in pols:  # a bad model id or a missing model file fails now, at its declaration
+        try:
+            client.prepare(model_id)
+        except FlowcError as e:
+            if e.diagnostic.span is not None:
+                raise
+            names = [n for n, m in compiled.spec.models.items() if m.id == model_id]
+            where = compiled.spec.span("models", names[0]) if names else None
+            raise FlowcError(e.code, e.diagnostic.message, span=where, hint=e.hint, notes=e.diagnostic.notes) from None
     return client
 
 

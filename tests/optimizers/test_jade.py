@@ -145,8 +145,70 @@ def test_checks(compiled: flowc.CompiledPipeline, tmp_path: Path) -> None:
         optimize(jade(FunctionLM(trained_pipeline_answer)), plain, tmp_path / "a")
     with pytest.raises(FlowcError, match="group baseline needs at least 2"):
         optimize(jade(FunctionLM(trained_pipeline_answer), group_size=1), compiled, tmp_path / "b")
-    with pytest.raises(FlowcError, match="unknown advantage"):
+    with pytest.raises(FlowcError, match="'advantage' is 'critic'") as e:
         optimize(jade(FunctionLM(trained_pipeline_answer), advantage="critic"), compiled, tmp_path / "c")
+    assert "--set advantage=group" in str(e.value)
+    with pytest.raises(FlowcError, match="'rollout_engine' is 'gpu'") as e:
+        optimize(jade(FunctionLM(trained_pipeline_answer), rollout_engine="gpu"), compiled, tmp_path / "d")
+    assert "--set rollout_engine=auto" in str(e.value)
+    with pytest.raises(FlowcError, match="jax rollout engine samples without a grammar"):  # it would ignore it
+        jade(FunctionLM(trained_pipeline_answer), grammar=True, rollout_engine="jax").preflight(compiled)
+
+
+def test_nothing_to_train_names_the_model_and_its_fix(tiny_gguf: Path, tmp_path: Path) -> None:
+    spec = tmp_path / "qa.flow"
+    lm = FunctionLM(trained_pipeline_answer)
+    # a local model without `trainable: true`: the error points at it and says what to add
+    spec.write_text(QA_SPEC.replace('"fake/model"', f'"local/gguf:{tiny_gguf}"'))
+    with pytest.raises(FlowcError, match="trainable local model") as e:
+        jade(lm).preflight(flowc.compile(spec))
+    span = e.value.diagnostic.span
+    assert span is not None and span.path == str(spec)
+    assert 'model m = "local/gguf:' in spec.read_text().splitlines()[span.line - 1]
+    assert "add 'trainable: true' to model 'm'" in (e.value.hint or "")
+    # only remote models: the fix is a local backbone
+    spec.write_text(QA_SPEC)
+    with pytest.raises(FlowcError, match="trainable local model") as e:
+        jade(lm).preflight(flowc.compile(spec))
+    assert "local/smollm2" in (e.value.hint or "")
+    # trainable, but frozen on the command line
+    trainable = f'model m = "local/gguf:{tiny_gguf}" {{ trainable: true }}'
+    spec.write_text(QA_SPEC.replace('model m = "fake/model"', trainable))
+    with pytest.raises(FlowcError, match="--only/--freeze leave no weights") as e:
+        Jade(pipeline_lm=lm, optimizer_lm=lm, frozen=["m.weights"]).preflight(flowc.compile(spec))
+    assert e.value.diagnostic.span is not None and "out of --freeze" in (e.value.hint or "")
+
+
+def test_unknown_settings_list_only_real_settings_and_suggest_the_closest() -> None:
+    from flowc.optimizers.factory import parse_settings, settable
+
+    names = settable(Jade)
+    assert "learning_rate" in names and "rollout_engine" in names
+    assert not [n for n in names if n.startswith("_") or n in ("name", "param_kinds", "pipeline_lm")]
+    with pytest.raises(FlowcError, match="has no setting 'lora_ranks'") as e:
+        parse_settings("jade", ["lora_ranks=4"])
+    assert "did you mean 'lora_rank'?" in (e.value.hint or "")
+    for private in ("_loaded=1", "name=x"):  # internal state and class constants are not settings
+        with pytest.raises(FlowcError, match="has no setting"):
+            parse_settings("jade", [private])
+
+
+def test_a_dry_run_refuses_a_job_that_cannot_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from test_cli_optimize import Fakes, install
+
+    from flowc.cli import main
+
+    fakes = install(monkeypatch, Fakes())
+    monkeypatch.setenv("FLOWC_HOME", str(tmp_path / "home"))
+    (tmp_path / "qa.flow").write_text(QA_SPEC)
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps(x) + "\n" for x in QA_TRAIN))
+    argv = ["optimize", str(tmp_path / "qa.flow"), "-O", "jade", "--data", str(tmp_path / "train.jsonl"), "--dry-run"]
+    assert main(argv) != 0
+    captured = capsys.readouterr()
+    assert "trainable local model" in captured.err and f"{tmp_path / 'qa.flow'}:" in captured.err
+    assert "projected LM calls" not in captured.out and fakes.calls() == 0
 
 
 def test_a_time_budget_stops_between_rollouts_and_training(compiled: flowc.CompiledPipeline, tmp_path: Path) -> None:
@@ -183,3 +245,30 @@ def test_the_jax_engine_samples_rollouts_from_the_policy_itself(tiny_gguf: Path,
     journal = (tmp_path / "run" / "journal-pipeline.jsonl").read_text()
     assert journal.count('"node": "answer"') >= 4  # the jax replies are journaled like any call
     assert "m.weights" in patch.params
+
+
+@pytest.mark.integration
+def test_rollouts_sampled_by_llama_cpp_train_an_adapter_it_then_serves(tiny_gguf: Path, tmp_path: Path) -> None:
+    """The CPU path for real: rollouts sampled by the embedded llama.cpp (temperature 1, no grammar),
+    PPO in jax, the adapter served by llama.cpp for the next rollouts and for the patched pipeline."""
+    pytest.importorskip("xllamacpp")
+    from flowc.runtime.session import default_client, open_executor
+
+    spec = QA_SPEC.replace(
+        'model m = "fake/model"', f'model m = "local/gguf:{tiny_gguf}" {{\n    trainable: true\n    max_tokens: 6\n  }}'
+    )
+    compiled = flowc.compile(spec)
+    opt = jade(default_client(compiled), prompt_steps=0, weight_steps=2, batch_size=1, rollout_engine="llamacpp")
+    patch = optimize(opt, compiled, tmp_path / "run")
+    buffers = [
+        [json.loads(x) for x in (tmp_path / "run" / "jade" / f"buffer-step{k}.jsonl").read_text().splitlines()]
+        for k in (1, 2)
+    ]
+    replies = [b["completion"] for b in buffers[0] if b["node"] == "draft"]
+    assert len(replies) == 2 and replies[0] != replies[1], "the group's rollouts were not sampled"
+    journal = [json.loads(x) for x in (tmp_path / "run" / "journal-pipeline.jsonl").read_text().splitlines()]
+    assert len(journal) >= 8
+    result = open_executor(patch.apply(compiled), cache=False, store=False).run_sync(
+        {"question": "Where is the Louvre?"}
+    )
+    assert result.status == "ok" and [c.node for c in result.lm_calls] == ["draft", "answer"]

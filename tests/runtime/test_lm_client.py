@@ -48,6 +48,23 @@ def test_missing_local_model_file_fails_early(tmp_path: object) -> None:
     assert info.value.code == "model-file-not-found" and "smollm2" in (info.value.hint or "")
 
 
+def test_a_missing_model_file_is_reported_at_its_declaration(tmp_path: Path) -> None:
+    import flowc
+    from flowc.runtime.session import default_client
+
+    spec = tmp_path / "qa.flow"
+    spec.write_text(
+        "pipeline qa {\n  input question: str\n  output answer: str <- a.answer\n"
+        '  model m = "local/gguf:/nonexistent/model.gguf"\n'
+        '  node a: llm {\n    prompt: "{{question}}"\n    question <- question\n    output answer: str\n  }\n}\n'
+    )
+    with pytest.raises(FlowcError) as info:
+        default_client(flowc.compile(spec))
+    span = info.value.diagnostic.span
+    assert info.value.code == "model-file-not-found" and span is not None
+    assert (span.path, span.line) == (str(spec), 4)
+
+
 async def test_cost_of_a_known_model_uses_litellm_prices() -> None:
     with FakeOpenAIServer(default=Reply(text="x", prompt_tokens=1000, completion_tokens=100)) as srv:
         lm = ModelClient({"openai/gpt-4o-mini": ModelPolicy(api_base=srv.base_url)})

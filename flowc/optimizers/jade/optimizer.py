@@ -116,13 +116,7 @@ class Jade(StepOptimizer):
     def check(self, compiled: CompiledPipeline, params: list[str]) -> None:
         models = self._models(compiled, params)
         if not models:
-            raise FlowcError(
-                "invalid-value",
-                f"'jade' trains the weights of a trainable local model, "
-                f"and pipeline '{compiled.name}' has none to train",
-                hint="declare the shared backbone 'trainable: true' "
-                '(model backbone = "local/smollm2" { trainable: true }), or check --only/--freeze',
-            )
+            raise _nothing_to_train(compiled)
         bases = {m.base_sha256 for m in models}
         if len(bases) > 1:
             raise FlowcError(
@@ -133,7 +127,9 @@ class Jade(StepOptimizer):
             )
         if self.advantage not in BASELINES:
             raise FlowcError(
-                "invalid-value", f"unknown advantage '{self.advantage}'", hint=f"use one of {', '.join(BASELINES)}"
+                "invalid-value",
+                f"jade's setting 'advantage' is '{self.advantage}', which is not a baseline",
+                hint=f"--set advantage=group (or one of {', '.join(BASELINES)})",
             )
         if self.advantage == "group" and self.group_size < 2:
             raise FlowcError(
@@ -143,7 +139,16 @@ class Jade(StepOptimizer):
             )
         if self.rollout_engine not in ("auto", "llamacpp", "jax"):
             raise FlowcError(
-                "invalid-value", f"unknown rollout_engine '{self.rollout_engine}'", hint="use auto, llamacpp or jax"
+                "invalid-value",
+                f"jade's setting 'rollout_engine' is '{self.rollout_engine}', which is not an engine",
+                hint="--set rollout_engine=auto (or llamacpp, jax)",
+            )
+        if self.grammar and self.engine() == "jax":
+            raise FlowcError(
+                "invalid-value",
+                "jade's 'grammar' setting keeps the reply grammar in rollouts, "
+                "but the jax rollout engine samples without a grammar",
+                hint="--set rollout_engine=llamacpp to sample under the grammar, or leave grammar=false",
             )
         self._sampled = frozenset(m.model_id for m in models)
         for name in (
@@ -466,6 +471,40 @@ class Jade(StepOptimizer):
         report = await self._textgrad().step(view)
         report.phase = f"prompts r{int(run.state['round']) + 1}"
         return report
+
+
+def _nothing_to_train(compiled: CompiledPipeline) -> FlowcError:
+    """The error for a pipeline with no trainable local model among the params: located at the
+    model to train (the first `local/` one, else the first), with the fix for that model."""
+    spec = compiled.spec
+    trainable = [n for n, m in spec.models.items() if m.trainable]
+    local = [n for n, m in spec.models.items() if m.id.startswith("local/")]
+    if trainable:  # declared trainable, but --only/--freeze left its weights out
+        name = trainable[0]
+        return FlowcError(
+            "invalid-value",
+            f"'jade' trains the weights of model '{name}', but --only/--freeze leave no weights to train",
+            span=spec.span("models", name),
+            hint=f"add '{name}.weights' to --only, or take '{name}' and '{name}.weights' out of --freeze",
+        )
+    name = (local or list(spec.models) or [""])[0]
+    where = spec.span("models", name) if name else None
+    if local:
+        hint = (
+            f"add 'trainable: true' to model '{name}' "
+            f'(model {name} = "{spec.models[name].id}" {{ trainable: true }}), the backbone every role shares'
+        )
+    else:
+        hint = (
+            "declare the shared backbone as a local model with 'trainable: true' "
+            '(model backbone = "local/smollm2" { trainable: true }) and point the roles at it'
+        )
+    return FlowcError(
+        "invalid-value",
+        f"'jade' trains the weights of a trainable local model, and pipeline '{compiled.name}' has none",
+        span=where,
+        hint=hint,
+    )
 
 
 def _check_time(run: Run) -> None:
