@@ -12,6 +12,7 @@ across both (the optimizer model is often one the spec declares, with the spec's
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -72,8 +73,11 @@ def preferred_optimizer_model(name: str) -> str | None:
 
 
 def optimizer_fields(cls: Any) -> dict[str, dataclasses.Field[Any]]:
-    fields: dict[str, dataclasses.Field[Any]] = getattr(cls, "__dataclass_fields__", {})
-    return fields
+    """The constructor fields of an optimizer class (not its ClassVars such as `name`, which
+    `__dataclass_fields__` also lists, nor fields that `__init__` does not take)."""
+    if not dataclasses.is_dataclass(cls):
+        return {}
+    return {f.name: f for f in dataclasses.fields(cls) if f.init}
 
 
 def make_optimizer(
@@ -160,7 +164,7 @@ def parse_settings(name: str, pairs: Sequence[str]) -> dict[str, Any]:
             raise FlowcError(
                 "invalid-value",
                 f"'--set {pair}': '{raw}' is not a valid {type(default).__name__} for '{key}'",
-                hint=f"the default is {default!r}",
+                hint=f"e.g. --set {key}={_as_flag(default)} (the default)",
             ) from None
     return out
 
@@ -180,12 +184,11 @@ def spec_settings(name: str, compiled: CompiledPipeline) -> dict[str, Any]:
     settable = sorted(f for f in fields if f not in NOT_SETTABLE)
     out: dict[str, Any] = {}
     for key, value in given.items():
-        where = compiled.spec.span("optimize", name, key)
-        place = f"{where.path}:{where.line}:{where.column}: " if where is not None else ""
         if key not in settable:
             raise FlowcError(
                 "invalid-value",
-                f"{place}optimizer '{name}' has no setting '{key}'",
+                f"optimizer '{name}' has no setting '{key}'",
+                span=compiled.spec.key_span("optimize", name, key),
                 hint=f"settings of {name}: {', '.join(settable)}",
             )
         f = fields[key]
@@ -198,10 +201,22 @@ def spec_settings(name: str, compiled: CompiledPipeline) -> dict[str, Any]:
         except ValueError:
             raise FlowcError(
                 "invalid-value",
-                f"{place}'{key}: {value!r}' is not a valid {type(default).__name__} for optimizer '{name}'",
-                hint=f"the default is {default!r}",
+                f"'{key}: {json.dumps(value)}' is not a valid {type(default).__name__} for optimizer '{name}'",
+                span=compiled.spec.span("optimize", name, key),
+                hint=f"e.g. '{key}: {json.dumps(_plain(default))}' (the default)",
             ) from None
     return out
+
+
+def _plain(default: Any) -> Any:
+    return list(default) if isinstance(default, tuple) else default
+
+
+def _as_flag(default: Any) -> str:
+    """A default as `--set` writes it (a tuple as a comma-separated list)."""
+    if isinstance(default, tuple | list):
+        return ",".join(str(x) for x in default)
+    return str(default).lower() if isinstance(default, bool) else str(default)
 
 
 def _typed(value: Any, default: Any) -> Any:

@@ -201,6 +201,11 @@ class StepOptimizer(AsyncOptimizer):
     def check(self, compiled: CompiledPipeline, params: list[str]) -> None:
         """Refuse bad settings before anything is spent (raise FlowcError)."""
 
+    def preflight(self, compiled: CompiledPipeline, metric: Metric) -> None:
+        """The checks a job makes before its first LM call, without running it (`flowc optimize`
+        runs them before printing its projection, so `--dry-run` refuses what the job would)."""
+        self.check(compiled, self.select_params(compiled))
+
     def fresh_state(self, run: Run) -> dict[str, Any]:
         """The method's own state keys for a new job (JSON values)."""
         return {}
