@@ -270,6 +270,9 @@ def pipelines(draw: st.DrawFn) -> Pipeline:
     data: dict[str, Any] = {"pipeline": draw(names)}
     if draw(st.booleans()):
         data["description"] = draw(any_text)
+    if draw(st.booleans()):  # optimizer settings: any JSON value under a setting's name
+        settings = st.dictionaries(names, json_values, max_size=3)
+        data["optimize"] = draw(st.dictionaries(names, settings, min_size=1, max_size=2))
     data["imports"] = {n: draw(single_line.filter(bool)) for n in import_names}
     data["types"] = {n: draw(types()) for n in type_names}
     data["inputs"] = {}

@@ -127,8 +127,8 @@ def cmd_optimize(args: argparse.Namespace) -> int:
     live = OptimizeProgress()  # a bar on a terminal, one line per step in a log
     optimizer, model = build_optimizer(args.optimizer, compiled, args, progress=live)
     preflight = getattr(optimizer, "preflight", None)
-    if preflight is not None:
-        preflight(compiled)  # a job that cannot start fails here, --dry-run included
+    if preflight is not None:  # refuse a pipeline or settings the job would refuse, --dry-run too
+        preflight(compiled, metric)
     phases = optimizer.projected_calls(compiled, len(train), len(val))
     pipeline_model = next(iter(compiled.spec.models.values())).id if compiled.spec.models else model
     proj = project(

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +22,7 @@ from flowc.compile import CompiledPipeline
 from flowc.errors import FlowcError
 from flowc.optimizers.progress import ProgressHook
 from flowc.runtime.lm import LMClient
+from flowc.source import Span
 
 #: optimizer fields that `settings` does not set (the clients, and what other arguments set)
 NOT_SETTABLE = frozenset(
@@ -73,8 +75,11 @@ def preferred_optimizer_model(name: str) -> str | None:
 
 
 def optimizer_fields(cls: Any) -> dict[str, dataclasses.Field[Any]]:
-    fields: dict[str, dataclasses.Field[Any]] = getattr(cls, "__dataclass_fields__", {})
-    return fields
+    """The constructor fields of an optimizer class (not its ClassVars such as `name`, which
+    `__dataclass_fields__` also lists, nor fields that `__init__` does not take)."""
+    if not dataclasses.is_dataclass(cls):
+        return {}
+    return {f.name: f for f in dataclasses.fields(cls) if f.init}
 
 
 def settable(cls: Any) -> list[str]:
@@ -87,13 +92,14 @@ def settable(cls: Any) -> list[str]:
     )
 
 
-def _no_setting(name: str, key: str, names: Sequence[str], what: str = "") -> FlowcError:
-    """Unknown setting `key` of optimizer `name` (`what`: how the user gave it, with its place)."""
+def _no_setting(name: str, key: str, names: Sequence[str], what: str = "", span: Span | None = None) -> FlowcError:
+    """Unknown setting `key` of optimizer `name` (`what`: how the user gave it; `span`: where in the spec)."""
     close = difflib.get_close_matches(key, names, n=1)
     hint = f"did you mean '{close[0]}'? " if close else ""
     return FlowcError(
         "invalid-value",
         f"{what}optimizer '{name}' has no setting '{key}'",
+        span=span,
         hint=f"{hint}settings of {name}: {', '.join(names)}",
     )
 
@@ -173,7 +179,7 @@ def parse_settings(name: str, pairs: Sequence[str]) -> dict[str, Any]:
             raise FlowcError(
                 "invalid-value",
                 f"'--set {pair}': '{raw}' is not a valid {type(default).__name__} for '{key}'",
-                hint=f"the default is {default!r}",
+                hint=f"e.g. --set {key}={_as_flag(default)} (the default)",
             ) from None
     return out
 
@@ -194,10 +200,8 @@ def spec_settings(name: str, compiled: CompiledPipeline) -> dict[str, Any]:
     names = settable(cls)
     out: dict[str, Any] = {}
     for key, value in given.items():
-        where = compiled.spec.span("optimize", name, key)
-        place = f"{where.path}:{where.line}:{where.column}: " if where is not None else ""
         if key not in names:
-            raise _no_setting(name, key, names, place)
+            raise _no_setting(name, key, names, span=compiled.spec.key_span("optimize", name, key))
         f = fields[key]
         default: Any = f.default
         factory: Any = f.default_factory
@@ -208,10 +212,22 @@ def spec_settings(name: str, compiled: CompiledPipeline) -> dict[str, Any]:
         except ValueError:
             raise FlowcError(
                 "invalid-value",
-                f"{place}'{key}: {value!r}' is not a valid {type(default).__name__} for optimizer '{name}'",
-                hint=f"the default is {default!r}",
+                f"'{key}: {json.dumps(value)}' is not a valid {type(default).__name__} for optimizer '{name}'",
+                span=compiled.spec.span("optimize", name, key),
+                hint=f"e.g. '{key}: {json.dumps(_plain(default))}' (the default)",
             ) from None
     return out
+
+
+def _plain(default: Any) -> Any:
+    return list(default) if isinstance(default, tuple) else default
+
+
+def _as_flag(default: Any) -> str:
+    """A default as `--set` writes it (a tuple as a comma-separated list)."""
+    if isinstance(default, tuple | list):
+        return ",".join(str(x) for x in default)
+    return str(default).lower() if isinstance(default, bool) else str(default)
 
 
 def _typed(value: Any, default: Any) -> Any:

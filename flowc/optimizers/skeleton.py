@@ -201,10 +201,9 @@ class StepOptimizer(AsyncOptimizer):
     def check(self, compiled: CompiledPipeline, params: list[str]) -> None:
         """Refuse bad settings before anything is spent (raise FlowcError)."""
 
-    def preflight(self, compiled: CompiledPipeline) -> None:
-        """The checks a job makes before it starts (params to train, `check`), without starting it:
-        `flowc optimize` runs them before printing its projection, so a `--dry-run` of a job that
-        cannot start fails as the job would."""
+    def preflight(self, compiled: CompiledPipeline, metric: Metric) -> None:
+        """The checks a job makes before its first LM call, without running it (`flowc optimize`
+        runs them before printing its projection, so `--dry-run` refuses what the job would)."""
         self.check(compiled, self.select_params(compiled))
 
     def fresh_state(self, run: Run) -> dict[str, Any]:

@@ -152,7 +152,14 @@ def test_checks(compiled: flowc.CompiledPipeline, tmp_path: Path) -> None:
         optimize(jade(FunctionLM(trained_pipeline_answer), rollout_engine="gpu"), compiled, tmp_path / "d")
     assert "--set rollout_engine=auto" in str(e.value)
     with pytest.raises(FlowcError, match="jax rollout engine samples without a grammar"):  # it would ignore it
-        jade(FunctionLM(trained_pipeline_answer), grammar=True, rollout_engine="jax").preflight(compiled)
+        jade(FunctionLM(trained_pipeline_answer), grammar=True, rollout_engine="jax").preflight(
+            compiled, metric_from_spec(compiled)
+        )
+
+
+def _preflight(opt: Jade, spec: Path) -> None:
+    compiled = flowc.compile(spec)
+    opt.preflight(compiled, metric_from_spec(compiled))
 
 
 def test_nothing_to_train_names_the_model_and_its_fix(tiny_gguf: Path, tmp_path: Path) -> None:
@@ -161,7 +168,7 @@ def test_nothing_to_train_names_the_model_and_its_fix(tiny_gguf: Path, tmp_path:
     # a local model without `trainable: true`: the error points at it and says what to add
     spec.write_text(QA_SPEC.replace('"fake/model"', f'"local/gguf:{tiny_gguf}"'))
     with pytest.raises(FlowcError, match="trainable local model") as e:
-        jade(lm).preflight(flowc.compile(spec))
+        _preflight(jade(lm), spec)
     span = e.value.diagnostic.span
     assert span is not None and span.path == str(spec)
     assert 'model m = "local/gguf:' in spec.read_text().splitlines()[span.line - 1]
@@ -169,13 +176,13 @@ def test_nothing_to_train_names_the_model_and_its_fix(tiny_gguf: Path, tmp_path:
     # only remote models: the fix is a local backbone
     spec.write_text(QA_SPEC)
     with pytest.raises(FlowcError, match="trainable local model") as e:
-        jade(lm).preflight(flowc.compile(spec))
+        _preflight(jade(lm), spec)
     assert "local/smollm2" in (e.value.hint or "")
     # trainable, but frozen on the command line
     trainable = f'model m = "local/gguf:{tiny_gguf}" {{ trainable: true }}'
     spec.write_text(QA_SPEC.replace('model m = "fake/model"', trainable))
     with pytest.raises(FlowcError, match="--only/--freeze leave no weights") as e:
-        Jade(pipeline_lm=lm, optimizer_lm=lm, frozen=["m.weights"]).preflight(flowc.compile(spec))
+        _preflight(Jade(pipeline_lm=lm, optimizer_lm=lm, frozen=["m.weights"]), spec)
     assert e.value.diagnostic.span is not None and "out of --freeze" in (e.value.hint or "")
 
 

@@ -300,7 +300,6 @@ BM25 = [*NO_FILTER, ("    method: maxsim\n", ""), ("queries <- decompose.subquer
     ("edits", "message"),
     [
         (NO_FILTER, "does not filter its sub-queries"),
-        ([(r'model reader = "local/gguf:[^"]*"', 'model reader = "openai/x"')], "jax backbone"),
         ([("    trainable: true\n", "")], "not trainable"),
         (BM25, "one maxsim retrieve node"),
     ],
@@ -319,6 +318,20 @@ def test_the_pipeline_must_have_poqd_parts(
     with pytest.raises(FlowcError) as e:
         run(poqd(tmp_path), compiled, tmp_path / "run")
     assert message in str(e.value)
+    span = e.value.diagnostic.span  # the error names the place in the spec to fix
+    assert span is not None and span.path == str(project) and span.line > 1
+
+
+def test_a_reader_that_is_not_embedded_is_refused_by_the_spec(project: Path) -> None:
+    """A trainable non-local model is a spec error (adapter-unsupported) before POQD sees it."""
+    import re
+
+    from flowc.errors import SpecErrors
+
+    project.write_text(re.sub(r'model reader = "local/gguf:[^"]*"', 'model reader = "openai/x"', project.read_text()))
+    with pytest.raises(SpecErrors) as e:
+        flowc.compile(project)
+    assert "adapter-unsupported" in str(e.value)
 
 
 # -- the jax generator on a tiny random model -----------------------------------------------------------
@@ -429,11 +442,15 @@ def test_alpha_tau_kappa_come_from_the_spec_then_the_command_line(project: Path)
         "poqd", Clients(FunctionLM(pipeline_answer), FunctionLM(optimizer_answer), "m"), settings=settings
     )
     assert (opt.alpha, opt.tau, opt.kappa) == (0.05, 2, 7)
-    for bad, message in (("tau: 2.5", "not a valid int"), ("alfa: 1", "has no setting 'alfa'")):
+    for bad, message, at in (("tau: 2.5", "not a valid int", "2.5"), ("alfa: 1", "has no setting 'alfa'", "alfa")):
         project.write_text(text.replace("tau: 2", bad))
         with pytest.raises(FlowcError) as e:
             spec_settings("poqd", flowc.compile(project))
         assert message in str(e.value) and f"{project}:2:" in str(e.value)
+        span = e.value.diagnostic.span
+        assert span is not None
+        line = project.read_text().splitlines()[span.line - 1]
+        assert line[span.column - 1 :].startswith(at)  # an unknown name, or the value of the wrong type
 
 
 def test_flowc_optimize_writes_the_searched_prompt(

@@ -33,7 +33,7 @@ from flowc.optimizers.poqd.downstream import Downstream
 from flowc.optimizers.poqd.loss import sufficient_decrease
 from flowc.optimizers.poqd.metaprompt import meta_prompt, read_instruction
 from flowc.optimizers.poqd.roles import Roles, find_roles
-from flowc.optimizers.scoring import accept
+from flowc.optimizers.scoring import Metric, accept
 from flowc.optimizers.skeleton import Run, StepOptimizer, StepReport
 from flowc.runtime.lm import LMClient, LMRequest, Message
 from flowc.runtime.resources import RetrieverPool
@@ -106,6 +106,11 @@ class POQD(StepOptimizer):
 
     # -- settings and checks -----------------------------------------------------------------------
 
+    def preflight(self, compiled: CompiledPipeline, metric: Metric) -> None:
+        self._roles = None  # the roles of this pipeline, with the reader of the scored output
+        self.roles_of(compiled, metric.output)
+        super().preflight(compiled, metric)
+
     def select_params(self, compiled: CompiledPipeline) -> list[str]:
         return [self.roles_of(compiled).prompt_param]
 
@@ -118,17 +123,31 @@ class POQD(StepOptimizer):
         return self._roles
 
     def check(self, compiled: CompiledPipeline, params: list[str]) -> None:
+        where = "in the spec's 'optimize: {poqd: {...}}' or with --set"
         for key, low in (("tau", 1), ("kappa", 1), ("batch_size", 1), ("micro_batch", 1), ("max_rounds", 0)):
             if getattr(self, key) < low:
-                raise FlowcError("invalid-value", f"POQD's {key} must be at least {low}", hint=f"--set {key}=...")
-        if self.alpha < 0 or self.retrieval_temperature <= 0:
-            raise FlowcError("invalid-value", "POQD needs alpha >= 0 and retrieval_temperature > 0", hint="--set ...")
+                raise FlowcError(
+                    "invalid-value",
+                    f"POQD's {key} must be at least {low}, not {getattr(self, key)}",
+                    hint=f"set {key} {where} {key}={max(low, 1)}",
+                )
+        for key, value, ok, need, example in (
+            ("alpha", self.alpha, self.alpha >= 0, ">= 0", "0.02"),
+            ("retrieval_temperature", self.retrieval_temperature, self.retrieval_temperature > 0, "> 0", "1.0"),
+        ):
+            if not ok:
+                raise FlowcError(
+                    "invalid-value",
+                    f"POQD needs {key} {need}, not {value}",
+                    hint=f"set {key} {where} {key}={example}",
+                )
         roles = self.roles_of(compiled)
         p = compiled.params.get(roles.prompt_param)
         if p is None or not p.trainable or roles.prompt_param in self.frozen or roles.decomposer in self.frozen:
             raise FlowcError(
                 "invalid-value",
                 f"POQD searches the decomposer's prompt, but '{roles.prompt_param}' is frozen",
+                span=compiled.spec.key_span("nodes", roles.decomposer),
                 hint=f"leave node '{roles.decomposer}' trainable",
             )
         model = compiled.spec.models[roles.generator_model]
@@ -136,12 +155,14 @@ class POQD(StepOptimizer):
             raise FlowcError(
                 "invalid-value",
                 f"POQD trains the reader's model on flowc's jax backbone; '{roles.generator_model}' is '{model.id}'",
+                span=compiled.spec.span("models", roles.generator_model, "id"),
                 hint="give node '" + roles.generator + "' an embedded model (local/smollm2, local/gguf:<path>)",
             )
         if not model.trainable:
             raise FlowcError(
                 "invalid-value",
                 f"POQD trains the weights of the reader's model '{roles.generator_model}', which is not trainable",
+                span=compiled.spec.key_span("models", roles.generator_model),
                 hint=f"add 'trainable: true' to model '{roles.generator_model}'",
             )
 

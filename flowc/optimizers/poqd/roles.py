@@ -19,6 +19,7 @@ from typing import Any
 
 from flowc.compile import CompiledPipeline
 from flowc.errors import FlowcError
+from flowc.source import Span
 from flowc.spec.exprs import Lit, Ref
 from flowc.spec.models import LLMNode, RetrieveNode
 
@@ -71,6 +72,7 @@ def find_roles(compiled: CompiledPipeline, *, output: str, decomposer: str = "",
             "invalid-value",
             "POQD needs one maxsim retrieve node whose 'queries' come from an llm node (the decomposer); "
             f"found {found}",
+            span=_near_a_retriever(compiled, [r for r, _, _ in retrievers]),
             hint="write 'node search: retrieve { method: maxsim  queries <- decompose.subqueries ... }'"
             + (", or choose one with --set decomposer_node=NODE" if retrievers else ""),
         )
@@ -82,6 +84,7 @@ def find_roles(compiled: CompiledPipeline, *, output: str, decomposer: str = "",
             "invalid-value",
             f"retrieve node '{retriever}' does not filter its sub-queries; POQD filters them (words not in the "
             "question are dropped), so the optimized pipeline must too",
+            span=spec.key_span("nodes", retriever),
             hint=f"add 'filter_subqueries: true' and 'query <- question' to node '{retriever}'",
         )
     readers = []
@@ -99,6 +102,7 @@ def find_roles(compiled: CompiledPipeline, *, output: str, decomposer: str = "",
             "invalid-value",
             f"POQD needs the llm node that reads '{retriever}.docs' to produce the scored output '{output}'; "
             f"readers of the passages: {', '.join(n for n, _ in readers) or 'none'}",
+            span=spec.key_span("outputs", output) if out is not None else spec.key_span("nodes", retriever),
             hint="bind the pipeline output the metric scores to the reader's answer (output answer <- read.answer)",
         )
     gen, docs_port = scored[0]
@@ -108,6 +112,7 @@ def find_roles(compiled: CompiledPipeline, *, output: str, decomposer: str = "",
         raise FlowcError(
             "invalid-value",
             f"POQD scores the generator's one answer; node '{gen}' has outputs {', '.join(gnode.outputs)}",
+            span=spec.key_span("nodes", gen),
             hint="give the reader node a single output",
         )
     for node_name, allowed in ((dec, set()), (gen, {docs_port}), (retriever, {"queries"})):
@@ -117,12 +122,23 @@ def find_roles(compiled: CompiledPipeline, *, output: str, decomposer: str = "",
             raise FlowcError(
                 "invalid-value",
                 f"POQD runs node '{node_name}' on each training question alone, but its input '{port}' reads '{b}'",
+                span=spec.key_span("nodes", node_name, "inputs", port),
                 hint="the decomposer, the retriever's 'query' and the reader may read pipeline inputs and literals "
                 "(besides the sub-queries and the passages)",
             )
     model = gnode.model
     assert model is not None
     return Roles(dec, sub_port, retriever, gen, docs_port, src.port, model)
+
+
+def _near_a_retriever(compiled: CompiledPipeline, candidates: list[str]) -> Span | None:
+    """Where to point when the retriever is not found: the second candidate, a retrieve node that
+    is not maxsim (its method), or the pipeline's name."""
+    spec = compiled.spec
+    if len(candidates) > 1:
+        return spec.key_span("nodes", candidates[1])
+    others = [n for n, node in spec.nodes.items() if isinstance(node, RetrieveNode)]
+    return spec.span("nodes", others[0], "method") if others else spec.span()
 
 
 def bound_inputs(compiled: CompiledPipeline, node: str, example: Mapping[str, Any]) -> dict[str, Any]:
