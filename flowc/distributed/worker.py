@@ -83,6 +83,9 @@ class PipelineWorker:
         if Path(settings.cwd).is_dir():
             os.chdir(settings.cwd)
         os.environ["FLOWC_HOME"] = settings.home
+        cpus = _assigned_cpus()
+        if cpus:  # an embedded model uses this worker's share of the cores, not all of them
+            os.environ.setdefault("FLOWC_LOCAL_THREADS", str(cpus))
         self.name = f"{socket.gethostname()}:{os.getpid()}"
         self._pipelines: dict[str, CompiledPipeline] = {}
         self._clients: dict[str, LMClient] = {}
@@ -232,3 +235,14 @@ def artifact_json(compiled: CompiledPipeline) -> str:
 
 
 __all__: Sequence[str] = ("ArtifactRef", "MetricArgs", "PipelineWorker", "WorkerSettings")
+
+
+def _assigned_cpus() -> int:
+    """The whole CPUs Ray reserved for this actor (at least 1), or 0 outside a Ray actor."""
+    try:
+        import ray
+
+        cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 0)
+    except Exception:  # not in a Ray worker (a unit test builds the class directly)
+        return 0
+    return max(1, int(cpus)) if cpus else 0

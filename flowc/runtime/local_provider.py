@@ -26,6 +26,7 @@ and ships a server, so one code path serves both uses.
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 import time
@@ -52,12 +53,29 @@ class LocalModelOptions:
     Attributes:
         n_ctx: context length in tokens; None = the profile's (2048 for a bare GGUF file).
         n_parallel: llama.cpp slots, i.e. calls decoded together (1 is fastest on 2 cores).
-        n_threads: CPU threads; None = llama.cpp's default (all cores).
+        n_threads: CPU threads; None = `$FLOWC_LOCAL_THREADS` if set, else llama.cpp's default
+            (all cores). Several replicas on one machine (Ray workers) must share the cores:
+            llama.cpp's threads wait for each other at every layer, so oversubscribed cores stall
+            every replica.
     """
 
     n_ctx: int | None = None
     n_parallel: int = 1
-    n_threads: int | None = None
+    n_threads: int | None = field(default_factory=lambda: default_threads())
+
+
+def default_threads() -> int | None:
+    """`$FLOWC_LOCAL_THREADS` (a positive integer), or None for llama.cpp's default."""
+    raw = os.environ.get("FLOWC_LOCAL_THREADS", "").strip()
+    if not raw:
+        return None
+    if not raw.isdigit() or int(raw) < 1:
+        raise FlowcError(
+            "invalid-value",
+            f"FLOWC_LOCAL_THREADS={raw!r} is not a positive integer",
+            hint="set it to the CPU threads each embedded model may use (e.g. 2), or unset it",
+        )
+    return int(raw)
 
 
 def resolve_model_path(model: str) -> Path:

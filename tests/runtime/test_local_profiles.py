@@ -159,3 +159,17 @@ def test_flowc_models_lists_profiles_and_prepares_installed_ones(
     assert "local/fake" in out and "sha256 checked" in out
     assert "local/absent" in out and "not installed" in out and "make models" in err
     assert (local_profiles.cache_dir() / "models" / "fake.gguf").exists()
+
+
+def test_embedded_threads_come_from_flowc_local_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ray workers set FLOWC_LOCAL_THREADS to their share of the cores; a bad value is refused by name."""
+    from flowc.runtime.local_provider import LocalModelOptions
+
+    monkeypatch.delenv("FLOWC_LOCAL_THREADS", raising=False)
+    assert LocalModelOptions().n_threads is None  # llama.cpp's default: every core
+    monkeypatch.setenv("FLOWC_LOCAL_THREADS", "2")
+    assert LocalModelOptions().n_threads == 2
+    assert LocalModelOptions(n_threads=1).n_threads == 1  # an explicit value wins
+    monkeypatch.setenv("FLOWC_LOCAL_THREADS", "all")
+    with pytest.raises(FlowcError, match="FLOWC_LOCAL_THREADS='all'"):
+        LocalModelOptions()
