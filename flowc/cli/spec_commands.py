@@ -228,9 +228,9 @@ def cmd_graph(args: argparse.Namespace) -> int:
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
-    schema: dict[str, Any] = Pipeline.model_json_schema(by_alias=True)
-    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
-    schema["title"] = "flowc pipeline spec"
+    from flowc.spec.schema import json_schema
+
+    schema = json_schema()
     text = json.dumps(schema, indent=2) + "\n"
     if args.out:
         Path(args.out).write_text(text, encoding="utf-8")

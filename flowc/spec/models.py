@@ -91,8 +91,8 @@ JSONValue = Annotated[Any, WithJsonSchema({})]
 
 
 class SpecModel(BaseModel):
-    # a field's docstring is its description in the JSON Schema (`flowc schema`): editors show it
-    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True, use_attribute_docstrings=True)
+    # a field's docstring is its description in the JSON Schema (flowc/spec/schema.py): editors show it
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
 
 
 # -- declarations ------------------------------------------------------------------------------
@@ -175,7 +175,7 @@ class CorpusDecl(SpecModel):
 class LoopDecl(SpecModel):
     """A bounded back edge: values from `from` may re-run `to` at most `max` times."""
 
-    model_config = ConfigDict(populate_by_name=True, extra="forbid", frozen=True, use_attribute_docstrings=True)
+    model_config = ConfigDict(populate_by_name=True, extra="forbid", frozen=True)
     from_: Name = Field(alias="from")
     """The node whose values (or route choice) go back to 'to'."""
     to: Name

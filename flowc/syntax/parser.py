@@ -8,10 +8,14 @@ layer, exactly as for YAML — so syntax and shape errors come out the same way 
 from __future__ import annotations
 
 import json
+import os
+import sys
 import textwrap
 from functools import cache
+from pathlib import Path
 from typing import Any
 
+import lark
 from lark import Lark, Token, Tree
 from lark.exceptions import UnexpectedEOF, UnexpectedInput, UnexpectedToken
 
@@ -36,7 +40,22 @@ def grammar() -> Lark:
         propagate_positions=True,
         maybe_placeholders=False,
         start=["start", "binding", "cond"],
+        cache=_parser_cache() or False,
     )
+
+
+def _parser_cache() -> str | None:
+    """Where lark keeps the analysed grammar (building the LALR tables is ~0.3 s of every
+    command): a file in flowc's cache folder, which only this user writes — lark's own default,
+    a shared temp folder, would load a pickle anyone could plant. Lark checks the grammar's
+    hash inside the file and rebuilds it when the grammar or lark changed. None (no cache)
+    when the folder cannot be made."""
+    root = Path(os.environ.get("FLOWC_CACHE_DIR") or Path.home() / ".cache" / "flowc") / "grammar"
+    try:
+        root.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError:
+        return None
+    return str(root / f"flow-lark{lark.__version__}-py{sys.version_info[0]}{sys.version_info[1]}.pickle")
 
 
 def parse_flow(text: str, path: str = "<flow>") -> Pipeline:
