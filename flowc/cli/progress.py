@@ -26,19 +26,12 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from flowc.optimizers.progress import duration
+
 
 def err_console() -> Console:
     """The console progress goes to: stderr, so stdout stays the command's result."""
     return Console(file=sys.stderr, highlight=False, soft_wrap=True)
-
-
-def duration(seconds: float) -> str:
-    s = round(seconds)
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    return f"{s // 3600}h{(s % 3600) // 60:02d}m"
 
 
 class _Live:

@@ -60,7 +60,8 @@ class ProgressEvent:
 ProgressHook = Callable[[ProgressEvent], None]
 
 
-def _duration(seconds: float) -> str:
+def duration(seconds: float) -> str:
+    """Seconds as people read them: 42s, 3m07s, 2h05m."""
     s = round(seconds)
     if s < 60:
         return f"{s}s"
@@ -100,9 +101,9 @@ def render_line(e: ProgressEvent) -> str:
     spent = f"{int(e.spent.get('calls', 0))} calls, {int(e.spent.get('tokens', 0)):,} tok"
     limits = e.budget.describe()
     parts.append(spent + (f" / {limits}" if limits != "unlimited" else ""))
-    timing = _duration(e.elapsed_s)
+    timing = duration(e.elapsed_s)
     if e.eta_s is not None and e.kind == "step":
-        timing += f", ETA {_duration(e.eta_s)}"
+        timing += f", ETA {duration(e.eta_s)}"
     parts.append(timing)
     return " · ".join(parts)
 
