@@ -235,7 +235,12 @@ def run_unit(task: Task, name: str, seed: int, before: dict[str, Any], args: arg
     folder.mkdir(parents=True, exist_ok=True)
     run_dir = folder / "run"
     clients = make_clients(task.compiled, args.critic_lm)
-    settings = known_settings(name, {"max_tokens": args.optimizer_max_tokens})
+    # a task that freezes its prompt templates (BBH) is optimized through the system instruction
+    frozen_prompts = any(p.endswith(".prompt") for p in task.frozen)
+    settings = known_settings(
+        name, {"max_tokens": args.optimizer_max_tokens, "components": ("system",) if frozen_prompts else None}
+    )
+    settings = {k: v for k, v in settings.items() if v is not None}
     settings.update(
         parse_settings(name, [s for s in args.set if s.split("=", 1)[0].replace("-", "_") in _fields(name)])
     )
@@ -377,7 +382,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 try:
                     unit = run_unit(task, name, seed, before, args)
                 except FlowcError as e:  # this optimizer cannot run this task: report it, go on
-                    unit = {"task": task.name, "optimizer": name, "seed": seed, "status": f"error: {e.render()}"}
+                    unit = {"task": task.name, "optimizer": name, "seed": seed, "status": f"error: {e}"}
                     errors.append(unit)
                 print(_line(unit), flush=True)
                 write_summary(root, args.out, errors)
