@@ -501,3 +501,13 @@ def test_flowc_optimize_writes_the_searched_prompt(
     )
     assert project.read_text().replace(prompt.split("\n\n")[0], "") != before  # written over SPEC
     assert "model reader" in project.read_text() and "filter_subqueries: true" in project.read_text()
+    # the trained reader: copied beside the spec with its served GGUF, named by the reader's adapter:
+    from flowc.optimizers.base import ParamPatch
+    from flowc.spec.adapters import file_sha256, short
+
+    sha = ParamPatch.load(tmp_path / "run" / "patch.json").params["reader.weights"]["sha256"]
+    rel = f"adapters/reader-{short(sha)}.safetensors"
+    assert f'adapter: "{rel}"' in project.read_text()
+    written = flowc.compile(project).adapters["reader"]
+    assert written.sha256 == file_sha256(project.parent / rel) == sha and written.served.is_file()
+    assert main(["check", str(project)]) == 0  # the adapter fits the reader's base file
