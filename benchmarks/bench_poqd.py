@@ -18,7 +18,8 @@ Systems (same corpus, same MaxSim retrieval of the top 2 paragraphs, same reader
   shipped.
 - `poqd`: `flowc optimize -O poqd` on the training questions, starting from the template prompt of
   pipelines/poqd_decompose.flow (no demos); then the searched prompt with the trained reader
-  (LoRA on the jax backbone, served by llama.cpp from a merged GGUF export). `--set` passes POQD's
+  (LoRA on the jax backbone: POQD's `reader.weights`, copied beside the result spec and named by
+  its reader's `adapter:`, served by llama.cpp over the base GGUF). `--set` passes POQD's
   settings (alpha, tau, kappa, max_rounds, final_steps, batch_size, ...).
 
 Reported per system on the evaluation slice: Hit@2 (at least one gold paragraph in the top 2),
@@ -121,8 +122,9 @@ DECOMPOSE = """
 """
 
 
-def spec_text(system: str, decomposer: str, reader: str, prompt: str | None = None) -> str:
-    """The .flow text of a system (`prompt` replaces the decomposer prompt, as a quoted string)."""
+def spec_text(system: str, decomposer: str, reader: str, prompt: str | None = None, adapter: str | None = None) -> str:
+    """The .flow text of a system (`prompt` replaces the decomposer prompt, as a quoted string;
+    `adapter` is the reader's, relative to the spec's folder)."""
     if system == "question":
         parts = {"outputs": "", "decomposer_model": "", "decompose": "", "search": "    query <- question"}
     else:
@@ -137,7 +139,8 @@ def spec_text(system: str, decomposer: str, reader: str, prompt: str | None = No
     return HEAD.format(
         name=system,
         reader=json.dumps(reader),
-        trainable="    trainable: true\n" if system == "poqd" else "",
+        trainable=("    trainable: true\n" if system == "poqd" else "")
+        + (f"    adapter: {json.dumps(adapter)}\n" if adapter else ""),
         read_prompt=READ_PROMPT,
         **parts,
     )
@@ -276,21 +279,20 @@ def run_poqd(
     return {"patch": patch, "state": state, "wall_s_now": time.perf_counter() - t0, "run_dir": run_dir}
 
 
-def served_reader(adapter: Path, base_model: str, out: Path) -> Path:
-    """The trained reader as one GGUF llama.cpp serves (the base with the adapter merged in)."""
-    if out.is_file():
-        return out
-    from flowc.backbone.checkpoint import load_adapter
-    from flowc.backbone.export import export_merged
-    from flowc.backbone.gguf_io import GGUFModelFile
-    from flowc.runtime.local_provider import resolve_model_path
+def trained_reader(spec: Path, adapter: dict[str, Any], run_dir: Path) -> str:
+    """POQD's last published reader adapter (its `reader.weights`, whether or not the gate kept it),
+    copied with its served GGUF to `adapters/` beside `spec` (as `flowc optimize --write` does);
+    returns the path the spec's `adapter:` names."""
+    import flowc
+    from flowc.optimizers.base import ParamPatch
+    from flowc.optimizers.writeback import copy_adapters
 
-    base = GGUFModelFile(resolve_model_path(base_model))
-    lora, lora_cfg, _ = load_adapter(adapter, expected_base_sha256=base.sha256)
-    tmp = out.with_suffix(".tmp.gguf")
-    export_merged(base, lora, lora_cfg, tmp)
-    os.replace(tmp, out)
-    return out
+    compiled = flowc.compile(spec)
+    value = {"path": str(run_dir / adapter["path"]), "sha256": adapter["sha256"]}
+    patch = ParamPatch(
+        pipeline=compiled.name, base_hash=compiled.hash, optimizer="poqd", seed=0, params={"reader.weights": value}
+    )
+    return str(copy_adapters(patch, compiled, spec.parent).params["reader.weights"]["path"])
 
 
 def quoted(prompt: str) -> str:
@@ -353,14 +355,10 @@ def main() -> int:
             opt = run_poqd(spec, train, val, args)
             st, patch = opt["state"], opt["patch"]
             prompt = f"{st['prefix']}\n\n{st['template']}" if st["prefix"] else st["template"]
-            reader = args.reader
-            if st.get("adapter"):
-                merged = served_reader(
-                    opt["run_dir"] / st["adapter"]["path"], args.reader, work / "reader-trained.gguf"
-                )
-                reader = f"local/gguf:{merged.resolve()}"
+            adapter = trained_reader(spec, st["adapter"], opt["run_dir"]) if st.get("adapter") else None
             spec = work / "poqd_result.flow"
-            spec.write_text(spec_text("poqd", args.decomposer, reader, quoted(prompt)), encoding="utf-8")
+            text = spec_text("poqd", args.decomposer, args.reader, quoted(prompt), adapter=adapter)
+            spec.write_text(text, encoding="utf-8")
             poqd_info = {
                 "searched_prefix": st["prefix"],
                 "adapter": st.get("adapter"),

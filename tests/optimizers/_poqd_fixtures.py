@@ -3,17 +3,21 @@ on them, and deterministic fakes for the decomposer, the reader and the optimize
 
 The reader is a random llama with SmolLM2's vocabulary and chat template (the size of
 tests/backbone/tiny_models.py's TINY, with the tokenizer copied from SmolLM2's GGUF), so the jax
-generator trains it in seconds; llama.cpp never serves it here (the fakes answer the pipeline's
-requests). jax's persistent compilation cache keeps the compiled steps across the many jobs of the
-contract suite.
+generator trains it in seconds. The scripted tests run on the `tiny_gguf` base of conftest.py: the
+oracle's adapters are real flowc adapters of it (untrained LoRA, published like the jax
+generator's), so the weights param, the gate and `--write` see real files; the fakes answer the
+pipeline's requests. jax's persistent compilation cache keeps the compiled steps across the many
+jobs of the contract suite.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -142,13 +146,25 @@ def optimizer_answer(request: LMRequest) -> str:
 class OracleGenerator:
     """A scripted stand-in for the jax generator: log P(a | Q, D) is 0 when the passage in the
     prompt contains the answer and `miss` (−5) otherwise, raised by `learning` per training step
-    (so training lowers the loss and a rescored prompt changes). Its state is a JSON file."""
+    (so training lowers the loss and a rescored prompt changes). Its state is a JSON file.
+
+    Its adapter is a real flowc LoRA adapter of the base it is bound to (`factory`), untrained
+    (the LoRA's `b` is zero) and tagged with the step count, so each published step is a distinct
+    file that the runtime could serve; the scripted pipeline model ignores it."""
 
     def __init__(self, miss: float = -5.0, learning: float = 0.5) -> None:
         self.miss = miss
         self.learning = learning
         self.steps = 0
         self.trained_on: list[list[str]] = []
+        self.base: Path | None = None
+        self.seed = 0
+        self._trainer: Any = None
+
+    def factory(self, base: Path, seed: int) -> OracleGenerator:
+        """POQD's `generator_factory`: this generator, over the reader's base file."""
+        self.base, self.seed, self._trainer = base, seed, None
+        return self
 
     def example(self, messages: list[dict[str, str]], completion: str) -> tuple[str, str]:
         return messages[-1]["content"], completion
@@ -176,6 +192,24 @@ class OracleGenerator:
         self.steps = json.loads(path.read_text())["steps"]
 
     def save_adapter(self, path: Path, extra: dict[str, object] | None = None) -> Path:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"steps": self.steps, **(extra or {})}))
-        return path
+        saved: Path = self.trainer().save(path, extra={"oracle_steps": self.steps, **(extra or {})})
+        return saved
+
+    def export_adapter(self, path: Path) -> Path:
+        exported: Path = self.trainer().export(path, kind="adapter")
+        return exported
+
+    def trainer(self) -> Any:
+        if self._trainer is None:
+            from flowc.backbone import LoraConfig, LoraTrainer
+
+            assert self.base is not None, "bind the oracle to a base with factory()"
+            self._trainer = LoraTrainer.create(_backbone(self.base), LoraConfig(rank=2, alpha=4.0), seed=self.seed)
+        return self._trainer
+
+
+@functools.cache
+def _backbone(path: Path) -> Any:
+    from flowc.backbone import Backbone
+
+    return Backbone.load(path)

@@ -45,10 +45,8 @@ from flowc.testing.retrieval_fakes import HashEncoder
 
 
 @pytest.fixture
-def project(tmp_path: Path) -> Path:
-    reader = tmp_path / "reader.gguf"
-    reader.write_bytes(b"")  # the oracle never reads it
-    return write_project(tmp_path / "project", reader)
+def project(tmp_path: Path, tiny_gguf: Path) -> Path:
+    return write_project(tmp_path / "project", tiny_gguf)  # the oracle's adapters are adapters of it
 
 
 def poqd(
@@ -66,8 +64,7 @@ def poqd(
         **{"tau": 2, "kappa": 2, "max_rounds": 2, "final_steps": 2, "batch_size": 2, **settings},
     )
     opt.retrievers = RetrieverPool(tmp_path / "embeddings", encoder=HashEncoder())
-    gen = generator or OracleGenerator()
-    opt.generator_factory = lambda base, seed: gen
+    opt.generator_factory = (generator or OracleGenerator()).factory
     return opt
 
 
@@ -185,8 +182,24 @@ def test_no_proposal_meets_alpha_so_the_prompt_stays_and_only_the_generator_trai
     proposals = [c for c in cands if c["id"].startswith("r1-p")]
     assert len(proposals) == 2 and not any(c["accepted"] for c in proposals)  # kappa proposals, none kept
     assert not any(c["id"].startswith("r2") for c in cands), "ALG1 returned p_old: no second round"
-    assert patch.params == {}
+    assert list(patch.params) == ["reader.weights"]  # the prompt stays; the trained adapter is the result
     assert gen.steps == 2  # straight to training to convergence (final_steps)
+
+
+@pytest.mark.parametrize("limit", [{"frozen": ("reader.weights",)}, {"only": ("decompose",)}])
+def test_with_the_weights_frozen_only_the_prompt_is_searched(
+    project: Path, tmp_path: Path, limit: dict[str, Any]
+) -> None:
+    compiled = flowc.compile(project)
+    gen = OracleGenerator()
+    patch = run(poqd(tmp_path, gen, **limit), compiled, tmp_path / "run")
+    assert list(patch.params) == ["decompose.prompt"]
+    assert patch.params["decompose.prompt"].startswith("Name the country of the question")
+    log = rows(tmp_path / "run" / "log.jsonl")
+    assert gen.steps == 0 and not any(e["event"] in ("adapter", "rescored") for e in log)
+    assert not list((tmp_path / "run").glob("adapters/*.safetensors"))
+    # the accepted prompt starts round 2's search at once (the generator is fixed): it repeats, so it ends
+    assert [e["round"] for e in log if e["event"] == "prompt-converged"] == [2]
 
 
 def test_the_rounds_are_bounded(project: Path, tmp_path: Path) -> None:
@@ -235,13 +248,19 @@ def test_the_validation_gate_reverts_a_result_that_scores_lower(project: Path, t
             "answer": ex["answer"]
         }
     hurting = hurting_pipeline_answer({r.key() for r in recorder.calls}, [dict(x) for x in VAL], right)
-    patch = run(poqd(tmp_path, answer=hurting), compiled, tmp_path / "run")
+    opt = poqd(tmp_path, answer=hurting)
+    patch = run(opt, compiled, tmp_path / "run")
     assert patch.params == {}
     assert patch.scores["val_after"] == patch.scores["val_before"] == 1.0
     assert any(e["event"] == "gate-reverted" for e in rows(tmp_path / "run" / "log.jsonl"))
+    # the gate scored the reader served with the trained adapter (the last one published)
+    published = [e["sha256"] for e in rows(tmp_path / "run" / "log.jsonl") if e["event"] == "adapter"]
+    served = {r.adapter.sha256 for r in opt.pipeline_lm.calls if r.node == "read" and r.adapter is not None}
+    assert published and served == {published[-1]}
     # without the gate the result is kept, and its validation score reported
     kept = run(poqd(tmp_path, answer=hurting, gate=False), compiled, tmp_path / "run2")
     assert kept.params and kept.scores["val_after"] < kept.scores["val_before"]
+    assert kept.params["reader.weights"]["sha256"] == published[-1]
 
 
 def test_a_time_budget_spent_in_training_keeps_the_trained_adapter(project: Path, tmp_path: Path) -> None:
@@ -257,7 +276,8 @@ def test_a_time_budget_spent_in_training_keeps_the_trained_adapter(project: Path
     patch = run(poqd(tmp_path, Slow(), final_steps=50), compiled, tmp_path / "run", budget=Budget(seconds=2.0))
     assert patch.stopped_by == "budget: seconds"
     log = rows(tmp_path / "run" / "log.jsonl")
-    assert any(e["event"] == "adapter" for e in log)
+    published = [e["sha256"] for e in log if e["event"] == "adapter"]
+    assert published and patch.params["reader.weights"]["sha256"] == published[-1]  # what it trained is returned
 
 
 # -- the meta-prompt ---------------------------------------------------------------------------------
@@ -382,9 +402,8 @@ def test_the_generators_loss_is_the_brute_force_one(reader: Path) -> None:
     assert after < brute, "one AdamW step lowers the loss it descends"
 
 
-def test_a_job_killed_in_training_resumes_to_the_same_adapter(project: Path, reader: Path, tmp_path: Path) -> None:
-    text = project.read_text()
-    project.write_text(text.replace(str(tmp_path / "reader.gguf"), str(reader)))
+def test_a_job_killed_in_training_resumes_to_the_same_adapter(reader: Path, tmp_path: Path) -> None:
+    project = write_project(tmp_path / "jax-project", reader)
     compiled = flowc.compile(project)
     full = run(jax_poqd(tmp_path), compiled, tmp_path / "full")
     state = json.loads((tmp_path / "full" / "state.json").read_text())
@@ -421,7 +440,11 @@ def test_a_job_killed_in_training_resumes_to_the_same_adapter(project: Path, rea
         assert one.metadata() == two.metadata() and set(one.keys()) == set(two.keys())
         for key in sorted(one.keys()):  # the same adapter, bit for bit
             assert np.array_equal(one.get_tensor(key), two.get_tensor(key)), key
-    assert resumed.params == full.params
+    from flowc.testing.contracts import comparable
+
+    assert comparable(resumed)["params"] == comparable(full)["params"]  # the same prompt and adapter hash
+    assert full.params["reader.weights"]["sha256"] == state["adapter"]["sha256"]
+    assert Path(resumed.params["reader.weights"]["path"]).parent == tmp_path / "killed" / "adapters"
     assert resumed.scores["train_loss_after"] == full.scores["train_loss_after"]
 
 
@@ -463,7 +486,7 @@ def test_flowc_optimize_writes_the_searched_prompt(
     monkeypatch.setattr("flowc.runtime.session.default_client", lambda *a, **k: FunctionLM(pipeline_answer))
     monkeypatch.setattr("flowc.runtime.client.ModelClient", lambda *a, **k: FunctionLM(optimizer_answer))
     monkeypatch.setattr("flowc.runtime.retrieval.encoder.MiniLMEncoder", HashEncoder)
-    monkeypatch.setattr(POQD, "lora_generator", lambda self, base, seed: OracleGenerator())
+    monkeypatch.setattr(POQD, "lora_generator", lambda self, base, seed: OracleGenerator().factory(base, seed))
     for name, data in (("train", TRAIN), ("val", VAL)):
         (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps(x) + "\n" for x in data))
     before = project.read_text()
@@ -478,3 +501,13 @@ def test_flowc_optimize_writes_the_searched_prompt(
     )
     assert project.read_text().replace(prompt.split("\n\n")[0], "") != before  # written over SPEC
     assert "model reader" in project.read_text() and "filter_subqueries: true" in project.read_text()
+    # the trained reader: copied beside the spec with its served GGUF, named by the reader's adapter:
+    from flowc.optimizers.base import ParamPatch
+    from flowc.spec.adapters import file_sha256, short
+
+    sha = ParamPatch.load(tmp_path / "run" / "patch.json").params["reader.weights"]["sha256"]
+    rel = f"adapters/reader-{short(sha)}.safetensors"
+    assert f'adapter: "{rel}"' in project.read_text()
+    written = flowc.compile(project).adapters["reader"]
+    assert written.sha256 == file_sha256(project.parent / rel) == sha and written.served.is_file()
+    assert main(["check", str(project)]) == 0  # the adapter fits the reader's base file

@@ -1,11 +1,15 @@
-"""POQD passes the conformance suite every optimizer passes (flowc.testing.contracts).
+"""POQD passes the conformance suite of the optimizers that train weights (flowc.testing.contracts
+`WeightOptimizerContract`: every check of `OptimizerContract`, and the patch's `reader.weights`
+names a published adapter of the reader's base, servable, pinned by the artifact, byte-identical
+across equal runs).
 
 The pipeline is the POQD shape on a capitals corpus (tests/optimizers/_poqd_fixtures.py): a fake
 decomposer that names the country once the optimizer's instruction asks for it, MaxSim retrieval
 with the hallucination filter (a hashed bag-of-words encoder), and a reader. The generator is
 `OracleGenerator` (log P(a | Q, D) = 0 when the passage holds the answer), so the searched prompt
 really lowers the downstream loss and the suite runs in seconds; the jax generator on a tiny
-random model is covered by test_poqd.py.
+random model is covered by test_poqd.py. The oracle's adapters are real (untrained) LoRA adapters
+of the tiny base, published the way the jax generator's are.
 """
 
 from __future__ import annotations
@@ -22,24 +26,27 @@ from flowc.compile import CompiledPipeline
 from flowc.optimizers.poqd import POQD
 from flowc.runtime.lm import LMClient, LMRequest
 from flowc.runtime.resources import RetrieverPool
-from flowc.testing.contracts import OptimizerContract
+from flowc.testing.contracts import WeightOptimizerContract
 from flowc.testing.retrieval_fakes import HashEncoder
 
 
-class TestPOQDContract(OptimizerContract):
-    # The validation gate is checked in test_poqd.py: under the suite's hurting model a new
-    # decomposer prompt that retrieves the same passages leaves every reader request unchanged.
+class TestPOQDContract(WeightOptimizerContract):
+    # The validation gate (with the adapter served) is checked in test_poqd.py: the suite's check
+    # needs a pipeline that a model answering every request with one validation answer scores 1.0
+    # on, and that model cannot answer POQD's decomposer.
     uses_validation_gate = False
 
     @pytest.fixture(autouse=True)
-    def _folder(self, tmp_path: Path) -> None:
+    def _folder(self, tmp_path: Path, tiny_gguf: Path) -> None:
         self.folder = tmp_path / "project"
-        reader = tmp_path / "reader.gguf"  # the oracle generator never reads it
-        reader.write_bytes(b"")
-        self.spec = write_project(self.folder, reader)
+        self.spec = write_project(self.folder, tiny_gguf)
 
     @pytest.fixture
-    def compiled(self) -> CompiledPipeline:
+    def base_model(self, tiny_gguf: Path) -> str:
+        return f"local/gguf:{tiny_gguf}"
+
+    @pytest.fixture
+    def compiled(self) -> CompiledPipeline:  # the POQD pipeline over base_model, not the suite's QA one
         return flowc.compile(self.spec)
 
     @pytest.fixture
@@ -69,5 +76,5 @@ class TestPOQDContract(OptimizerContract):
             resume=resume,
         )
         opt.retrievers = RetrieverPool(self.folder / "embeddings", encoder=HashEncoder())
-        opt.generator_factory = lambda base, seed: OracleGenerator()
+        opt.generator_factory = OracleGenerator().factory
         return opt

@@ -193,6 +193,10 @@ class Generator:
         """The adapter as a flowc LoRA safetensors file (what the runtime serves, once published)."""
         return self.trainer.save(path, extra=extra)
 
+    def export_adapter(self, path: Path) -> Path:
+        """The adapter as a llama.cpp LoRA GGUF over the reader's base (what the runtime loads)."""
+        return self.trainer.export(path, kind="adapter")
+
     def _batch(self, examples: Sequence[Example]) -> Any:
         longest = max(len(e.prompt_ids) + len(e.completion_ids) for e in examples) - 1
         answers = max(len(e.completion_ids) for e in examples)

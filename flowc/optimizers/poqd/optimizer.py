@@ -12,6 +12,13 @@ to convergence:
   the new prompt; if none does, the prompt is unchanged and the alternation ends.
 - τ training steps of the generator (LoRA) on the same loss with the new prompt.
 
+The trained adapter is the reader model's weights param (`<model>.weights`): every τ-step block and
+the end of training publish it with `AdapterStore.publish` (content-addressed in the run directory,
+with the llama.cpp LoRA GGUF the runtime serves beside it), so the patch holds the searched prompt
+and the adapter, and the validation gate scores the pipeline served with both. With the weights
+frozen (`--freeze <model>.weights`, or `--only` without them) POQD searches the prompt only, the
+generator fixed at the base model.
+
 Every unit — the first scoring, one proposal, one rescoring, one training step, the validation —
 is a checkpointed step of the skeleton (`StepOptimizer`): a killed job resumes at the step it was
 in, with the LM calls answered from the journal and the generator's adapter and optimizer state
@@ -24,10 +31,11 @@ import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from flowc.compile import CompiledPipeline
 from flowc.errors import FlowcError
+from flowc.optimizers.base import trainable_params
 from flowc.optimizers.budget import BudgetExceeded
 from flowc.optimizers.poqd.downstream import Downstream
 from flowc.optimizers.poqd.loss import sufficient_decrease
@@ -37,6 +45,10 @@ from flowc.optimizers.scoring import Metric, accept
 from flowc.optimizers.skeleton import Run, StepOptimizer, StepReport
 from flowc.runtime.lm import LMClient, LMRequest, Message
 from flowc.runtime.resources import RetrieverPool
+from flowc.spec.adapters import served_path
+
+if TYPE_CHECKING:
+    from flowc.optimizers.weights import TrainableModel
 
 
 @dataclass
@@ -98,9 +110,10 @@ class POQD(StepOptimizer):
         self._roles: Roles | None = None
         self._down: Downstream | None = None
         self._gen: Any = None
+        self._reader: TrainableModel | None = None
 
     async def optimize_async(self, compiled: CompiledPipeline, **kwargs: Any) -> Any:
-        self._roles, self._down, self._gen = None, None, None  # one job's parts
+        self._roles, self._down, self._gen, self._reader = None, None, None, None  # one job's parts
         self.roles_of(compiled, kwargs["metric"].output)
         return await super().optimize_async(compiled, **kwargs)
 
@@ -112,7 +125,10 @@ class POQD(StepOptimizer):
         super().preflight(compiled, metric)
 
     def select_params(self, compiled: CompiledPipeline) -> list[str]:
-        return [self.roles_of(compiled).prompt_param]
+        """The decomposer's prompt, then the reader's weights unless --only/--freeze leave them out."""
+        roles = self.roles_of(compiled)
+        weights = trainable_params(compiled, self.only, self.frozen, kinds=("weights",))
+        return [roles.prompt_param, *([roles.weights_param] if roles.weights_param in weights else [])]
 
     def roles_of(self, compiled: CompiledPipeline, output: str | None = None) -> Roles:
         if self._roles is None:
@@ -142,13 +158,12 @@ class POQD(StepOptimizer):
                     hint=f"set {key} {where} {key}={example}",
                 )
         roles = self.roles_of(compiled)
-        p = compiled.params.get(roles.prompt_param)
-        if p is None or not p.trainable or roles.prompt_param in self.frozen or roles.decomposer in self.frozen:
+        if roles.prompt_param not in trainable_params(compiled, self.only, self.frozen, kinds=("prompt",)):
             raise FlowcError(
                 "invalid-value",
                 f"POQD searches the decomposer's prompt, but '{roles.prompt_param}' is frozen",
                 span=compiled.spec.key_span("nodes", roles.decomposer),
-                hint=f"leave node '{roles.decomposer}' trainable",
+                hint=f"leave node '{roles.decomposer}' trainable (and in --only, when given)",
             )
         model = compiled.spec.models[roles.generator_model]
         if not model.id.startswith("local/"):
@@ -163,7 +178,8 @@ class POQD(StepOptimizer):
                 "invalid-value",
                 f"POQD trains the weights of the reader's model '{roles.generator_model}', which is not trainable",
                 span=compiled.spec.key_span("models", roles.generator_model),
-                hint=f"add 'trainable: true' to model '{roles.generator_model}'",
+                hint=f"add 'trainable: true' to model '{roles.generator_model}' (and --freeze "
+                f"{roles.weights_param} to search the prompt with the reader's weights fixed)",
             )
 
     def projected_calls(self, compiled: CompiledPipeline, n_train: int, n_val: int) -> dict[str, tuple[int, int]]:
@@ -243,7 +259,7 @@ class POQD(StepOptimizer):
         st["losses"].append({"kind": "initial", "round": st["round"], "loss": loss})
         run.candidate(id="p0", parent=None, params={}, scores={"loss": loss}, accepted=True, unreadable=unreadable)
         if self.max_rounds == 0:
-            self._enter_final(st)
+            self._enter_final(run)
         return StepReport(phase=f"round {st['round']}: spec's prompt, loss {loss:.3f}", details={"loss": loss})
 
     def _rescore(self, run: Run) -> StepReport:
@@ -311,14 +327,40 @@ class POQD(StepOptimizer):
                     note = {run.params[0]: f"downstream loss {st['prefix_loss']:.4f} -> {loss:.4f}"}
                     run.keep({run.params[0]: full}, val=None, candidate=cid, rationale=note)
                     st.update(prefix=prefix, prefix_loss=loss, subq=subq, phase="train", block=0)
+                    if not self._trains(run):  # the generator is fixed: the next search starts at once
+                        self._next_round(run, loss)
                     report.accepted = True
                     return report
         if st["proposals"] >= self.kappa:  # ALG1 returns p_old: the prompt stopped changing
             run.log(event="prompt-converged", round=st["round"], loss=st["prefix_loss"])
-            self._enter_final(st)
+            self._enter_final(run)
         return report
 
-    def _enter_final(self, st: dict[str, Any]) -> None:
+    def _trains(self, run: Run) -> bool:
+        """Whether the reader's weights are trained (not frozen by --only/--freeze)."""
+        return self.roles_of(run.compiled).weights_param in run.params
+
+    def _next_round(self, run: Run, loss: float | None) -> None:
+        """After a round's training (or its accepted prompt, with the generator fixed): the next
+        search, which starts from L(Θ; p) (rescored when the generator changed), or the end."""
+        st = run.state
+        st.update(
+            round=st["round"] + 1, prefix_loss=loss, history=[] if loss is None else [[st["prefix"], loss]], block=0
+        )
+        st["proposals"] = 0
+        if st["round"] <= self.max_rounds:
+            st["phase"] = "search"
+        elif self._trains(run):
+            st.update(phase="final", final={"last": None, "steps": 0})
+        else:
+            st["phase"] = "validate"
+
+    def _enter_final(self, run: Run) -> None:
+        """Train to convergence (or, with the generator fixed, validate)."""
+        st = run.state
+        if not self._trains(run):
+            st["phase"] = "validate"
+            return
         st.update(phase="final", block=0)
         st["final"] = {"last": st["prefix_loss"], "steps": 0}
 
@@ -344,10 +386,7 @@ class POQD(StepOptimizer):
         report = StepReport(phase=f"{phase}: step {n}, batch loss {loss:.3f}", details={"batch_loss": loss})
         if phase == "train" and st["block"] >= self.tau:
             self._publish(run)
-            st.update(round=st["round"] + 1, prefix_loss=None, history=[], block=0)
-            st["phase"] = "search" if st["round"] <= self.max_rounds else "final"
-            if st["phase"] == "final":
-                st["final"] = {"last": None, "steps": 0}
+            self._next_round(run, None)
         elif phase == "final":
             st["final"]["steps"] += 1
             if st["block"] >= self.tau or st["final"]["steps"] >= self.final_steps:
@@ -364,6 +403,8 @@ class POQD(StepOptimizer):
         return report
 
     async def _validate(self, run: Run) -> StepReport:
+        """flowc's gate: the pipeline with the searched prompt and served with the trained adapter
+        (both are in the kept values) is scored on the validation set."""
         st = run.state
         val = await run.validate(run.values)
         kept = val is not None and (not self.gate or accept(val, float(st["val_base"] or 0.0)))
@@ -412,6 +453,11 @@ class POQD(StepOptimizer):
             self._gen.load_state(run.job.rundir.path / saved)
         self._down.generator = self._gen
         self._down.version = str(run.state["gen"]["steps"])
+        if self._trains(run):
+            from flowc.optimizers.weights import trainable_models
+
+            models = trainable_models(run.compiled, self.only, self.frozen)
+            self._reader = next(m for m in models if m.param == roles.weights_param)
 
     def lora_generator(self, base: Path, seed: int) -> Any:
         """The jax generator: a LoRA adapter on the reader's base model (this imports jax)."""
@@ -450,18 +496,35 @@ class POQD(StepOptimizer):
         down.forget(lambda v: v == down.version)
 
     def _publish(self, run: Run) -> None:
-        """Write the current adapter into the run directory (content-addressed) and record it."""
+        """Publish the current adapter as the reader's weights param: filed in the run directory
+        under its content hash with its served llama.cpp GGUF (`AdapterStore.publish`, which checks
+        it was trained on the reader's base), and kept in the values like an accepted prompt (the
+        validation gate at the end judges both). Publishing the same adapter again (a resumed step)
+        files nothing new and gives the same value."""
+        from flowc.optimizers.weights import AdapterStore
+
         st = run.state
-        roles = self.roles_of(run.compiled)
-        folder = run.job.rundir.path / "adapters"
-        scratch = folder / "scratch" / f"{roles.generator_model}.safetensors"
-        tmp = self._gen.save_adapter(scratch, extra={"poqd_round": st["round"]})
-        sha = hashlib.sha256(tmp.read_bytes()).hexdigest()
-        dest = folder / f"{roles.generator_model}-{sha[:12]}.safetensors"
-        tmp.replace(dest)
-        st["adapter"] = {"path": str(Path("adapters") / dest.name), "sha256": sha, "steps": st["gen"]["steps"]}
-        st["published_steps"] = st["gen"]["steps"]
+        assert self._reader is not None, "_ensure runs first, and only a job that trains publishes"
+        steps = st["gen"]["steps"]
+        store = AdapterStore(run.job.rundir.path.resolve())  # the value's path must not depend on the cwd
+        scratch = self._gen.save_adapter(
+            store.scratch(self._reader, f"step{steps}"), extra={"optimizer": "poqd", "poqd_round": st["round"]}
+        )
+        served = self._gen.export_adapter(served_path(scratch))
+        published = store.publish(self._reader, scratch, served)
+        scratch.unlink()
+        served.unlink()
+        st["adapter"] = {**published.value, "steps": steps}
+        st["published_steps"] = steps
         run.log(event="adapter", **st["adapter"])
+        losses = [h["loss"] for h in st["losses"]] or [float("nan")]
+        note = f"{steps} generator steps; downstream loss {losses[0]:.4f} at the start, {losses[-1]:.4f} last"
+        run.keep(
+            {self._reader.param: published.value},
+            val=None,
+            candidate=f"adapter-{steps}",
+            rationale={self._reader.param: note},
+        )
 
 
 def _prompt(prefix: str, template: str) -> str:
