@@ -97,7 +97,9 @@ class AdapterStore:
     """The adapters of one optimization job, under `<run_dir>/adapters/`."""
 
     def __init__(self, run_dir: str | Path) -> None:
-        self.dir = Path(run_dir) / "adapters"
+        # absolute: a weights value names its file by path, resolved against the spec's folder
+        # when relative, so a relative --run-dir would point elsewhere
+        self.dir = Path(run_dir).resolve() / "adapters"
         self.dir.mkdir(parents=True, exist_ok=True)
 
     def scratch(self, model: TrainableModel, tag: str) -> Path:

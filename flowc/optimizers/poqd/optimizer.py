@@ -506,7 +506,7 @@ class POQD(StepOptimizer):
         st = run.state
         assert self._reader is not None, "_ensure runs first, and only a job that trains publishes"
         steps = st["gen"]["steps"]
-        store = AdapterStore(run.job.rundir.path.resolve())  # the value's path must not depend on the cwd
+        store = AdapterStore(run.job.rundir.path)
         scratch = self._gen.save_adapter(
             store.scratch(self._reader, f"step{steps}"), extra={"optimizer": "poqd", "poqd_round": st["round"]}
         )
