@@ -73,30 +73,9 @@ class SharedLimiters(RateLimiters):
         super().__init__()
         self._actor = actor
         self._worker = worker
-        self._declared: dict[str, tuple[int | None, int | None]] = {}
-        self._remote: dict[str, _RemoteLimiter] = {}
 
-    def set_limits(self, model: str, rpm: int | None, tpm: int | None) -> None:
-        if self._declared.get(model) != (rpm, tpm):
-            self._declared[model] = (rpm, tpm)
-            self._remote.pop(model, None)
-
-    def get(self, model: str) -> RateLimiter | None:
-        found = self._remote.get(model)
-        if found is not None:
-            return found
-        rpm, tpm = self._declared.get(model, (None, None))
-        if rpm is None and tpm is None:
-            return None
-        limiter = _RemoteLimiter(self._actor, model, rpm, tpm, self._worker)
-        self._remote[model] = limiter
-        return limiter
-
-    async def acquire(self, model: str, tokens: int) -> Reservation:
-        limiter = self.get(model)
-        if limiter is None:
-            return Reservation(None, tokens)
-        return await limiter.acquire(tokens)
+    def _new_limiter(self, model: str, rpm: int | None, tpm: int | None) -> RateLimiter:
+        return _RemoteLimiter(self._actor, model, rpm, tpm, self._worker)
 
 
 class _RemoteLimiter(RateLimiter):

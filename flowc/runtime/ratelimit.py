@@ -198,9 +198,13 @@ class RateLimiters:
         rpm, tpm = self._limits.get(model, (None, None))
         if rpm is None and tpm is None:
             return None
-        limiter = RateLimiter(rpm, tpm, clock=self._clock, sleep=self._sleep)
+        limiter = self._new_limiter(model, rpm, tpm)
         self._limiters[model] = limiter
         return limiter
+
+    def _new_limiter(self, model: str, rpm: int | None, tpm: int | None) -> RateLimiter:
+        """The limiter a model gets on first use (a subclass may hold it elsewhere, e.g. in a Ray actor)."""
+        return RateLimiter(rpm, tpm, clock=self._clock, sleep=self._sleep)
 
     async def acquire(self, model: str, tokens: int) -> Reservation:
         """Acquire on `model`'s limiter; returns a no-op reservation when it is unlimited."""
