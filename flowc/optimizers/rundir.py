@@ -74,10 +74,17 @@ class RunDir:
         return loaded
 
     def candidates(self) -> list[dict[str, Any]]:
-        f = self.path / "candidates.jsonl"
-        if not f.exists():
-            return []
-        return [json.loads(x) for x in f.read_text(encoding="utf-8").splitlines() if x.strip()]
+        return _rows(self.path / "candidates.jsonl")
+
+    def logs(self) -> list[dict[str, Any]]:
+        """The step log, one row a step (what `log` appended)."""
+        return _rows(self.path / "log.jsonl")
+
+
+def _rows(f: Path) -> list[dict[str, Any]]:
+    if not f.exists():
+        return []
+    return [json.loads(x) for x in f.read_text(encoding="utf-8").splitlines() if x.strip()]
 
 
 def truncate_after(path: Path, step: int) -> None:

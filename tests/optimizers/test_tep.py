@@ -14,6 +14,7 @@ import pytest
 import flowc
 from flowc.optimizers.base import ParamPatch
 from flowc.optimizers.budget import Budget
+from flowc.optimizers.rundir import RunDir
 from flowc.optimizers.scoring import metric_from_spec
 from flowc.optimizers.tep import TEP
 from flowc.optimizers.tep.critic import parse_critic
@@ -119,7 +120,7 @@ def _run(
 
 
 def _log(tmp_path: Path) -> list[dict[str, Any]]:
-    return [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines() if x.strip()]
+    return RunDir(tmp_path / "run").logs()
 
 
 def _critic_calls(o_lm: FunctionLM) -> list[LMRequest]:

@@ -13,6 +13,7 @@ import pytest
 
 import flowc
 from flowc.optimizers.budget import Budget
+from flowc.optimizers.rundir import RunDir
 from flowc.optimizers.scoring import metric_from_spec
 from flowc.optimizers.tep import TEP
 from flowc.runtime.lm import LMClient, LMRequest, LMResponse
@@ -67,7 +68,7 @@ def _run(
 
 
 def _log(tmp_path: Path) -> list[dict[str, Any]]:
-    return [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines() if x.strip()]
+    return RunDir(tmp_path / "run").logs()
 
 
 def test_rounds_run_until_validation_plateaus_so_beta_anneals(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ import pytest
 import flowc
 from flowc.optimizers.base import ParamPatch
 from flowc.optimizers.budget import Budget
+from flowc.optimizers.rundir import RunDir
 from flowc.optimizers.scoring import metric_from_spec
 from flowc.optimizers.textgrad import TextGrad
 from flowc.optimizers.textgrad.graph import Gradient, Var
@@ -81,7 +82,7 @@ def _run(
 
 
 def _log(tmp_path: Path) -> list[dict[str, Any]]:
-    return [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines() if x.strip()]
+    return RunDir(tmp_path / "run").logs()
 
 
 def test_backward_order_and_prompts(tmp_path: Path) -> None:
